@@ -1,0 +1,231 @@
+//! The CPU reference: quantize, dequantize and dot products, row by row.
+//!
+//! This is the definition every other implementation (CUDA kernels, the C ABI) must match bit
+//! for bit. It favours clarity over speed, but does no allocation and rotates a query once per
+//! row.
+//!
+//! Quantizing one block `x` (128 floats):
+//! 1. non-finite elements read as 0;
+//! 2. `w = H·D·x` (unnormalized butterfly), `s = Σ w²` in the canonical lane order; if `s` is 0
+//!    or overflows, the block is all-zero codes with `d = 0`;
+//! 3. `y = w · (sqrt(128) / sqrt(s))` — i.e. `sqrt(128)·u/||x||` for `u = T(x)` — and
+//!    `c_i = encode(y_i)`;
+//! 4. `d = sqrt(s) / (sqrt(128) · ||C[c]||)` — i.e. `||x|| / ||C[c]||` — as an IEEE half, saturated
+//!    to 65504.
+
+use half::f16;
+
+use crate::error::Error;
+use crate::format::{TbqType, BLOCK_ELEMS, D_MAX, HEADER_BYTES};
+use crate::packing::{pack, unpack};
+use crate::rotation::{fwht, rotate_block, sign, sum_squares_canonical, unrotate_block, SQRT_128};
+
+type Block = [f32; BLOCK_ELEMS];
+
+/// Quantizes one block of 128 floats into `out` (`ty.block_bytes()` bytes).
+pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
+    let spec = ty.spec();
+    let (header, qs) = out.split_at_mut(HEADER_BYTES);
+
+    let mut w = [0.0f32; BLOCK_ELEMS];
+    for (i, (wi, &xi)) in w.iter_mut().zip(x).enumerate() {
+        *wi = if xi.is_finite() { xi * sign(i) } else { 0.0 };
+    }
+    fwht(&mut w);
+    let s = sum_squares_canonical(&w);
+    if s == 0.0 || !s.is_finite() {
+        header.fill(0);
+        qs.fill(0);
+        return;
+    }
+
+    let norm_w = s.sqrt();
+    let k = SQRT_128 / norm_w;
+    let mut codes = [0u8; BLOCK_ELEMS];
+    let mut r = [0.0f32; BLOCK_ELEMS];
+    for i in 0..BLOCK_ELEMS {
+        codes[i] = spec.encode(w[i] * k);
+        r[i] = spec.level(codes[i]);
+    }
+    let d = norm_w / (SQRT_128 * sum_squares_canonical(&r).sqrt());
+
+    header.copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
+    pack(spec, &codes, qs);
+}
+
+/// The corrected norm `d` of a block.
+#[inline]
+pub fn block_d(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[0], block[1]]).to_f32()
+}
+
+/// `d · C[c_i]` for each coordinate: the block in the rotated domain, `T(x̂)`.
+#[inline]
+pub fn decode_rotated(ty: TbqType, block: &[u8], out: &mut Block) {
+    let spec = ty.spec();
+    let d = block_d(block);
+    let mut codes = [0u8; BLOCK_ELEMS];
+    unpack(spec, &block[HEADER_BYTES..], &mut codes);
+    for (o, &c) in out.iter_mut().zip(&codes) {
+        *o = d * spec.level(c);
+    }
+}
+
+/// Dequantizes one block: `x̂ = T⁻¹(d·C[c])`.
+pub fn dequantize_block(ty: TbqType, block: &[u8], out: &mut Block) {
+    decode_rotated(ty, block, out);
+    unrotate_block(out);
+}
+
+/// Checks that `n` is a positive multiple of [`BLOCK_ELEMS`].
+pub fn check_len(n: usize) -> Result<(), Error> {
+    if n == 0 || n % BLOCK_ELEMS != 0 {
+        return Err(Error::Length { n: n as i64 });
+    }
+    Ok(())
+}
+
+fn check_bytes(need: usize, have: usize) -> Result<(), Error> {
+    if have < need {
+        return Err(Error::Buffer { need, have });
+    }
+    Ok(())
+}
+
+/// Quantizes a row of f32 into `out`. `x.len()` must be a multiple of 128 and `out` must hold
+/// `ty.row_bytes(x.len())` bytes; nothing is written on error.
+pub fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
+    check_len(x.len())?;
+    check_bytes(ty.row_bytes(x.len()), out.len())?;
+    for (xb, ob) in x
+        .chunks_exact(BLOCK_ELEMS)
+        .zip(out.chunks_exact_mut(ty.block_bytes()))
+    {
+        quantize_block(ty, xb.try_into().unwrap(), ob);
+    }
+    Ok(())
+}
+
+/// Quantizes a row of IEEE halves; identical to [`quantize_row`] of the same values as f32.
+pub fn quantize_row_f16(ty: TbqType, x: &[f16], out: &mut [u8]) -> Result<(), Error> {
+    check_len(x.len())?;
+    check_bytes(ty.row_bytes(x.len()), out.len())?;
+    for (xb, ob) in x
+        .chunks_exact(BLOCK_ELEMS)
+        .zip(out.chunks_exact_mut(ty.block_bytes()))
+    {
+        let mut b = [0.0f32; BLOCK_ELEMS];
+        for (bi, h) in b.iter_mut().zip(xb) {
+            *bi = h.to_f32();
+        }
+        quantize_block(ty, &b, ob);
+    }
+    Ok(())
+}
+
+/// Dequantizes `out.len()` elements from `src`.
+pub fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Error> {
+    check_len(out.len())?;
+    check_bytes(ty.row_bytes(out.len()), src.len())?;
+    for (sb, ob) in src
+        .chunks_exact(ty.block_bytes())
+        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        dequantize_block(ty, sb, ob.try_into().unwrap());
+    }
+    Ok(())
+}
+
+/// Dequantizes `out.len()` elements from `src` to IEEE halves (round to nearest even).
+pub fn dequantize_row_f16(ty: TbqType, src: &[u8], out: &mut [f16]) -> Result<(), Error> {
+    check_len(out.len())?;
+    check_bytes(ty.row_bytes(out.len()), src.len())?;
+    for (sb, ob) in src
+        .chunks_exact(ty.block_bytes())
+        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        let mut b = [0.0f32; BLOCK_ELEMS];
+        dequantize_block(ty, sb, &mut b);
+        for (o, v) in ob.iter_mut().zip(b) {
+            *o = f16::from_f32(v);
+        }
+    }
+    Ok(())
+}
+
+/// `T` applied to each 128-element block of `x`, written to `out` (same length).
+pub fn rotate(x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+    map_blocks(x, out, rotate_block)
+}
+
+/// `T⁻¹` applied to each 128-element block of `x`, written to `out` (same length).
+pub fn unrotate(x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+    map_blocks(x, out, unrotate_block)
+}
+
+fn map_blocks(x: &[f32], out: &mut [f32], f: fn(&mut Block)) -> Result<(), Error> {
+    check_len(x.len())?;
+    check_bytes(x.len(), out.len())?;
+    for (xb, ob) in x
+        .chunks_exact(BLOCK_ELEMS)
+        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        let ob: &mut Block = ob.try_into().unwrap();
+        ob.copy_from_slice(xb);
+        f(ob);
+    }
+    Ok(())
+}
+
+/// `Σ q·x̂` for a query already rotated by [`rotate`]: per block `d · Σ_i T(q)_i · C[c_i]`.
+pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
+    check_len(q_rot.len())?;
+    check_bytes(ty.row_bytes(q_rot.len()), x.len())?;
+    let spec = ty.spec();
+    let mut sum = 0.0f32;
+    let mut codes = [0u8; BLOCK_ELEMS];
+    for (xb, qb) in x
+        .chunks_exact(ty.block_bytes())
+        .zip(q_rot.chunks_exact(BLOCK_ELEMS))
+    {
+        unpack(spec, &xb[HEADER_BYTES..], &mut codes);
+        let mut s = 0.0f32;
+        for (&c, &q) in codes.iter().zip(qb) {
+            s += q * spec.level(c);
+        }
+        sum += block_d(xb) * s;
+    }
+    Ok(sum)
+}
+
+/// `Σ q·x̂` for a plain query: rotates each block of `q` once, then scores like
+/// [`vec_dot_rotated`].
+pub fn vec_dot(ty: TbqType, x: &[u8], q: &[f32]) -> Result<f32, Error> {
+    check_len(q.len())?;
+    check_bytes(ty.row_bytes(q.len()), x.len())?;
+    let mut sum = 0.0f32;
+    for (xb, qb) in x
+        .chunks_exact(ty.block_bytes())
+        .zip(q.chunks_exact(BLOCK_ELEMS))
+    {
+        let mut q_rot: Block = qb.try_into().unwrap();
+        rotate_block(&mut q_rot);
+        sum += vec_dot_rotated(ty, xb, &q_rot)?;
+    }
+    Ok(sum)
+}
+
+/// Checks that every block's `d` is finite (a corrupted or foreign buffer otherwise).
+pub fn validate(ty: TbqType, src: &[u8]) -> Result<(), Error> {
+    let bb = ty.block_bytes();
+    if src.len() % bb != 0 {
+        return Err(Error::Buffer {
+            need: src.len().div_ceil(bb) * bb,
+            have: src.len(),
+        });
+    }
+    match src.chunks_exact(bb).position(|b| !block_d(b).is_finite()) {
+        Some(block) => Err(Error::NonFinite { block }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,79 @@
+//! The codebook constants are the Lloyd-Max quantizers of N(0, 1); the thresholds are their
+//! midpoints; encoding picks the nearest level.
+
+use tbq::codebook::{lloyd_max_normal, NORMAL_16, NORMAL_8};
+use tbq::TbqType;
+
+fn check(half: &[f32], levels: usize, mse: f64) {
+    let lm = lloyd_max_normal(levels);
+    let positive = &lm.levels[levels / 2..];
+    for (k, (&c, &want)) in half.iter().zip(positive).enumerate() {
+        assert!(
+            (c as f64 - want).abs() < 1e-5,
+            "level {k} of {levels}: {c} vs Lloyd-Max {want}"
+        );
+    }
+    // Symmetry of the computed codebook (the format stores only the positive half).
+    for k in 0..levels / 2 {
+        assert!((lm.levels[k] + lm.levels[levels - 1 - k]).abs() < 1e-9);
+    }
+    assert!(
+        (lm.mse - mse).abs() < 1e-5,
+        "{levels} levels: mse {} vs {mse}",
+        lm.mse
+    );
+}
+
+#[test]
+fn three_bit_codebook_is_lloyd_max() {
+    check(&NORMAL_8, 8, 0.03455);
+}
+
+#[test]
+fn four_bit_codebook_is_lloyd_max() {
+    check(&NORMAL_16, 16, 0.009501);
+}
+
+#[test]
+fn encode_picks_the_nearest_level_ties_down() {
+    for ty in TbqType::ALL {
+        let spec = ty.spec();
+        let levels = spec.levels_table();
+        assert!(levels.windows(2).all(|w| w[0] < w[1]), "levels ascending");
+        let mut y = -4.0f32;
+        while y < 4.0 {
+            let c = spec.encode(y) as usize;
+            let best = levels
+                .iter()
+                .map(|&l| (l - y).abs())
+                .fold(f32::INFINITY, f32::min);
+            assert_eq!((levels[c] - y).abs(), best, "{ty}: y = {y} coded {c}");
+            y += 0.0007;
+        }
+        // Exactly on a threshold, and at zero, the lower level wins.
+        for (k, &t) in spec.bounds_half.iter().enumerate() {
+            let h = spec.codebook_half.len();
+            assert_eq!(spec.encode(t) as usize, h + k, "{ty}: +threshold {k}");
+            assert_eq!(spec.encode(-t) as usize, h - 2 - k, "{ty}: -threshold {k}");
+        }
+        assert_eq!(spec.encode(0.0) as usize, spec.codebook_half.len() - 1);
+        assert_eq!(spec.encode(-0.0) as usize, spec.codebook_half.len() - 1);
+        assert_eq!(spec.encode(f32::MAX) as usize, spec.levels() - 1);
+        assert_eq!(spec.encode(f32::MIN) as usize, 0);
+    }
+}
+
+#[test]
+fn type_table() {
+    let t4 = TbqType::Tbq4_0.spec();
+    let t3 = TbqType::Tbq3_0.spec();
+    assert_eq!((t4.block_bytes(), t3.block_bytes()), (66, 50));
+    assert_eq!(
+        (t4.bits_per_element(), t3.bits_per_element()),
+        (4.125, 3.125)
+    );
+    assert_eq!(TbqType::from_name("tbq3_0"), Some(TbqType::Tbq3_0));
+    assert_eq!(TbqType::from_abi(1), Some(TbqType::Tbq3_0));
+    assert_eq!(TbqType::from_abi(2), None);
+    assert_eq!(TbqType::Tbq4_0.row_bytes(256), 132);
+}

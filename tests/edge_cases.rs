@@ -1,0 +1,132 @@
+//! Bad input: non-finite values, degenerate blocks, wrong lengths, short buffers. Every case
+//! has a documented, deterministic result and nothing spreads beyond its own block.
+
+mod common;
+
+use common::gaussian;
+use tbq::reference::{
+    dequantize_row, quantize_row, quantize_row_f16, rotate, validate, vec_dot, vec_dot_rotated,
+};
+use tbq::{Error, TbqType, BLOCK_ELEMS};
+
+fn quantize(ty: TbqType, x: &[f32]) -> Vec<u8> {
+    let mut q = vec![0u8; ty.row_bytes(x.len())];
+    quantize_row(ty, x, &mut q).unwrap();
+    q
+}
+
+#[test]
+fn non_finite_values_read_as_zero_and_stay_in_their_block() {
+    for ty in TbqType::ALL {
+        let clean = gaussian(21, 3 * BLOCK_ELEMS);
+        let mut dirty = clean.clone();
+        dirty[BLOCK_ELEMS + 4] = f32::NAN;
+        dirty[BLOCK_ELEMS + 9] = f32::INFINITY;
+        dirty[BLOCK_ELEMS + 99] = f32::NEG_INFINITY;
+        let (qc, qd) = (quantize(ty, &clean), quantize(ty, &dirty));
+        let bb = ty.block_bytes();
+        assert_eq!(qc[..bb], qd[..bb], "block before untouched");
+        assert_eq!(qc[2 * bb..], qd[2 * bb..], "block after untouched");
+        let mut zeroed = clean.clone();
+        for i in [4, 9, 99] {
+            zeroed[BLOCK_ELEMS + i] = 0.0;
+        }
+        assert_eq!(qd, quantize(ty, &zeroed), "non-finite elements read as 0");
+        let mut y = vec![0.0f32; dirty.len()];
+        dequantize_row(ty, &qd, &mut y).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn zero_and_all_nan_blocks_are_the_zero_block() {
+    for ty in TbqType::ALL {
+        for x in [
+            vec![0.0f32; BLOCK_ELEMS],
+            vec![f32::NAN; BLOCK_ELEMS],
+            vec![f32::INFINITY; BLOCK_ELEMS],
+        ] {
+            let q = quantize(ty, &x);
+            assert!(q.iter().all(|&b| b == 0));
+            let mut y = vec![1.0f32; BLOCK_ELEMS];
+            dequantize_row(ty, &q, &mut y).unwrap();
+            assert!(y.iter().all(|&v| v == 0.0));
+            assert_eq!(vec_dot(ty, &q, &gaussian(1, BLOCK_ELEMS)).unwrap(), 0.0);
+        }
+    }
+}
+
+#[test]
+fn overflowing_rows_are_zero_blocks_and_huge_norms_saturate() {
+    for ty in TbqType::ALL {
+        let over: Vec<f32> = gaussian(22, BLOCK_ELEMS).iter().map(|v| v * 1e30).collect();
+        assert!(
+            quantize(ty, &over).iter().all(|&b| b == 0),
+            "sum of squares overflows f32"
+        );
+        let huge: Vec<f32> = gaussian(22, BLOCK_ELEMS).iter().map(|v| v * 1e7).collect();
+        let q = quantize(ty, &huge);
+        assert_eq!(half::f16::from_le_bytes([q[0], q[1]]).to_f32(), 65504.0);
+        assert!(validate(ty, &q).is_ok());
+    }
+}
+
+#[test]
+fn f16_rows_quantize_like_their_f32_values() {
+    for ty in TbqType::ALL {
+        let x: Vec<half::f16> = gaussian(23, 4 * BLOCK_ELEMS)
+            .iter()
+            .map(|&v| half::f16::from_f32(v))
+            .collect();
+        let x32: Vec<f32> = x.iter().map(|h| h.to_f32()).collect();
+        let mut q = vec![0u8; ty.row_bytes(x.len())];
+        quantize_row_f16(ty, &x, &mut q).unwrap();
+        assert_eq!(q, quantize(ty, &x32));
+    }
+}
+
+#[test]
+fn wrong_lengths_and_short_buffers_are_refused_without_writing() {
+    let ty = TbqType::Tbq4_0;
+    let x = gaussian(24, 2 * BLOCK_ELEMS);
+    let mut q = vec![0xAAu8; ty.row_bytes(x.len())];
+    assert_eq!(
+        quantize_row(ty, &x[..200], &mut q),
+        Err(Error::Length { n: 200 })
+    );
+    assert_eq!(quantize_row(ty, &[], &mut q), Err(Error::Length { n: 0 }));
+    assert_eq!(
+        quantize_row(ty, &x, &mut q[..100]),
+        Err(Error::Buffer {
+            need: 132,
+            have: 100
+        })
+    );
+    assert!(q.iter().all(|&b| b == 0xAA), "nothing written on error");
+    quantize_row(ty, &x, &mut q).unwrap();
+    let mut y = vec![0.0f32; 2 * BLOCK_ELEMS];
+    assert!(matches!(
+        dequantize_row(ty, &q[..131], &mut y),
+        Err(Error::Buffer { .. })
+    ));
+    assert!(matches!(
+        vec_dot(ty, &q[..66], &x),
+        Err(Error::Buffer { .. })
+    ));
+    let mut r = vec![0.0f32; 100];
+    assert!(matches!(rotate(&x, &mut r), Err(Error::Buffer { .. })));
+    assert!(matches!(
+        vec_dot_rotated(ty, &q, &x[..130]),
+        Err(Error::Length { n: 130 })
+    ));
+}
+
+#[test]
+fn validate_finds_corrupted_norms() {
+    let ty = TbqType::Tbq3_0;
+    let mut q = quantize(ty, &gaussian(25, 3 * BLOCK_ELEMS));
+    assert_eq!(validate(ty, &q), Ok(()));
+    q[2 * 50..2 * 50 + 2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+    assert_eq!(validate(ty, &q), Err(Error::NonFinite { block: 2 }));
+    assert!(matches!(validate(ty, &q[..70]), Err(Error::Buffer { .. })));
+}
