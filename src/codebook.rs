@@ -19,6 +19,25 @@ pub const NORMAL_8_BOUNDS: [f32; 3] = midpoints(NORMAL_8);
 /// Thresholds between neighbouring positive levels of [`NORMAL_16`].
 pub const NORMAL_16_BOUNDS: [f32; 7] = midpoints(NORMAL_16);
 
+/// All 8 levels of the 3-bit codebook, ascending (code `c` reconstructs to `NORMAL_8_LEVELS[c]`).
+pub const NORMAL_8_LEVELS: [f32; 8] = mirror(NORMAL_8);
+
+/// All 16 levels of the 4-bit codebook, ascending.
+pub const NORMAL_16_LEVELS: [f32; 16] = mirror(NORMAL_16);
+
+/// The full, ascending codebook from its positive half: `-p[H-1], …, -p[0], p[0], …, p[H-1]`.
+const fn mirror<const H: usize, const N: usize>(p: [f32; H]) -> [f32; N] {
+    assert!(N == 2 * H);
+    let mut l = [0.0f32; N];
+    let mut k = 0;
+    while k < H {
+        l[H + k] = p[k];
+        l[H - 1 - k] = -p[k];
+        k += 1;
+    }
+    l
+}
+
 /// `(p[k] + p[k+1]) * 0.5` in f32 — the nearest-level thresholds, computed the way the CUDA
 /// kernels compute theirs.
 const fn midpoints<const N: usize, const M: usize>(p: [f32; N]) -> [f32; M] {

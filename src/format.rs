@@ -49,6 +49,8 @@ pub struct TypeSpec {
     /// Positive half of the Lloyd-Max codebook for the standard normal, ascending; the
     /// negative half mirrors it.
     pub codebook_half: &'static [f32],
+    /// All levels, ascending: code `c` reconstructs to `levels[c]`.
+    pub levels: &'static [f32],
     /// Decision thresholds between neighbouring positive levels, ascending (midpoints).
     pub bounds_half: &'static [f32],
     /// Widths of the bit planes a code is split into, low bits first. Planes of 1, 2 or 4 bits
@@ -81,18 +83,7 @@ impl TypeSpec {
     /// Reconstruction level of code `c` (0 = most negative level).
     #[inline(always)]
     pub fn level(&self, c: u8) -> f32 {
-        let h = self.codebook_half.len();
-        let c = c as usize;
-        if c >= h {
-            self.codebook_half[c - h]
-        } else {
-            -self.codebook_half[h - 1 - c]
-        }
-    }
-
-    /// All levels, ascending: `level(c)` for every code `c`.
-    pub fn levels_table(&self) -> Vec<f32> {
-        (0..self.levels() as u8).map(|c| self.level(c)).collect()
+        self.levels[c as usize]
     }
 
     /// The code of the level nearest to `y`. A value exactly on a threshold, and zero, go to the
@@ -113,6 +104,7 @@ const TBQ4_0: TypeSpec = TypeSpec {
     name: "tbq4_0",
     bits: 4,
     codebook_half: &codebook::NORMAL_16,
+    levels: &codebook::NORMAL_16_LEVELS,
     bounds_half: &codebook::NORMAL_16_BOUNDS,
     planes: &[4],
 };
@@ -121,6 +113,7 @@ const TBQ3_0: TypeSpec = TypeSpec {
     name: "tbq3_0",
     bits: 3,
     codebook_half: &codebook::NORMAL_8,
+    levels: &codebook::NORMAL_8_LEVELS,
     bounds_half: &codebook::NORMAL_8_BOUNDS,
     planes: &[2, 1],
 };
@@ -145,6 +138,16 @@ impl TbqType {
     /// The type ggml calls `name` (`"tbq4_0"`), if any.
     pub fn from_name(name: &str) -> Option<TbqType> {
         TbqType::ALL.into_iter().find(|t| t.spec().name == name)
+    }
+
+    /// Calls `f` with this type's table entry as a compile-time constant: each width's hot loop
+    /// is compiled (and unrolled) for that width, from one generic body.
+    #[inline(always)]
+    pub fn with_spec<R>(self, f: impl FnOnce(&'static TypeSpec) -> R) -> R {
+        match self {
+            TbqType::Tbq4_0 => f(&TBQ4_0),
+            TbqType::Tbq3_0 => f(&TBQ3_0),
+        }
     }
 
     /// Bytes per block.

@@ -13,50 +13,83 @@
 
 use crate::format::{TypeSpec, BLOCK_ELEMS, LANES, SLOTS};
 
+/// Bytes of a plane of `p`-bit fields.
+const fn plane_bytes(p: u32) -> usize {
+    (LANES as u32 * SLOTS as u32 * p / 8) as usize
+}
+
+/// Lane `lane`'s `4·p`-bit field of a plane. Fields start on a nibble and span at most 2 bytes.
+#[inline(always)]
+fn read_field(plane: &[u8], p: u32, lane: usize) -> u32 {
+    let bit = 4 * p as usize * lane;
+    let (byte, shift) = (bit / 8, bit % 8);
+    let span = (4 * p as usize + shift).div_ceil(8);
+    let mut window = 0u32;
+    for (k, &b) in plane[byte..byte + span].iter().enumerate() {
+        window |= (b as u32) << (8 * k);
+    }
+    (window >> shift) & ((1u32 << (4 * p)) - 1)
+}
+
+/// Writes lane `lane`'s field into a zeroed plane.
+#[inline(always)]
+fn write_field(plane: &mut [u8], p: u32, lane: usize, field: u32) {
+    let bit = 4 * p as usize * lane;
+    let (byte, shift) = (bit / 8, bit % 8);
+    let window = field << shift;
+    let span = (4 * p as usize + shift).div_ceil(8);
+    for (k, b) in plane[byte..byte + span].iter_mut().enumerate() {
+        *b |= (window >> (8 * k)) as u8;
+    }
+}
+
 /// Packs 128 codes into `out` (`spec.code_bytes()` bytes).
 pub fn pack(spec: &TypeSpec, codes: &[u8; BLOCK_ELEMS], out: &mut [u8]) {
     debug_assert_eq!(out.len(), spec.code_bytes());
     out.fill(0);
-    let mut shift = 0;
-    let mut base = 0;
+    let (mut shift, mut base) = (0, 0);
     for &p in spec.planes {
         let mask = (1u32 << p) - 1;
+        let plane = &mut out[base..base + plane_bytes(p)];
         for lane in 0..LANES {
             let mut field = 0u32;
             for slot in 0..SLOTS {
                 field |= ((codes[lane + LANES * slot] as u32 >> shift) & mask) << (p * slot as u32);
             }
-            // The field is 4·p bits at a nibble-aligned bit offset: write it a nibble at a time.
-            for nib in 0..p {
-                let bit = 4 * p * lane as u32 + 4 * nib;
-                out[base + (bit / 8) as usize] |= (((field >> (4 * nib)) & 0xF) << (bit % 8)) as u8;
-            }
+            write_field(plane, p, lane, field);
         }
         shift += p;
-        base += 16 * p as usize;
+        base += plane_bytes(p);
+    }
+}
+
+/// Calls `f(i, code)` for each of the 128 codes of a block, lane by lane (slots 0–3 of lane 0,
+/// then of lane 1, …): every plane's field of a lane is read once.
+#[inline(always)]
+pub fn for_each_code(spec: &TypeSpec, src: &[u8], mut f: impl FnMut(usize, u8)) {
+    debug_assert_eq!(src.len(), spec.code_bytes());
+    const MAX_PLANES: usize = 3;
+    debug_assert!(spec.planes.len() <= MAX_PLANES);
+    for lane in 0..LANES {
+        let mut fields = [0u32; MAX_PLANES];
+        let mut base = 0;
+        for (field, &p) in fields.iter_mut().zip(spec.planes) {
+            *field = read_field(&src[base..base + plane_bytes(p)], p, lane);
+            base += plane_bytes(p);
+        }
+        for slot in 0..SLOTS {
+            let mut code = 0u32;
+            let mut shift = 0;
+            for (field, &p) in fields.iter().zip(spec.planes) {
+                code |= ((field >> (p * slot as u32)) & ((1 << p) - 1)) << shift;
+                shift += p;
+            }
+            f(lane + LANES * slot, code as u8);
+        }
     }
 }
 
 /// Unpacks 128 codes from `src` (`spec.code_bytes()` bytes).
 pub fn unpack(spec: &TypeSpec, src: &[u8], codes: &mut [u8; BLOCK_ELEMS]) {
-    debug_assert_eq!(src.len(), spec.code_bytes());
-    codes.fill(0);
-    let mut shift = 0;
-    let mut base = 0;
-    for &p in spec.planes {
-        let mask = (1u32 << p) - 1;
-        for lane in 0..LANES {
-            let mut field = 0u32;
-            for nib in 0..p {
-                let bit = 4 * p * lane as u32 + 4 * nib;
-                field |= ((src[base + (bit / 8) as usize] as u32 >> (bit % 8)) & 0xF) << (4 * nib);
-            }
-            for slot in 0..SLOTS {
-                codes[lane + LANES * slot] |=
-                    (((field >> (p * slot as u32)) & mask) << shift) as u8;
-            }
-        }
-        shift += p;
-        base += 16 * p as usize;
-    }
+    for_each_code(spec, src, |i, c| codes[i] = c);
 }

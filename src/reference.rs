@@ -17,14 +17,13 @@ use half::f16;
 
 use crate::error::Error;
 use crate::format::{TbqType, BLOCK_ELEMS, D_MAX, HEADER_BYTES};
-use crate::packing::{pack, unpack};
+use crate::packing::{for_each_code, pack};
 use crate::rotation::{fwht, rotate_block, sign, sum_squares_canonical, unrotate_block, SQRT_128};
 
 type Block = [f32; BLOCK_ELEMS];
 
 /// Quantizes one block of 128 floats into `out` (`ty.block_bytes()` bytes).
 pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
-    let spec = ty.spec();
     let (header, qs) = out.split_at_mut(HEADER_BYTES);
 
     let mut w = [0.0f32; BLOCK_ELEMS];
@@ -41,16 +40,20 @@ pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
 
     let norm_w = s.sqrt();
     let k = SQRT_128 / norm_w;
-    let mut codes = [0u8; BLOCK_ELEMS];
-    let mut r = [0.0f32; BLOCK_ELEMS];
-    for i in 0..BLOCK_ELEMS {
-        codes[i] = spec.encode(w[i] * k);
-        r[i] = spec.level(codes[i]);
-    }
-    let d = norm_w / (SQRT_128 * sum_squares_canonical(&r).sqrt());
-
-    header.copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
-    pack(spec, &codes, qs);
+    ty.with_spec(
+        #[inline(always)]
+        |spec| {
+            let mut codes = [0u8; BLOCK_ELEMS];
+            let mut r = [0.0f32; BLOCK_ELEMS];
+            for i in 0..BLOCK_ELEMS {
+                codes[i] = spec.encode(w[i] * k);
+                r[i] = spec.level(codes[i]);
+            }
+            let d = norm_w / (SQRT_128 * sum_squares_canonical(&r).sqrt());
+            header.copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
+            pack(spec, &codes, qs);
+        },
+    );
 }
 
 /// The corrected norm `d` of a block.
@@ -62,13 +65,15 @@ pub fn block_d(block: &[u8]) -> f32 {
 /// `d · C[c_i]` for each coordinate: the block in the rotated domain, `T(x̂)`.
 #[inline]
 pub fn decode_rotated(ty: TbqType, block: &[u8], out: &mut Block) {
-    let spec = ty.spec();
     let d = block_d(block);
-    let mut codes = [0u8; BLOCK_ELEMS];
-    unpack(spec, &block[HEADER_BYTES..], &mut codes);
-    for (o, &c) in out.iter_mut().zip(&codes) {
-        *o = d * spec.level(c);
-    }
+    ty.with_spec(
+        #[inline(always)]
+        |spec| {
+            for_each_code(spec, &block[HEADER_BYTES..], |i, c| {
+                out[i] = d * spec.level(c)
+            })
+        },
+    );
 }
 
 /// Dequantizes one block: `x̂ = T⁻¹(d·C[c])`.
@@ -181,20 +186,20 @@ fn map_blocks(x: &[f32], out: &mut [f32], f: fn(&mut Block)) -> Result<(), Error
 pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
     check_len(q_rot.len())?;
     check_bytes(ty.row_bytes(q_rot.len()), x.len())?;
-    let spec = ty.spec();
-    let mut sum = 0.0f32;
-    let mut codes = [0u8; BLOCK_ELEMS];
-    for (xb, qb) in x
-        .chunks_exact(ty.block_bytes())
-        .zip(q_rot.chunks_exact(BLOCK_ELEMS))
-    {
-        unpack(spec, &xb[HEADER_BYTES..], &mut codes);
-        let mut s = 0.0f32;
-        for (&c, &q) in codes.iter().zip(qb) {
-            s += q * spec.level(c);
-        }
-        sum += block_d(xb) * s;
-    }
+    let sum = ty.with_spec(
+        #[inline(always)]
+        |spec| {
+            let mut sum = 0.0f32;
+            let bb = spec.block_bytes();
+            for (xb, qb) in x.chunks_exact(bb).zip(q_rot.chunks_exact(BLOCK_ELEMS)) {
+                let qb: &[f32; BLOCK_ELEMS] = qb.try_into().unwrap();
+                let mut s = 0.0f32;
+                for_each_code(spec, &xb[HEADER_BYTES..], |i, c| s += qb[i] * spec.level(c));
+                sum += block_d(xb) * s;
+            }
+            sum
+        },
+    );
     Ok(sum)
 }
 

@@ -38,7 +38,7 @@ fn four_bit_codebook_is_lloyd_max() {
 fn encode_picks_the_nearest_level_ties_down() {
     for ty in TbqType::ALL {
         let spec = ty.spec();
-        let levels = spec.levels_table();
+        let levels = spec.levels;
         assert!(levels.windows(2).all(|w| w[0] < w[1]), "levels ascending");
         let mut y = -4.0f32;
         while y < 4.0 {

@@ -6,7 +6,7 @@
  * Format (version 1, frozen): one block = 128 consecutive floats of one head's K or V vector.
  *   1. n = ||x||; non-finite inputs read as 0; a block with n == 0 (or whose sum of squares
  *      overflows f32) is stored as all-zero codes with d = 0.
- *   2. u = H·D·x / sqrt(128): D = the 128 fixed signs below (TBQ_SIGNS), H = Sylvester Hadamard.
+ *   2. u = H·D·x / sqrt(128): D = the 128 fixed signs (TBQ_SIGNS_LO/HI), H = Sylvester Hadamard.
  *   3. c_i = nearest Lloyd-Max centroid (standard normal, 2^bits levels) to sqrt(128)·u_i/n;
  *      ties go to the lower level.
  *   4. d = n / ||C[c]|| stored as IEEE half (round to nearest even, saturated to 65504).
@@ -39,6 +39,11 @@ extern "C" {
 
 /* Bumped on any change of a signature, a struct, an enum value or the format. */
 #define TBQ_ABI_VERSION 1u
+
+/* The diagonal D of the rotation: bit i of the 128-bit value HI:LO set means coordinate i is
+ * negated (LO holds coordinates 0..63). A constant of the format. */
+#define TBQ_SIGNS_LO 0xaf21e4f2aa31bcb4ull
+#define TBQ_SIGNS_HI 0xde573c583fea2df6ull
 
 /* Elements per block (one rotation group). */
 #define TBQ_BLOCK_ELEMS 128

@@ -42,6 +42,9 @@ mod tests {
     #[test]
     fn constants_and_enums_agree() {
         assert_eq!(c::TBQ_ABI_VERSION, tbq::ABI_VERSION);
+        // bindgen types the macros as i64: reinterpret the bits, then widen.
+        let signs = (c::TBQ_SIGNS_HI as u64 as u128) << 64 | c::TBQ_SIGNS_LO as u64 as u128;
+        assert_eq!(signs, tbq::rotation::SIGNS);
         assert_eq!(c::tbq_type_TBQ_TYPE_TBQ4_0 as i32, TbqType::Tbq4_0 as i32);
         assert_eq!(c::tbq_type_TBQ_TYPE_TBQ3_0 as i32, TbqType::Tbq3_0 as i32);
         assert_eq!(c::tbq_status_TBQ_OK, 0);
