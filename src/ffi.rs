@@ -64,6 +64,9 @@ pub extern "C" fn tbq_status_str(status: i32) -> *const c_char {
         -3 => c"buffer too short for the row",
         -4 => c"not a tbq type",
         -5 => c"a block's norm is NaN or infinite",
+        -6 => c"a CUDA driver call failed (tbq_cuda_last_error says which)",
+        -7 => c"not supported by this build or for these types and shapes",
+        -8 => c"no CUDA driver, device or current context",
         _ => c"unknown status",
     };
     s.as_ptr()
@@ -280,4 +283,293 @@ pub unsafe extern "C" fn tbq_validate(t: i32, src: *const c_void, src_bytes: usi
         non_null(src)?;
         reference::validate(ty(t)?, slice::from_raw_parts(src.cast(), src_bytes))
     })())
+}
+
+// ---- CUDA (tbq.h "CUDA" section) --------------------------------------------------------------
+//
+// Always exported, so the header is one contract: built without the `cuda` feature every
+// function returns TBQ_ERR_UNSUPPORTED (tbq_cuda_available returns 0).
+
+/// `tbq_cuda_tensor`: a device tensor as ggml describes it. `data` is a device pointer (null:
+/// absent, for optional operands); `type_` a `tbq_type` (0, 1) or a `tbq_dtype` (100..);
+/// `ne` elements per dimension; `nb` byte strides (`nb[0]`: one element, or one block).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TbqCudaTensor {
+    /// Device pointer to element (0, 0, 0, 0); null: absent.
+    pub data: *mut c_void,
+    /// A `tbq_type` or `tbq_dtype` value.
+    pub type_: i32,
+    /// Elements per dimension, ggml order (`ne[0]` innermost).
+    pub ne: [i64; 4],
+    /// Byte strides per dimension.
+    pub nb: [usize; 4],
+}
+
+/// `tbq_fattn_args`: ggml FLASH_ATTN_EXT's operands and parameters (see tbq.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TbqFattnArgs {
+    /// Queries, f32 `[D, n_q, n_head, n_seq]`.
+    pub q: TbqCudaTensor,
+    /// Keys `[D, n_kv, n_head_kv, n_seq_kv]`: tbq4_0, tbq3_0, f16 or q8_0.
+    pub k: TbqCudaTensor,
+    /// Values `[D, n_kv, n_head_kv, n_seq_kv]`: tbq4_0 or tbq3_0.
+    pub v: TbqCudaTensor,
+    /// f16 mask `[>= n_kv, >= n_q, ne2, ne3]` or absent.
+    pub mask: TbqCudaTensor,
+    /// f32 sinks `[n_head]` or absent.
+    pub sinks: TbqCudaTensor,
+    /// Output f32 `[D, n_head, n_q, n_seq]`, contiguous.
+    pub dst: TbqCudaTensor,
+    /// KQ scale.
+    pub scale: f32,
+    /// ALiBi maximum bias (0: off).
+    pub max_bias: f32,
+    /// Logit soft-capping (0: off).
+    pub logit_softcap: f32,
+    /// Must be 0.
+    pub reserved: i32,
+}
+
+#[cfg(not(feature = "cuda"))]
+const TBQ_ERR_UNSUPPORTED: i32 = -7;
+
+#[cfg(feature = "cuda")]
+mod cuda_abi {
+    use super::*;
+    use crate::cuda::{self, CudaError};
+
+    pub(super) fn run(f: impl FnOnce() -> Result<(), CudaError>) -> i32 {
+        match f() {
+            Ok(()) => TBQ_OK,
+            Err(e) => cuda::record(&e),
+        }
+    }
+
+    pub(super) unsafe fn opt<'a>(p: *const TbqCudaTensor) -> Option<&'a TbqCudaTensor> {
+        p.as_ref().filter(|t| t.present())
+    }
+
+    pub(super) unsafe fn req<'a, T>(p: *const T, what: &'static str) -> Result<&'a T, CudaError> {
+        p.as_ref().ok_or(CudaError::Null(what))
+    }
+}
+
+/// 1 when built with CUDA and a driver with at least one device is present, else 0.
+#[no_mangle]
+pub extern "C" fn tbq_cuda_available() -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        crate::cuda::available() as i32
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// This thread's last CUDA error message ("" when none).
+#[no_mangle]
+pub extern "C" fn tbq_cuda_last_error() -> *const c_char {
+    #[cfg(feature = "cuda")]
+    {
+        crate::cuda::last_error()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        c"tbq was built without the cuda feature".as_ptr()
+    }
+}
+
+/// # Safety
+/// Tensor pointers are NULL or valid for one read; the tensors describe device memory of the
+/// current context; `stream` is a stream of it or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn tbq_cuda_set_rows(
+    src: *const TbqCudaTensor,
+    idx: *const TbqCudaTensor,
+    dst: *const TbqCudaTensor,
+    stream: *mut c_void,
+) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        cuda_abi::run(|| {
+            let (s, d) = (cuda_abi::req(src, "src")?, cuda_abi::req(dst, "dst")?);
+            crate::cuda::set_rows(s, cuda_abi::opt(idx), d, stream.cast())
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (src, idx, dst, stream);
+        TBQ_ERR_UNSUPPORTED
+    }
+}
+
+/// # Safety
+/// As [`tbq_cuda_set_rows`].
+#[no_mangle]
+pub unsafe extern "C" fn tbq_cuda_get_rows(
+    src: *const TbqCudaTensor,
+    idx: *const TbqCudaTensor,
+    dst: *const TbqCudaTensor,
+    stream: *mut c_void,
+) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        cuda_abi::run(|| {
+            let (s, d) = (cuda_abi::req(src, "src")?, cuda_abi::req(dst, "dst")?);
+            crate::cuda::get_rows(s, cuda_abi::opt(idx), d, stream.cast())
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (src, idx, dst, stream);
+        TBQ_ERR_UNSUPPORTED
+    }
+}
+
+/// # Safety
+/// `args` NULL or valid for one read; `reason` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn tbq_cuda_fattn_supported(
+    args: *const TbqFattnArgs,
+    reason: *mut *const c_char,
+) -> i32 {
+    #[cfg(feature = "cuda")]
+    let st = cuda_abi::run(|| crate::cuda::fattn_supported(cuda_abi::req(args, "args")?));
+    #[cfg(not(feature = "cuda"))]
+    let st = {
+        let _ = args;
+        TBQ_ERR_UNSUPPORTED
+    };
+    if !reason.is_null() {
+        *reason = if st == TBQ_OK {
+            c"".as_ptr()
+        } else {
+            tbq_cuda_last_error()
+        };
+    }
+    st
+}
+
+/// # Safety
+/// `args` NULL or valid for one read; `out_bytes` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn tbq_cuda_fattn_scratch_bytes(
+    args: *const TbqFattnArgs,
+    out_bytes: *mut usize,
+) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        cuda_abi::run(|| {
+            let a = cuda_abi::req(args, "args")?;
+            if out_bytes.is_null() {
+                return Err(crate::cuda::CudaError::Null("out_bytes"));
+            }
+            *out_bytes = crate::cuda::fattn_scratch_bytes(a)?;
+            Ok(())
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (args, out_bytes);
+        TBQ_ERR_UNSUPPORTED
+    }
+}
+
+/// # Safety
+/// `args` NULL or valid for one read, its tensors valid device memory of the current context;
+/// `scratch` NULL or device memory of `scratch_bytes` bytes; `stream` a stream of the context.
+#[no_mangle]
+pub unsafe extern "C" fn tbq_cuda_flash_attn_ext(
+    args: *const TbqFattnArgs,
+    scratch: *mut c_void,
+    scratch_bytes: usize,
+    stream: *mut c_void,
+) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        cuda_abi::run(|| {
+            let a = cuda_abi::req(args, "args")?;
+            let s = (!scratch.is_null()).then_some((scratch as u64, scratch_bytes));
+            crate::cuda::flash_attn_ext(a, s, stream.cast())
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (args, scratch, scratch_bytes, stream);
+        TBQ_ERR_UNSUPPORTED
+    }
+}
+
+/// Sparse-V threshold for later launches (0: off, the default). Errors: UNSUPPORTED.
+#[no_mangle]
+pub extern "C" fn tbq_cuda_set_sparse_v(threshold: f32) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        crate::cuda::set_sparse_v(threshold);
+        TBQ_OK
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = threshold;
+        TBQ_ERR_UNSUPPORTED
+    }
+}
+
+/// # Safety
+/// `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn tbq_cuda_unified_memory(device: i32, out: *mut i32) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        cuda_abi::run(|| {
+            if out.is_null() {
+                return Err(crate::cuda::CudaError::Null("out"));
+            }
+            *out = crate::cuda::unified_memory(device)? as i32;
+            Ok(())
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (device, out);
+        TBQ_ERR_UNSUPPORTED
+    }
+}
+
+/// -1: detect; 0: force off; 1: force on. Errors: LENGTH (another value), UNSUPPORTED.
+#[no_mangle]
+pub extern "C" fn tbq_cuda_force_unified(mode: i32) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        match mode {
+            -1 => crate::cuda::force_unified(None),
+            0 => crate::cuda::force_unified(Some(false)),
+            1 => crate::cuda::force_unified(Some(true)),
+            _ => return -2,
+        }
+        TBQ_OK
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = mode;
+        TBQ_ERR_UNSUPPORTED
+    }
+}
+
+/// # Safety
+/// `stream` a stream of the current context, or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn tbq_cuda_pool_release(stream: *mut c_void) -> i32 {
+    #[cfg(feature = "cuda")]
+    {
+        cuda_abi::run(|| crate::cuda::pool::release(stream.cast()))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = stream;
+        TBQ_ERR_UNSUPPORTED
+    }
 }

@@ -25,3 +25,6 @@ pub use format::{TbqType, TypeSpec, BLOCK_ELEMS};
 
 /// The C ABI version `tbq_abi_version()` reports (`TBQ_ABI_VERSION` in `tbq.h`).
 pub const ABI_VERSION: u32 = 1;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;

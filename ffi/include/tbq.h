@@ -64,6 +64,10 @@ typedef enum tbq_status {
     TBQ_ERR_BUFFER   = -3, /* a *_bytes argument is smaller than the row needs */
     TBQ_ERR_TYPE     = -4, /* not a tbq_type value */
     TBQ_ERR_NONFINITE = -5, /* tbq_validate: a block's d is NaN or infinite */
+    /* CUDA functions (end of this header) only: */
+    TBQ_ERR_CUDA        = -6, /* a CUDA driver call failed (tbq_cuda_last_error says which) */
+    TBQ_ERR_UNSUPPORTED = -7, /* not built with CUDA, or types / shapes / strides not handled */
+    TBQ_ERR_NO_DEVICE   = -8, /* no CUDA driver, no device, or no current context */
 } tbq_status;
 
 /* IEEE binary16, as ggml_half. */
@@ -122,6 +126,120 @@ int32_t tbq_vec_dot_f32(int32_t type, const void * x, size_t x_bytes, const floa
 /* TBQ_OK when every block's d is finite; TBQ_ERR_NONFINITE otherwise (a corrupted buffer).
  * Errors: NULL, BUFFER (src_bytes not a whole number of blocks), TYPE. */
 int32_t tbq_validate(int32_t type, const void * src, size_t src_bytes);
+
+/* ==== CUDA (libtbq.a built with the crate's `cuda` feature) ====================================
+ *
+ * Kernels for ggml's CUDA backend: quantize on write (SET_ROWS / CPY), dequantize (GET_ROWS and
+ * whole-tensor conversion for prefill) and flash-attention decode on tbq K/V caches.
+ *
+ * Built without the feature, every function below exists and returns TBQ_ERR_UNSUPPORTED
+ * (tbq_cuda_available returns 0), so one header serves both builds.
+ *
+ * Device and context: every call works in the calling thread's CURRENT CUDA context (the one
+ * cudaSetDevice made current); the library never creates a context. The first call in a
+ * context loads the embedded kernels into it (cuModuleLoadData, once; cached per context).
+ * Tensors: device pointers of that context, described like ggml tensors (tbq_cuda_tensor:
+ * ne = elements per dimension, nb = byte strides, nb[0] = one element or one block).
+ * Streams: `stream` is a CUstream / cudaStream_t of that context (NULL: the legacy default
+ * stream). Work is queued on it and the call returns without synchronising: results are ready
+ * when the stream reaches them. Launches allocate nothing, so they may be captured into CUDA
+ * graphs — except tbq_cuda_flash_attn_ext with scratch == NULL, whose pool may need to grow (it
+ * refuses with TBQ_ERR_UNSUPPORTED during a capture rather than allocate).
+ * Ownership: the library keeps no caller memory; it owns only its scratch pool.
+ * Thread safety: every function may be called from any thread; calls on one stream must be
+ * ordered by the caller, as for any CUDA work.
+ * Errors: a tbq_status; on error nothing is queued. tbq_cuda_last_error() describes the calling
+ * thread's last failure (a driver error names the driver call). Asynchronous kernel faults show
+ * up, as always in CUDA, at the next synchronising call of the caller.
+ */
+
+/* Element types besides the tbq types (tbq_cuda_tensor.type holds a tbq_type or one of these). */
+typedef enum tbq_dtype {
+    TBQ_DTYPE_F32  = 100,
+    TBQ_DTYPE_F16  = 101,
+    TBQ_DTYPE_Q8_0 = 102, /* ggml q8_0: blocks of 32 int8 + half scale (34 bytes); keys only */
+    TBQ_DTYPE_I32  = 103,
+    TBQ_DTYPE_I64  = 104,
+} tbq_dtype;
+
+typedef struct tbq_cuda_tensor {
+    void *  data;  /* device pointer to element (0,0,0,0); NULL: absent (optional operands) */
+    int32_t type;  /* tbq_type or tbq_dtype */
+    int64_t ne[4]; /* elements per dimension, ggml order (ne[0] innermost) */
+    size_t  nb[4]; /* byte strides, ggml order */
+} tbq_cuda_tensor;
+
+/* ggml FLASH_ATTN_EXT, same shapes and semantics as ggml_flash_attn_ext (+ add_sinks):
+ *   q     f32 [D, n_q, n_head, n_seq]
+ *   k         [D, n_kv, n_head_kv, n_seq_kv]  tbq4_0, tbq3_0, f16 or q8_0
+ *   v         [D, n_kv, n_head_kv, n_seq_kv]  tbq4_0 or tbq3_0
+ *   mask  f16 [>= n_kv, >= n_q, ne2, ne3] broadcast over heads (h % ne2) and sequences, or absent
+ *   sinks f32 [n_head] or absent
+ *   dst   f32 [D, n_head, n_q, n_seq] contiguous (ggml's permuted output)
+ * D = 128 or 256; n_head a multiple of n_head_kv (GQA); n_q <= 8 (decode; prefill goes to
+ * dequantize + upstream attention). */
+typedef struct tbq_fattn_args {
+    tbq_cuda_tensor q, k, v, mask, sinks, dst;
+    float   scale;
+    float   max_bias;      /* ALiBi; 0: off */
+    float   logit_softcap; /* 0: off */
+    int32_t reserved;      /* 0 */
+} tbq_fattn_args;
+
+/* 1 when the library was built with CUDA and a driver with at least one device is present. */
+int32_t tbq_cuda_available(void);
+
+/* The calling thread's last error message ("" if none); valid until that thread's next call. */
+const char * tbq_cuda_last_error(void);
+
+/* SET_ROWS: quantize the f32 or f16 rows of src [ne00, ne01, ne02, ne03] into the tbq tensor dst
+ * [ne00, ne1, ne02, ne03], row i of (i02, i03) going to row idx[i, i02 % ne11, i03 % ne12];
+ * idx (i64 or i32 [ne01, ne11, ne12]) NULL or absent: row i to row i (CPY). Bytes identical to
+ * tbq_quantize_f32/_f16. An index outside [0, ne1) writes nothing.
+ * Errors: NULL, UNSUPPORTED (types, shapes, ne00 not a multiple of 128), NO_DEVICE, CUDA. */
+int32_t tbq_cuda_set_rows(const tbq_cuda_tensor * src, const tbq_cuda_tensor * idx,
+                          const tbq_cuda_tensor * dst, void * stream);
+
+/* GET_ROWS: dequantize the rows idx (i32 [ne10, ne11, ne12]) of the tbq tensor src into dst
+ * (f32 or f16 [ne00, ne10, ne11, ne12]); idx NULL or absent: every row of src (strides honoured)
+ * into dst of src's shape — the whole-tensor conversion. f32 equals tbq_dequantize_f32 exactly;
+ * f16 is its round-to-nearest-even. Errors: as tbq_cuda_set_rows. */
+int32_t tbq_cuda_get_rows(const tbq_cuda_tensor * src, const tbq_cuda_tensor * idx,
+                          const tbq_cuda_tensor * dst, void * stream);
+
+/* TBQ_OK when tbq_cuda_flash_attn_ext handles args; otherwise the status it would return, and
+ * *reason (if reason is not NULL) a sentence saying why (thread-local; valid until this thread's
+ * next call). Checks types, shapes and strides only: needs no device. */
+int32_t tbq_cuda_fattn_supported(const tbq_fattn_args * args, const char ** reason);
+
+/* Scratch bytes tbq_cuda_flash_attn_ext needs for args on the current device (0: none): the
+ * split-K partials. The same args on the same device always give the same number.
+ * Errors: NULL, UNSUPPORTED, NO_DEVICE, CUDA. */
+int32_t tbq_cuda_fattn_scratch_bytes(const tbq_fattn_args * args, size_t * out_bytes);
+
+/* FLASH_ATTN_EXT decode on `stream`. scratch: device memory of scratch_bytes >=
+ * tbq_cuda_fattn_scratch_bytes(args) (ggml passes its pool's), or NULL to use the library's
+ * stream-ordered pool (one growing buffer per stream; never grown during a graph capture).
+ * Errors: NULL, BUFFER (scratch too small), UNSUPPORTED, NO_DEVICE, CUDA. */
+int32_t tbq_cuda_flash_attn_ext(const tbq_fattn_args * args, void * scratch, size_t scratch_bytes,
+                                void * stream);
+
+/* Sparse V: later launches skip a token's values when every row's softmax weight relative to
+ * the running maximum is below threshold (0: off, the default). Process-wide. */
+int32_t tbq_cuda_set_sparse_v(float threshold);
+
+/* *out = 1 when device `device` (an ordinal) shares physical memory with the CPU (integrated, or
+ * pageable memory through host page tables: GB10, GH200, Jetson), else 0. A forced mode
+ * (tbq_cuda_force_unified, or TBQ_UNIFIED=0|1 in the environment) answers without a device.
+ * Errors: NULL, NO_DEVICE, CUDA, UNSUPPORTED. */
+int32_t tbq_cuda_unified_memory(int32_t device, int32_t * out);
+
+/* -1: detect (default); 0: report discrete; 1: report unified. Errors: LENGTH (other values). */
+int32_t tbq_cuda_force_unified(int32_t mode);
+
+/* Frees the pool's buffer for `stream` in the current context (stream-ordered). Call before
+ * destroying a stream the library used with scratch == NULL. */
+int32_t tbq_cuda_pool_release(void * stream);
 
 #ifdef __cplusplus
 }

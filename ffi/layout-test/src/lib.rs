@@ -64,6 +64,71 @@ mod tests {
         );
     }
 
+    #[test]
+    fn cuda_layouts_agree() {
+        use tbq::ffi::{TbqCudaTensor, TbqFattnArgs};
+        assert_eq!(size_of::<c::tbq_cuda_tensor>(), size_of::<TbqCudaTensor>());
+        assert_eq!(
+            align_of::<c::tbq_cuda_tensor>(),
+            align_of::<TbqCudaTensor>()
+        );
+        assert_eq!(
+            offset_of!(c::tbq_cuda_tensor, data),
+            offset_of!(TbqCudaTensor, data)
+        );
+        assert_eq!(
+            offset_of!(c::tbq_cuda_tensor, type_),
+            offset_of!(TbqCudaTensor, type_)
+        );
+        assert_eq!(
+            offset_of!(c::tbq_cuda_tensor, ne),
+            offset_of!(TbqCudaTensor, ne)
+        );
+        assert_eq!(
+            offset_of!(c::tbq_cuda_tensor, nb),
+            offset_of!(TbqCudaTensor, nb)
+        );
+        assert_eq!(size_of::<c::tbq_fattn_args>(), size_of::<TbqFattnArgs>());
+        assert_eq!(align_of::<c::tbq_fattn_args>(), align_of::<TbqFattnArgs>());
+        macro_rules! field {
+            ($f:ident) => {
+                assert_eq!(
+                    offset_of!(c::tbq_fattn_args, $f),
+                    offset_of!(TbqFattnArgs, $f)
+                )
+            };
+        }
+        field!(q);
+        field!(k);
+        field!(v);
+        field!(mask);
+        field!(sinks);
+        field!(dst);
+        field!(scale);
+        field!(max_bias);
+        field!(logit_softcap);
+        field!(reserved);
+        assert_eq!(c::tbq_status_TBQ_ERR_CUDA, -6);
+        assert_eq!(c::tbq_status_TBQ_ERR_UNSUPPORTED, -7);
+        assert_eq!(c::tbq_status_TBQ_ERR_NO_DEVICE, -8);
+        assert_eq!(c::tbq_dtype_TBQ_DTYPE_F32, 100);
+        assert_eq!(c::tbq_dtype_TBQ_DTYPE_F16, 101);
+        assert_eq!(c::tbq_dtype_TBQ_DTYPE_Q8_0, 102);
+        assert_eq!(c::tbq_dtype_TBQ_DTYPE_I32, 103);
+        assert_eq!(c::tbq_dtype_TBQ_DTYPE_I64, 104);
+        // Without the cuda feature (this test's build) every CUDA entry point declines.
+        assert_eq!(unsafe { c::tbq_cuda_available() }, 0);
+        let st = unsafe {
+            c::tbq_cuda_flash_attn_ext(
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, c::tbq_status_TBQ_ERR_UNSUPPORTED);
+    }
+
     /// Each declaration in the header has the type of the Rust export: `same` only compiles
     /// when both function pointers have one type.
     #[test]
@@ -94,6 +159,56 @@ mod tests {
         agree!(tbq_vec_dot_rotated, _, _, _, _, _, _);
         agree!(tbq_vec_dot_f32, _, _, _, _, _, _);
         agree!(tbq_validate, _, _, _);
+        // CUDA section: scalar-only signatures compare directly...
+        same(
+            c::tbq_cuda_available as unsafe extern "C" fn() -> _,
+            tbq::ffi::tbq_cuda_available,
+        );
+        same(
+            c::tbq_cuda_last_error as unsafe extern "C" fn() -> _,
+            tbq::ffi::tbq_cuda_last_error,
+        );
+        agree!(tbq_cuda_set_sparse_v, _);
+        agree!(tbq_cuda_unified_memory, _, _);
+        agree!(tbq_cuda_force_unified, _);
+        agree!(tbq_cuda_pool_release, _);
+        // ...and those taking the structs are spelled out, once with bindgen's struct and once
+        // with the crate's (whose layouts `cuda_layouts_agree` proves identical).
+        macro_rules! agree_structs {
+            ($name:ident, ($($c:ty),*), ($($r:ty),*)) => {{
+                let _: unsafe extern "C" fn($($c),*) -> i32 = c::$name;
+                let _: unsafe extern "C" fn($($r),*) -> i32 = tbq::ffi::$name;
+            }};
+        }
+        use std::ffi::{c_char, c_void};
+        use tbq::ffi::{TbqCudaTensor as T, TbqFattnArgs as A};
+        type CT = c::tbq_cuda_tensor;
+        type CA = c::tbq_fattn_args;
+        agree_structs!(
+            tbq_cuda_set_rows,
+            (*const CT, *const CT, *const CT, *mut c_void),
+            (*const T, *const T, *const T, *mut c_void)
+        );
+        agree_structs!(
+            tbq_cuda_get_rows,
+            (*const CT, *const CT, *const CT, *mut c_void),
+            (*const T, *const T, *const T, *mut c_void)
+        );
+        agree_structs!(
+            tbq_cuda_fattn_supported,
+            (*const CA, *mut *const c_char),
+            (*const A, *mut *const c_char)
+        );
+        agree_structs!(
+            tbq_cuda_fattn_scratch_bytes,
+            (*const CA, *mut usize),
+            (*const A, *mut usize)
+        );
+        agree_structs!(
+            tbq_cuda_flash_attn_ext,
+            (*const CA, *mut c_void, usize, *mut c_void),
+            (*const A, *mut c_void, usize, *mut c_void)
+        );
         // And the C declarations resolve to the exported symbols.
         assert_eq!(unsafe { c::tbq_abi_version() }, tbq::ABI_VERSION);
         assert_eq!(unsafe { c::tbq_type_size(1) }, 50);

@@ -1,0 +1,284 @@
+// common.cuh — block-level device functions shared by set_rows, get_rows and flash attention.
+//
+// One warp holds one 128-element block: lane l holds coordinates l, l+32, l+64, l+96 (slots
+// 0..3). This is the canonical order of the CPU reference (src/rotation.rs, src/packing.rs), so
+// the Walsh-Hadamard butterfly, the norm sums and the code packing below agree with it bit for
+// bit. Constants (levels, thresholds, signs, block sizes, bit planes) come from the generated
+// tbq-format.cuh, written by build.rs from the crate's format table.
+#pragma once
+
+#include <stdint.h>
+#include <cuda_fp16.h>
+
+#include "tbq-format.cuh"
+
+#define TBQ_WARP_SIZE 32
+#define TBQ_FULL_MASK 0xffffffffu
+
+// Element types beside the tbq types (tbq_dtype in tbq.h; tbq types are 0 and 1).
+#define TBQ_DTYPE_F32  100
+#define TBQ_DTYPE_F16  101
+#define TBQ_DTYPE_Q8_0 102
+#define TBQ_DTYPE_I32  103
+#define TBQ_DTYPE_I64  104
+
+// ggml's q8_0: 32 int8 values and one half scale.
+#define TBQ_Q8_0_BLOCK_ELEMS 32
+#define TBQ_Q8_0_BLOCK_BYTES 34
+
+// The 4 sign bits of D for a lane's slots (bit s set: coordinate lane + 32*s is negated).
+static __device__ __forceinline__ uint32_t tbq_lane_signs(int lane) {
+    const uint64_t lo = TBQ_SIGNS_LO, hi = TBQ_SIGNS_HI;
+    return (uint32_t) ((lo >> lane) & 1) | (uint32_t) (((lo >> (lane + 32)) & 1) << 1) |
+           (uint32_t) (((hi >> lane) & 1) << 2) | (uint32_t) (((hi >> (lane + 32)) & 1) << 3);
+}
+
+// x or -x by sign bit s of `signs` (exactly x * ±1.0f, as the CPU reference computes it).
+static __device__ __forceinline__ float tbq_apply_sign(float x, uint32_t signs, int s) {
+    return (signs >> s) & 1 ? -x : x;
+}
+
+// In-place unnormalized Walsh-Hadamard transform of one block held by a warp: spans 1, 2, 4, 8,
+// 16 across lanes (the lane whose bit h is clear holds the lower coordinate a and computes a + b,
+// its partner b computes a - b), then 32 and 64 inside each lane. Same order and same
+// operations as rotation::fwht.
+static __device__ __forceinline__ void tbq_fwht_warp(float v[4], int lane) {
+#pragma unroll
+    for (int h = 1; h < TBQ_WARP_SIZE; h <<= 1) {
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            const float o = __shfl_xor_sync(TBQ_FULL_MASK, v[s], h);
+            v[s] = (lane & h) ? __fsub_rn(o, v[s]) : __fadd_rn(v[s], o);
+        }
+    }
+    // span 32: slots (0,1) and (2,3); span 64: slots (0,2) and (1,3).
+    float a = v[0], b = v[1];
+    v[0] = __fadd_rn(a, b); v[1] = __fsub_rn(a, b);
+    a = v[2]; b = v[3];
+    v[2] = __fadd_rn(a, b); v[3] = __fsub_rn(a, b);
+    a = v[0]; b = v[2];
+    v[0] = __fadd_rn(a, b); v[2] = __fsub_rn(a, b);
+    a = v[1]; b = v[3];
+    v[1] = __fadd_rn(a, b); v[3] = __fsub_rn(a, b);
+}
+
+// Sum of squares in the canonical order (rotation::sum_squares_canonical): each lane v0², then
+// += v1², v2², v3² (no FMA), then an xor butterfly over 16, 8, 4, 2, 1. Every lane gets the
+// same value.
+static __device__ __forceinline__ float tbq_sum_squares_warp(const float v[4]) {
+    float s = __fmul_rn(v[0], v[0]);
+    s = __fadd_rn(s, __fmul_rn(v[1], v[1]));
+    s = __fadd_rn(s, __fmul_rn(v[2], v[2]));
+    s = __fadd_rn(s, __fmul_rn(v[3], v[3]));
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        s = __fadd_rn(s, __shfl_xor_sync(TBQ_FULL_MASK, s, off));
+    }
+    return s;
+}
+
+// Warp-wide sum (any order; not part of the bit-exact paths).
+static __device__ __forceinline__ float tbq_warp_sum(float s) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        s += __shfl_xor_sync(TBQ_FULL_MASK, s, off);
+    }
+    return s;
+}
+
+static __device__ __forceinline__ float tbq_warp_max(float s) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        s = fmaxf(s, __shfl_xor_sync(TBQ_FULL_MASK, s, off));
+    }
+    return s;
+}
+
+// The code of the level nearest to y (TypeSpec::encode): y > 0 -> h + #{t : y > t};
+// else h - 1 - #{t : -y >= t}.
+template <int T>
+static __device__ __forceinline__ uint32_t tbq_encode(float y) {
+    using tr = tbq_traits<T>;
+    const float * b = tr::bounds();
+    uint32_t c;
+    if (y > 0.0f) {
+        c = tr::n_half;
+#pragma unroll
+        for (int k = 0; k < tr::n_bounds; ++k) {
+            c += y > b[k];
+        }
+    } else {
+        const float a = -y;
+        c = tr::n_half - 1;
+#pragma unroll
+        for (int k = 0; k < tr::n_bounds; ++k) {
+            c -= a >= b[k];
+        }
+    }
+    return c;
+}
+
+// ---- packing: lane-major bit planes (src/packing.rs) --------------------------------------
+// A plane of p bits is 16·p bytes; lane l owns the 4·p bits at bit 4·p·l: a u16 (p = 4), a byte
+// (p = 2) or a nibble (p = 1). Blocks are 2-byte aligned, so every u16 field is aligned.
+
+template <int P>
+static __device__ __forceinline__ uint32_t tbq_read_field(const uint8_t * plane, int lane) {
+    static_assert(P == 4 || P == 2 || P == 1, "planes are 1, 2 or 4 bits");
+    if constexpr (P == 4) {
+        return *(const uint16_t *) (plane + 2 * lane);
+    } else if constexpr (P == 2) {
+        return plane[lane];
+    } else {
+        return (plane[lane >> 1] >> (4 * (lane & 1))) & 0xFu;
+    }
+}
+
+// Writes lane `lane`'s field of a plane. Every lane of the warp must call it (P = 1 pairs lanes).
+template <int P>
+static __device__ __forceinline__ void tbq_write_field(uint8_t * plane, int lane, uint32_t field) {
+    if constexpr (P == 4) {
+        *(uint16_t *) (plane + 2 * lane) = (uint16_t) field;
+    } else if constexpr (P == 2) {
+        plane[lane] = (uint8_t) field;
+    } else {
+        const uint32_t hi = __shfl_down_sync(TBQ_FULL_MASK, field, 1);
+        if ((lane & 1) == 0) {
+            plane[lane >> 1] = (uint8_t) (field | (hi << 4));
+        }
+    }
+}
+
+// A lane's packed fields of all planes of a block, in one word: plane 0's field in the low
+// 4·plane0 bits, plane 1's above it. `qs` points at the codes (block + 2).
+template <int T>
+static __device__ __forceinline__ uint32_t tbq_load_fields(const uint8_t * qs, int lane) {
+    using tr = tbq_traits<T>;
+    uint32_t f = tbq_read_field<tr::plane0>(qs, lane);
+    if constexpr (tr::plane1 != 0) {
+        f |= tbq_read_field<tr::plane1>(qs + 16 * tr::plane0, lane) << (4 * tr::plane0);
+    }
+    return f;
+}
+
+// The code of slot s from a lane's fields word.
+template <int T>
+static __device__ __forceinline__ uint32_t tbq_code(uint32_t f, int s) {
+    using tr = tbq_traits<T>;
+    uint32_t c = (f >> (tr::plane0 * s)) & ((1u << tr::plane0) - 1);
+    if constexpr (tr::plane1 != 0) {
+        c |= ((f >> (4 * tr::plane0 + tr::plane1 * s)) & ((1u << tr::plane1) - 1)) << tr::plane0;
+    }
+    return c;
+}
+
+// Packs a lane's 4 codes into the block's planes (every lane calls it).
+template <int T>
+static __device__ __forceinline__ void tbq_store_codes(uint8_t * qs, int lane, const uint32_t c[4]) {
+    using tr = tbq_traits<T>;
+    uint32_t f0 = 0;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        f0 |= (c[s] & ((1u << tr::plane0) - 1)) << (tr::plane0 * s);
+    }
+    tbq_write_field<tr::plane0>(qs, lane, f0);
+    if constexpr (tr::plane1 != 0) {
+        uint32_t f1 = 0;
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            f1 |= ((c[s] >> tr::plane0) & ((1u << tr::plane1) - 1)) << (tr::plane1 * s);
+        }
+        tbq_write_field<tr::plane1>(qs + 16 * tr::plane0, lane, f1);
+    }
+}
+
+static __device__ __forceinline__ float tbq_block_d(const uint8_t * blk) {
+    return __half2float(*(const __half *) blk);
+}
+
+// ---- quantize one block (reference::quantize_block) ------------------------------------------
+// x: the lane's 4 inputs (slots 0..3); blk: the block's bytes. `lut` holds the type's levels
+// (shared memory or the __constant__ table). Every lane of the warp must call it.
+template <int T>
+static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4], uint8_t * blk, int lane,
+                                                               const float * lut) {
+    const uint32_t signs = tbq_lane_signs(lane);
+    float w[4];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        w[s] = isfinite(x[s]) ? tbq_apply_sign(x[s], signs, s) : 0.0f;
+    }
+    tbq_fwht_warp(w, lane);
+    const float ss = tbq_sum_squares_warp(w);
+    uint32_t c[4] = {0, 0, 0, 0};
+    float d = 0.0f;
+    if (ss != 0.0f && isfinite(ss)) { // warp-uniform: every lane holds the same sum
+        const float norm_w = __fsqrt_rn(ss);
+        const float k = __fdiv_rn(TBQ_SQRT_128, norm_w);
+        float r[4];
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            c[s] = tbq_encode<T>(__fmul_rn(w[s], k));
+            r[s] = lut[c[s]];
+        }
+        const float sr = tbq_sum_squares_warp(r);
+        d = __fdiv_rn(norm_w, __fmul_rn(TBQ_SQRT_128, __fsqrt_rn(sr)));
+        d = fminf(d, TBQ_D_MAX);
+    }
+    if (lane == 0) {
+        *(__half *) blk = __float2half_rn(d);
+    }
+    tbq_store_codes<T>(blk + TBQ_HEADER_BYTES, lane, c);
+}
+
+// ---- dequantize one block (reference::dequantize_block) --------------------------------------
+// out: the lane's 4 values (slots 0..3) of x^ = T^-1(d·C[c]): v = d*C[c], butterfly,
+// x = sign * (z * INV_SQRT_128). Every lane must call it.
+template <int T>
+static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t * blk, int lane, const float * lut,
+                                                                 float out[4]) {
+    const float d = tbq_block_d(blk);
+    const uint32_t f = tbq_load_fields<T>(blk + TBQ_HEADER_BYTES, lane);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        out[s] = __fmul_rn(d, lut[tbq_code<T>(f, s)]);
+    }
+    tbq_fwht_warp(out, lane);
+    const uint32_t signs = tbq_lane_signs(lane);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        out[s] = tbq_apply_sign(__fmul_rn(out[s], TBQ_INV_SQRT_128), signs, s);
+    }
+}
+
+// T^-1 of a rotated-domain block held by a warp (not bit-exact paths: the FA output).
+static __device__ __forceinline__ void tbq_unrotate_warp(float v[4], int lane) {
+    tbq_fwht_warp(v, lane);
+    const uint32_t signs = tbq_lane_signs(lane);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        v[s] = tbq_apply_sign(v[s] * TBQ_INV_SQRT_128, signs, s);
+    }
+}
+
+// T(q) of a block held by a warp: sign, butterfly, scale.
+static __device__ __forceinline__ void tbq_rotate_warp(float v[4], int lane) {
+    const uint32_t signs = tbq_lane_signs(lane);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        v[s] = tbq_apply_sign(v[s], signs, s);
+    }
+    tbq_fwht_warp(v, lane);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+        v[s] *= TBQ_INV_SQRT_128;
+    }
+}
+
+// Fills a shared-memory table with a type's levels (call from every thread; sync after).
+template <int T>
+static __device__ __forceinline__ void tbq_fill_lut(float * lut) {
+    for (int i = threadIdx.x; i < tbq_traits<T>::n_levels; i += blockDim.x) {
+        lut[i] = tbq_traits<T>::levels()[i];
+    }
+}

@@ -1,0 +1,61 @@
+// set-rows.cu — k_tbq_set_rows: one warp quantizes one 128-element block, bit-identical to
+// reference::quantize_block.
+#include "common.cuh"
+#include "set-rows.cuh"
+
+template <int T, typename SrcT, typename IdxT>
+static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params & p) {
+    __shared__ float lut[16];
+    tbq_fill_lut<T>(lut);
+    __syncthreads();
+
+    const int lane = threadIdx.x % TBQ_WARP_SIZE;
+    const int64_t blocks_per_row = p.ne00 / 128;
+    const int64_t total = blocks_per_row * p.ne01 * p.ne02 * p.ne03;
+    const int64_t warps = (int64_t) gridDim.x * TBQ_SET_ROWS_WARPS;
+    for (int64_t w = (int64_t) blockIdx.x * TBQ_SET_ROWS_WARPS + threadIdx.x / TBQ_WARP_SIZE; w < total; w += warps) {
+        const int64_t ib = w % blocks_per_row;
+        int64_t r = w / blocks_per_row;
+        const int64_t i = r % p.ne01;
+        r /= p.ne01;
+        const int64_t i02 = r % p.ne02;
+        const int64_t i03 = r / p.ne02;
+
+        int64_t i1 = i;
+        if (p.idx != nullptr) {
+            const char * ip = (const char *) p.idx + i * p.nb10 + (i02 % p.ne11) * p.nb11 + (i03 % p.ne12) * p.nb12;
+            i1 = (int64_t) *(const IdxT *) ip;
+        }
+        if (i1 < 0 || i1 >= p.ne1) {
+            continue; // warp-uniform
+        }
+
+        const SrcT * x = (const SrcT *) ((const char *) p.src + i * p.nb01 + i02 * p.nb02 + i03 * p.nb03) + ib * 128;
+        float v[4];
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            if constexpr (sizeof(SrcT) == 2) {
+                v[s] = __half2float(((const __half *) x)[lane + 32 * s]);
+            } else {
+                v[s] = ((const float *) x)[lane + 32 * s];
+            }
+        }
+        uint8_t * blk = (uint8_t *) p.dst + i1 * p.nb1 + i02 * p.nb2 + i03 * p.nb3 + ib * tbq_traits<T>::block_bytes;
+        tbq_quantize_block_warp<T>(v, blk, lane, lut);
+    }
+}
+
+#define TBQ_SET_ROWS(T, TN, SRC, SN, IDX, IN)                                                        \
+    extern "C" __global__ void __launch_bounds__(TBQ_SET_ROWS_WARPS * TBQ_WARP_SIZE)                 \
+        k_tbq_set_rows_##TN##_##SN##_##IN(const tbq_set_rows_params p) {                             \
+        k_tbq_set_rows<T, SRC, IDX>(p);                                                               \
+    }
+
+TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, float, f32, int64_t, i64)
+TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, float, f32, int32_t, i32)
+TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, __half, f16, int64_t, i64)
+TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, __half, f16, int32_t, i32)
+TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, float, f32, int64_t, i64)
+TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, float, f32, int32_t, i32)
+TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, __half, f16, int64_t, i64)
+TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, __half, f16, int32_t, i32)

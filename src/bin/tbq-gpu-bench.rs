@@ -1,0 +1,296 @@
+//! GPU microbenchmarks of the tbq kernels (feature `cuda`): device-to-device copy bandwidth (the
+//! ceiling), set_rows, dequantize and flash-attention decode at D = 128 / 256, GQA 1 / 4 / 8,
+//! n_kv 1K..128K. Times with CUDA events around each launch (warm-up first, median of many
+//! repetitions), rotating among input sets so that more than the 50 MB L2 is touched.
+//!
+//! `tbq-gpu-bench [--quick] [--json FILE]`: prints a table, writes JSON (default
+//! tbq-gpu-bench.json).
+
+use std::fmt::Write as _;
+
+use tbq::cuda::cudarc::driver::{sys, CudaContext};
+use tbq::cuda::{self, dtype, FattnArgs, FattnOptions, Tensor};
+
+fn ok(r: sys::CUresult, what: &str) {
+    assert_eq!(r, sys::CUresult::CUDA_SUCCESS, "{what}");
+}
+
+struct Dev(u64);
+impl Dev {
+    fn new(bytes: usize) -> Dev {
+        let mut p = 0;
+        ok(
+            unsafe { sys::cuMemAlloc_v2(&mut p, bytes.max(1)) },
+            "cuMemAlloc",
+        );
+        Dev(p)
+    }
+    fn fill_random(&self, bytes: usize, seed: u64, fix: impl Fn(&mut [u8])) {
+        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        let mut v = vec![0u8; bytes];
+        for c in v.chunks_mut(8) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let b = s.to_le_bytes();
+            c.copy_from_slice(&b[..c.len()]);
+        }
+        fix(&mut v);
+        ok(
+            unsafe { sys::cuMemcpyHtoD_v2(self.0, v.as_ptr().cast(), bytes) },
+            "HtoD",
+        );
+    }
+}
+impl Drop for Dev {
+    fn drop(&mut self) {
+        unsafe { sys::cuMemFree_v2(self.0) };
+    }
+}
+
+/// Median milliseconds of `f(rep)` over `reps` launches, each bracketed by events.
+fn time(stream: sys::CUstream, reps: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut e0: sys::CUevent = std::ptr::null_mut();
+    let mut e1: sys::CUevent = std::ptr::null_mut();
+    unsafe {
+        ok(sys::cuEventCreate(&mut e0, 0), "event");
+        ok(sys::cuEventCreate(&mut e1, 0), "event");
+    }
+    for i in 0..5 {
+        f(i);
+    }
+    ok(unsafe { sys::cuStreamSynchronize(stream) }, "sync");
+    let mut ts = Vec::with_capacity(reps);
+    for i in 0..reps {
+        unsafe {
+            ok(sys::cuEventRecord(e0, stream), "record");
+            f(i);
+            ok(sys::cuEventRecord(e1, stream), "record");
+            ok(sys::cuEventSynchronize(e1), "event sync");
+            let mut ms = 0f32;
+            ok(sys::cuEventElapsedTime_v2(&mut ms, e0, e1), "elapsed");
+            ts.push(ms as f64);
+        }
+    }
+    unsafe {
+        sys::cuEventDestroy_v2(e0);
+        sys::cuEventDestroy_v2(e1);
+    }
+    ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    ts[ts.len() / 2]
+}
+
+/// Fixes every block's d of a random tbq buffer to a finite half (0.0625).
+fn fix_d(bb: usize) -> impl Fn(&mut [u8]) {
+    move |v: &mut [u8]| {
+        for b in v.chunks_mut(bb) {
+            if b.len() >= 2 {
+                b[0] = 0x00;
+                b[1] = 0x2c;
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "tbq-gpu-bench.json".into());
+    if !cuda::available() {
+        eprintln!("tbq-gpu-bench: no CUDA driver or device");
+        std::process::exit(2);
+    }
+    let ctx = CudaContext::new(0).unwrap();
+    let stream = ctx.new_stream().unwrap();
+    let s = stream.cu_stream();
+    let reps = if quick { 20 } else { 100 };
+    let mut rows: Vec<String> = Vec::new();
+    let mut table = String::new();
+
+    // ---- copy bandwidth: the ceiling ----
+    let cb = 1usize << 29;
+    let (a, b) = (Dev::new(cb), Dev::new(cb));
+    a.fill_random(cb, 1, |_| {});
+    let ms = time(s, reps, |_| {
+        ok(
+            unsafe { sys::cuMemcpyDtoDAsync_v2(b.0, a.0, cb, s) },
+            "copy",
+        )
+    });
+    let copy_gbs = 2.0 * cb as f64 / ms / 1e6;
+    drop((a, b));
+    let _ = writeln!(
+        table,
+        "copy 512 MiB D2D: {ms:.3} ms, {copy_gbs:.0} GB/s (read + write)"
+    );
+    rows.push(format!(
+        "{{\"op\":\"copy\",\"bytes\":{cb},\"ms\":{ms:.6},\"gbs\":{copy_gbs:.1}}}"
+    ));
+
+    // ---- set_rows (quantize) and dequantize: 256K rows of 128 (8 heads × 32K tokens) ----
+    for (ty, tn) in [(0, "tbq4_0"), (1, "tbq3_0")] {
+        let n_rows = if quick { 1 << 16 } else { 1 << 18 };
+        let bb = cuda::unit_bytes(ty).unwrap().0;
+        let src = Dev::new(n_rows * 128 * 4);
+        src.fill_random(n_rows * 128 * 4, 2, |v| {
+            for c in v.chunks_mut(4) {
+                c[3] = 0x3f & c[3]; // finite positive-ish floats
+            }
+        });
+        let dst = Dev::new(n_rows * bb);
+        let ts = Tensor::contiguous(src.0, dtype::F32, [128, n_rows as i64, 1, 1]);
+        let td = Tensor::contiguous(dst.0, ty, [128, n_rows as i64, 1, 1]);
+        let ms = time(s, reps, |_| {
+            unsafe { cuda::set_rows(&ts, None, &td, s) }.unwrap()
+        });
+        let bytes = n_rows * (128 * 4 + bb);
+        let gbs = bytes as f64 / ms / 1e6;
+        let _ = writeln!(
+            table,
+            "set_rows f32->{tn} {n_rows} rows: {:.1} us, {gbs:.0} GB/s ({:.0}% of copy)",
+            ms * 1e3,
+            100.0 * gbs / copy_gbs
+        );
+        rows.push(format!("{{\"op\":\"set_rows\",\"type\":\"{tn}\",\"rows\":{n_rows},\"ms\":{ms:.6},\"gbs\":{gbs:.1}}}"));
+        let out = Dev::new(n_rows * 128 * 2);
+        let to = Tensor::contiguous(out.0, dtype::F16, [128, n_rows as i64, 1, 1]);
+        let ms = time(s, reps, |_| {
+            unsafe { cuda::get_rows(&td, None, &to, s) }.unwrap()
+        });
+        let bytes = n_rows * (128 * 2 + bb);
+        let gbs = bytes as f64 / ms / 1e6;
+        let _ = writeln!(
+            table,
+            "dequantize {tn}->f16 {n_rows} rows: {:.1} us, {gbs:.0} GB/s ({:.0}% of copy)",
+            ms * 1e3,
+            100.0 * gbs / copy_gbs
+        );
+        rows.push(format!("{{\"op\":\"dequantize\",\"type\":\"{tn}\",\"rows\":{n_rows},\"ms\":{ms:.6},\"gbs\":{gbs:.1}}}"));
+    }
+
+    // ---- flash-attention decode ----
+    let _ = writeln!(
+        table,
+        "\nFA decode, n_head_kv 8, n_q 1, mask on (K/V bytes; % of copy {copy_gbs:.0} GB/s)"
+    );
+    let _ = writeln!(
+        table,
+        "{:>6} {:>4} {:>4} {:>7} {:>10} {:>10} {:>9} {:>7}",
+        "K/V", "D", "GQA", "n_kv", "splits", "us", "GB/s", "%copy"
+    );
+    let pairs: &[(i32, i32, &str)] = if quick {
+        &[(0, 1, "tbq4/tbq3")]
+    } else {
+        &[
+            (0, 1, "tbq4/tbq3"),
+            (0, 0, "tbq4/tbq4"),
+            (dtype::Q8_0, 1, "q8/tbq3"),
+        ]
+    };
+    let kvs: &[usize] = if quick {
+        &[4096, 65536]
+    } else {
+        &[1024, 4096, 16384, 65536, 131072]
+    };
+    let n_head_kv = 8usize;
+    for &(kt, vt, pn) in pairs {
+        for d in [128usize, 256] {
+            for gqa in [1usize, 4, 8] {
+                for &n_kv in kvs {
+                    let (ku, kper) = cuda::unit_bytes(kt).unwrap();
+                    let (vu, _) = cuda::unit_bytes(vt).unwrap();
+                    let krb = d / kper * ku;
+                    let vrb = d / 128 * vu;
+                    let kbytes = krb * n_kv * n_head_kv;
+                    let vbytes = vrb * n_kv * n_head_kv;
+                    let set_bytes = kbytes + vbytes;
+                    let sets = (200usize << 20).div_ceil(set_bytes).clamp(2, 16);
+                    let mut bufs = Vec::new();
+                    for i in 0..sets {
+                        let k = Dev::new(kbytes);
+                        k.fill_random(kbytes, 10 + i as u64, fix_d(ku));
+                        let v = Dev::new(vbytes);
+                        v.fill_random(vbytes, 100 + i as u64, fix_d(vu));
+                        bufs.push((k, v));
+                    }
+                    let n_head = n_head_kv * gqa;
+                    let q = Dev::new(d * n_head * 4);
+                    q.fill_random(d * n_head * 4, 3, |v| {
+                        for c in v.chunks_mut(4) {
+                            c[3] = 0x3c | (c[3] & 0x80);
+                        }
+                    });
+                    let mask = Dev::new(n_kv * 2);
+                    mask.fill_random(n_kv * 2, 4, |v| {
+                        for c in v.chunks_mut(2) {
+                            c[0] = 0;
+                            c[1] = 0x80; // -0.0
+                        }
+                    });
+                    let out = Dev::new(d * n_head * 4);
+                    let mk = |i: usize| {
+                        let (k, v) = &bufs[i % sets];
+                        let cache = |p: u64, ty: i32, unit: usize, rb: usize| Tensor {
+                            data: p as *mut _,
+                            type_: ty,
+                            ne: [d as i64, n_kv as i64, n_head_kv as i64, 1],
+                            nb: [unit, n_head_kv * rb, rb, n_head_kv * rb * n_kv],
+                        };
+                        FattnArgs {
+                            q: Tensor::contiguous(q.0, dtype::F32, [d as i64, 1, n_head as i64, 1]),
+                            k: cache(k.0, kt, ku, krb),
+                            v: cache(v.0, vt, vu, vrb),
+                            mask: Tensor::contiguous(mask.0, dtype::F16, [n_kv as i64, 1, 1, 1]),
+                            sinks: Tensor::NONE,
+                            dst: Tensor::contiguous(
+                                out.0,
+                                dtype::F32,
+                                [d as i64, n_head as i64, 1, 1],
+                            ),
+                            scale: 1.0 / (d as f32).sqrt(),
+                            max_bias: 0.0,
+                            logit_softcap: 0.0,
+                            reserved: 0,
+                        }
+                    };
+                    let scratch_bytes = cuda::fattn_scratch_bytes(&mk(0)).unwrap();
+                    let scratch = Dev::new(scratch_bytes);
+                    let splits = if scratch_bytes == 0 {
+                        1
+                    } else {
+                        scratch_bytes / (n_head * (d + 2) * 4)
+                    };
+                    let ms = time(s, reps, |i| {
+                        unsafe {
+                            cuda::flash_attn_ext_with(
+                                &mk(i),
+                                Some((scratch.0, scratch_bytes)),
+                                s,
+                                FattnOptions::default(),
+                            )
+                        }
+                        .unwrap()
+                    });
+                    let gbs = set_bytes as f64 / ms / 1e6;
+                    let pct = 100.0 * gbs / copy_gbs;
+                    let _ = writeln!(table, "{pn:>6} {d:>4} {gqa:>4} {n_kv:>7} {splits:>10} {:>10.1} {gbs:>9.0} {pct:>6.0}%", ms * 1e3);
+                    rows.push(format!(
+                        "{{\"op\":\"fattn\",\"pair\":\"{pn}\",\"d\":{d},\"gqa\":{gqa},\"n_head_kv\":{n_head_kv},\"n_kv\":{n_kv},\"splits\":{splits},\"kv_bytes\":{set_bytes},\"ms\":{ms:.6},\"gbs\":{gbs:.1},\"pct_copy\":{pct:.1}}}"
+                    ));
+                }
+            }
+        }
+    }
+    ok(unsafe { sys::cuStreamSynchronize(s) }, "sync");
+    let json = format!(
+        "{{\"copy_gbs\":{copy_gbs:.1},\"results\":[\n{}\n]}}\n",
+        rows.join(",\n")
+    );
+    std::fs::write(&json_path, json).unwrap();
+    println!("{table}");
+    println!("wrote {json_path}");
+}

@@ -1,0 +1,395 @@
+//! Flash-attention decode (ggml FLASH_ATTN_EXT with few query rows) on tbq caches.
+//!
+//! Launch configuration (kernels/fattn.cu): a thread block of 4 warps serves one KV head, one
+//! split of the tokens and one group of R ≤ 8 rows (the query heads sharing that KV head times
+//! the query positions): every K/V block is read once for all of them. Grid: (n_head_kv,
+//! n_splits, n_seq · n_row_groups).
+//!
+//! Split-K policy: aim for about 4 thread blocks per SM over the whole grid, but never splits
+//! shorter than 256 tokens; a split length is a multiple of 16 tokens (4 warps × 4 tokens in
+//! flight). With one split the kernel writes the output directly; otherwise each split writes
+//! (max, sum, rotated accumulator) per row to scratch and `k_tbq_fattn_combine` merges them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use cudarc::driver::sys::{self, CUdevice_attribute as A};
+
+use super::module::function;
+use super::ops::{cdiv, kernel_name};
+use super::{attribute, current, dtype, launch, pool, unsupported, CudaError, Stream, Tensor};
+
+/// `tbq_fattn_args` of tbq.h (defined in [`crate::ffi`]).
+pub use crate::ffi::TbqFattnArgs as FattnArgs;
+
+/// Tuning knobs of one launch (the C ABI uses the defaults).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FattnOptions {
+    /// Force this number of splits (clamped to what the cache length allows).
+    pub splits: Option<u32>,
+    /// Sparse-V threshold for this launch (default: the global [`set_sparse_v`] value).
+    pub sparse_v: Option<f32>,
+}
+
+/// Query positions served (more: prefill, dequantize + upstream attention).
+pub const MAX_Q: i64 = 8;
+const MAX_ROWS: i64 = 8;
+const WARPS: i64 = 4;
+const TOKENS_PER_WARP_STEP: i64 = 4;
+const MIN_SPLIT: i64 = 256;
+const MAX_SPLITS: i64 = 1024;
+
+static SPARSE_V: AtomicU32 = AtomicU32::new(0);
+
+/// Sparse V: skip a token's values when every row's softmax weight, relative to the running
+/// maximum, is below `threshold` (0 = off, the default until measured).
+pub fn set_sparse_v(threshold: f32) {
+    SPARSE_V.store(threshold.max(0.0).to_bits(), Ordering::Relaxed);
+}
+
+/// `tbq_fattn_params` (kernels/fattn.cuh).
+#[repr(C)]
+struct Params {
+    q: u64,
+    k: u64,
+    v: u64,
+    mask: u64,
+    sinks: u64,
+    dst: u64,
+    partial: u64,
+    nbq: [i64; 3],
+    nbk: [i64; 3],
+    nbv: [i64; 3],
+    nbm: [i64; 3],
+    n_q: i32,
+    n_head: i32,
+    n_seq: i32,
+    n_kv: i32,
+    n_head_kv: i32,
+    n_seq_kv: i32,
+    mask_ne2: i32,
+    mask_ne3: i32,
+    n_splits: i32,
+    split_len: i32,
+    n_row_groups: i32,
+    n_head_log2: i32,
+    scale: f32,
+    max_bias: f32,
+    softcap: f32,
+    m0: f32,
+    m1: f32,
+    sparse_v: f32,
+}
+
+const _: () = assert!(std::mem::size_of::<Params>() == 7 * 8 + 12 * 8 + 18 * 4);
+
+fn ktype_name(t: i32) -> Option<&'static str> {
+    Some(match t {
+        0 => "tbq4_0",
+        1 => "tbq3_0",
+        dtype::F16 => "f16",
+        dtype::Q8_0 => "q8_0",
+        _ => return None,
+    })
+}
+
+fn vtype_name(t: i32) -> Option<&'static str> {
+    match t {
+        0 => Some("tbq4_0"),
+        1 => Some("tbq3_0"),
+        _ => None,
+    }
+}
+
+/// Why `a` cannot run on these kernels, or `Ok` when it can.
+pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
+    let (q, k, v, dst) = (&a.q, &a.k, &a.v, &a.dst);
+    for (t, n) in [(q, "q"), (k, "k"), (v, "v"), (dst, "dst")] {
+        if !t.present() {
+            return Err(CudaError::Null(n));
+        }
+        if t.ne.iter().any(|&x| x <= 0) {
+            return unsupported(format!("{n}: empty or negative shape {:?}", t.ne));
+        }
+    }
+    let Some(_) = ktype_name(k.type_) else {
+        return unsupported(format!("K type {} (tbq4_0, tbq3_0, f16 or q8_0)", k.type_));
+    };
+    let Some(_) = vtype_name(v.type_) else {
+        return unsupported(format!("V type {} (tbq4_0 or tbq3_0)", v.type_));
+    };
+    if q.type_ != dtype::F32 || dst.type_ != dtype::F32 {
+        return unsupported("q and dst must be f32");
+    }
+    let d = q.ne[0];
+    if d != 128 && d != 256 {
+        return unsupported(format!("head size {d} (128 or 256)"));
+    }
+    if k.ne[0] != d || v.ne[0] != d {
+        return unsupported(format!(
+            "K/V head sizes {}/{} differ from q's {d}",
+            k.ne[0], v.ne[0]
+        ));
+    }
+    if q.ne[1] > MAX_Q {
+        return unsupported(format!(
+            "{} query rows (decode path serves at most {MAX_Q}; prefill: dequantize)",
+            q.ne[1]
+        ));
+    }
+    if k.ne[1] != v.ne[1] || k.ne[2] != v.ne[2] || k.ne[3] != v.ne[3] {
+        return unsupported("K and V shapes differ");
+    }
+    if q.ne[2] % k.ne[2] != 0 || q.ne[3] % k.ne[3] != 0 {
+        return unsupported("query heads / sequences are not a multiple of K's");
+    }
+    if k.ne[1] > i32::MAX as i64 || q.ne[2] > 65535 || k.ne[2] > i32::MAX as i64 {
+        return unsupported("too many tokens or heads");
+    }
+    if q.nb[0] != 4 || dst.nb[0] != 4 {
+        return unsupported("q and dst rows must be contiguous");
+    }
+    let (ku, _) = super::unit_bytes(k.type_).unwrap();
+    let (vu, _) = super::unit_bytes(v.type_).unwrap();
+    if k.nb[0] != ku || v.nb[0] != vu {
+        return unsupported("K/V rows must be contiguous");
+    }
+    if [k.nb[1], k.nb[2], k.nb[3], v.nb[1], v.nb[2], v.nb[3]]
+        .iter()
+        .any(|s| s % 2 != 0)
+        || (k.data as usize) % 2 != 0
+        || (v.data as usize) % 2 != 0
+    {
+        return unsupported("K/V strides and addresses must be 2-byte aligned");
+    }
+    if [q.nb[1], q.nb[2], q.nb[3]].iter().any(|s| s % 4 != 0) || (q.data as usize) % 4 != 0 {
+        return unsupported("q must be 4-byte aligned");
+    }
+    let dst_ne = [d, q.ne[2], q.ne[1], q.ne[3]];
+    if dst.ne != dst_ne {
+        return unsupported(format!("dst shape {:?}, expected {:?}", dst.ne, dst_ne));
+    }
+    let n_rows = (d as usize) * 4;
+    if dst.nb[1] != n_rows
+        || dst.nb[2] != n_rows * q.ne[2] as usize
+        || dst.nb[3] != dst.nb[2] * q.ne[1] as usize
+    {
+        return unsupported("dst must be contiguous");
+    }
+    if a.mask.present() {
+        let m = &a.mask;
+        if m.type_ != dtype::F16 || m.nb[0] != 2 {
+            return unsupported("mask must be f16 with contiguous rows");
+        }
+        if m.ne[0] < k.ne[1] || m.ne[1] < q.ne[1] || m.ne[2] <= 0 || m.ne[3] <= 0 {
+            return unsupported(format!(
+                "mask shape {:?} too small for n_kv {} × n_q {}",
+                m.ne, k.ne[1], q.ne[1]
+            ));
+        }
+        if [m.nb[1], m.nb[2], m.nb[3]].iter().any(|s| s % 2 != 0) {
+            return unsupported("mask strides must be 2-byte aligned");
+        }
+    }
+    if a.sinks.present() && (a.sinks.type_ != dtype::F32 || a.sinks.ne[0] < q.ne[2]) {
+        return unsupported("sinks must be f32 with one value per query head");
+    }
+    Ok(())
+}
+
+struct Plan {
+    d: i64,
+    r: i64,
+    row_groups: i64,
+    splits: i64,
+    split_len: i64,
+}
+
+fn sm_count() -> Result<i64, CudaError> {
+    static SMS: OnceLock<Mutex<HashMap<i32, i64>>> = OnceLock::new();
+    let (_, dev) = current()?;
+    let mut m = SMS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&n) = m.get(&dev) {
+        return Ok(n);
+    }
+    let n = attribute(dev, A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as i64;
+    m.insert(dev, n);
+    Ok(n)
+}
+
+fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Plan {
+    let d = a.q.ne[0];
+    let g = a.q.ne[2] / a.k.ne[2];
+    let rows = g * a.q.ne[1];
+    let r = [1, 2, 4, 8]
+        .into_iter()
+        .find(|&r| r >= rows.min(MAX_ROWS))
+        .unwrap();
+    let row_groups = cdiv(rows, r);
+    let n_kv = a.k.ne[1];
+    let base = a.k.ne[2] * a.q.ne[3] * row_groups;
+    let step = WARPS * TOKENS_PER_WARP_STEP;
+    let max_by_len = cdiv(n_kv, MIN_SPLIT).max(1);
+    let want = match force_splits {
+        Some(s) => (s as i64).clamp(1, cdiv(n_kv, step)),
+        None => cdiv(4 * n_sm, base).clamp(1, max_by_len),
+    }
+    .min(MAX_SPLITS);
+    let split_len = cdiv(cdiv(n_kv, want), step) * step;
+    let splits = cdiv(n_kv, split_len);
+    Plan {
+        d,
+        r,
+        row_groups,
+        splits,
+        split_len,
+    }
+}
+
+fn scratch_for(a: &FattnArgs, p: &Plan) -> usize {
+    if p.splits <= 1 {
+        return 0;
+    }
+    (a.q.ne[3] * a.q.ne[1] * a.q.ne[2] * p.splits * (p.d + 2)) as usize * 4
+}
+
+/// Scratch bytes a launch of `a` needs on the current device (0: none). Deterministic: the same
+/// arguments on the same device give the same number, and the launch uses exactly this plan.
+pub fn fattn_scratch_bytes(a: &FattnArgs) -> Result<usize, CudaError> {
+    fattn_supported(a)?;
+    Ok(scratch_for(a, &plan(a, sm_count()?, None)))
+}
+
+/// FLASH_ATTN_EXT on `stream`. `scratch`: device memory of at least [`fattn_scratch_bytes`]
+/// bytes, or `None` to use the crate's [`pool`] (which may allocate — not during a capture).
+///
+/// # Safety
+/// The tensors must describe valid device memory of the current context; `scratch` too.
+pub unsafe fn flash_attn_ext(
+    a: &FattnArgs,
+    scratch: Option<(u64, usize)>,
+    stream: Stream,
+) -> Result<(), CudaError> {
+    flash_attn_ext_with(a, scratch, stream, FattnOptions::default())
+}
+
+/// [`flash_attn_ext`] with explicit options (tests and benchmarks).
+///
+/// # Safety
+/// As [`flash_attn_ext`].
+pub unsafe fn flash_attn_ext_with(
+    a: &FattnArgs,
+    scratch: Option<(u64, usize)>,
+    stream: Stream,
+    opt: FattnOptions,
+) -> Result<(), CudaError> {
+    fattn_supported(a)?;
+    let pl = plan(a, sm_count()?, opt.splits);
+    let need = scratch_for(a, &pl);
+    let partial = if need == 0 {
+        0
+    } else {
+        match scratch {
+            Some((ptr, have)) => {
+                if have < need || ptr == 0 {
+                    return Err(CudaError::Scratch { need, have });
+                }
+                ptr
+            }
+            None => pool::scratch(stream, need)?,
+        }
+    };
+
+    let n_head = a.q.ne[2] as u32;
+    let n_head_log2 = 1u32 << (31 - n_head.leading_zeros());
+    let mut scale = a.scale;
+    if a.logit_softcap != 0.0 {
+        scale /= a.logit_softcap;
+    }
+    let m0 = 2.0f32.powf(-a.max_bias / n_head_log2 as f32);
+    let m1 = 2.0f32.powf(-(a.max_bias / 2.0) / n_head_log2 as f32);
+    let (mask, mne2, mne3, nbm) = if a.mask.present() {
+        let m = &a.mask;
+        (
+            m.ptr(),
+            m.ne[2] as i32,
+            m.ne[3] as i32,
+            [m.nb[1] as i64, m.nb[2] as i64, m.nb[3] as i64],
+        )
+    } else {
+        (0, 1, 1, [0; 3])
+    };
+    let nb3 = |t: &Tensor| [t.nb[1] as i64, t.nb[2] as i64, t.nb[3] as i64];
+    let p = Params {
+        q: a.q.ptr(),
+        k: a.k.ptr(),
+        v: a.v.ptr(),
+        mask,
+        sinks: if a.sinks.present() { a.sinks.ptr() } else { 0 },
+        dst: a.dst.ptr(),
+        partial,
+        nbq: nb3(&a.q),
+        nbk: nb3(&a.k),
+        nbv: nb3(&a.v),
+        nbm,
+        n_q: a.q.ne[1] as i32,
+        n_head: a.q.ne[2] as i32,
+        n_seq: a.q.ne[3] as i32,
+        n_kv: a.k.ne[1] as i32,
+        n_head_kv: a.k.ne[2] as i32,
+        n_seq_kv: a.k.ne[3] as i32,
+        mask_ne2: mne2,
+        mask_ne3: mne3,
+        n_splits: pl.splits as i32,
+        split_len: pl.split_len as i32,
+        n_row_groups: pl.row_groups as i32,
+        n_head_log2: n_head_log2 as i32,
+        scale,
+        max_bias: a.max_bias,
+        softcap: a.logit_softcap,
+        m0,
+        m1,
+        sparse_v: opt
+            .sparse_v
+            .unwrap_or_else(|| f32::from_bits(SPARSE_V.load(Ordering::Relaxed))),
+    };
+    let d = pl.d;
+    let rs = format!("d{d}_r{}", pl.r);
+    let name = kernel_name(&[
+        "k_tbq_fattn",
+        ktype_name(a.k.type_).unwrap(),
+        vtype_name(a.v.type_).unwrap(),
+        &rs,
+    ]);
+    let f = function(name)?;
+    let smem = ((pl.r * d).max(WARPS * pl.r * (d + 2)) * 4) as u32;
+    let grid = (
+        a.k.ne[2] as u32,
+        pl.splits as u32,
+        (a.q.ne[3] * pl.row_groups) as u32,
+    );
+    launch(f, grid, (WARPS * 32) as u32, smem, stream, &p)?;
+    if pl.splits > 1 {
+        let c = function(if d == 128 {
+            "k_tbq_fattn_combine_d128"
+        } else {
+            "k_tbq_fattn_combine_d256"
+        })?;
+        launch(
+            c,
+            (a.q.ne[2] as u32, a.q.ne[1] as u32, a.q.ne[3] as u32),
+            32,
+            0,
+            stream,
+            &p,
+        )?;
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _unused(_: sys::CUresult) {}
