@@ -304,35 +304,67 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
     }
 }
 
-// One warp per output row (h, iq1, iq3): merges the splits' records and writes the row.
+// One block of TBQ_COMBINE_WARPS warps per output row (h, iq1, iq3): merges the splits' records
+// and writes the row. The splits are spread over the warps (their loads in flight together);
+// a single warp walking 64 records one after another was latency-bound (≈ 0.3 µs per split).
+#define TBQ_COMBINE_WARPS 8
 template <int D>
 static __device__ __forceinline__ void k_tbq_fattn_combine(const tbq_fattn_params & p) {
     constexpr int NB = D / 128;
-    const int lane = threadIdx.x;
+    constexpr int CW = TBQ_COMBINE_WARPS;
+    __shared__ float red[CW];
+    __shared__ float part[CW][D + 1];
+    const int lane = threadIdx.x % TBQ_WARP_SIZE;
+    const int warp = threadIdx.x / TBQ_WARP_SIZE;
     const int h = blockIdx.x, iq1 = blockIdx.y, iq3 = blockIdx.z;
     const float * rec = p.partial + ((int64_t) (iq3 * p.n_q + iq1) * p.n_head + h) * p.n_splits * (D + 2);
     float M = -INFINITY;
-    for (int j = lane; j < p.n_splits; j += TBQ_WARP_SIZE) M = fmaxf(M, rec[j * (D + 2)]);
+    for (int j = threadIdx.x; j < p.n_splits; j += CW * TBQ_WARP_SIZE) M = fmaxf(M, rec[j * (D + 2)]);
     M = tbq_warp_max(M);
+    if (lane == 0) red[warp] = M;
+    __syncthreads();
+    M = red[0];
+#pragma unroll
+    for (int w = 1; w < CW; ++w) M = fmaxf(M, red[w]);
     float S = 0.0f, a[NB][4];
 #pragma unroll
     for (int b = 0; b < NB; ++b)
 #pragma unroll
         for (int k = 0; k < 4; ++k) a[b][k] = 0.0f;
-    for (int j = 0; j < p.n_splits; ++j) {
+#pragma unroll 2
+    for (int j = warp; j < p.n_splits; j += CW) {
         const float * rj = rec + j * (D + 2);
         const float mj = rj[0];
-        if (mj == -INFINITY) {
-            continue;
-        }
-        const float e = __expf(mj - M);
+        const float e = mj == -INFINITY ? 0.0f : __expf(mj - M);
         S += e * rj[1];
 #pragma unroll
         for (int b = 0; b < NB; ++b)
 #pragma unroll
             for (int k = 0; k < 4; ++k) a[b][k] = fmaf(e, rj[2 + b * 128 + 32 * k + lane], a[b][k]);
     }
-    tbq_fattn_finalize<D>(p, M, S, a, h, iq1, iq3, lane);
+    __syncthreads();
+    if (lane == 0) part[warp][D] = S;
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) part[warp][b * 128 + 32 * k + lane] = a[b][k];
+    __syncthreads();
+    if (warp == 0) {
+        S = 0.0f;
+#pragma unroll
+        for (int b = 0; b < NB; ++b)
+#pragma unroll
+            for (int k = 0; k < 4; ++k) a[b][k] = 0.0f;
+#pragma unroll
+        for (int w = 0; w < CW; ++w) {
+            S += part[w][D];
+#pragma unroll
+            for (int b = 0; b < NB; ++b)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) a[b][k] += part[w][b * 128 + 32 * k + lane];
+        }
+        tbq_fattn_finalize<D>(p, M, S, a, h, iq1, iq3, lane);
+    }
 }
 
 #define TBQ_FATTN(KT, KN, VT, VN, D, R)                                                              \
@@ -360,9 +392,462 @@ TBQ_FATTN_V(TBQ_TYPE_TBQ3_0, tbq3_0)
 TBQ_FATTN_V(TBQ_K_F16, f16)
 TBQ_FATTN_V(TBQ_K_Q8_0, q8_0)
 
-extern "C" __global__ void __launch_bounds__(TBQ_WARP_SIZE) k_tbq_fattn_combine_d128(const tbq_fattn_params p) {
+extern "C" __global__ void __launch_bounds__(TBQ_COMBINE_WARPS * TBQ_WARP_SIZE) k_tbq_fattn_combine_d128(const tbq_fattn_params p) {
     k_tbq_fattn_combine<128>(p);
 }
-extern "C" __global__ void __launch_bounds__(TBQ_WARP_SIZE) k_tbq_fattn_combine_d256(const tbq_fattn_params p) {
+extern "C" __global__ void __launch_bounds__(TBQ_COMBINE_WARPS * TBQ_WARP_SIZE) k_tbq_fattn_combine_d256(const tbq_fattn_params p) {
     k_tbq_fattn_combine<256>(p);
 }
+
+// =============================================================================================
+// v2: tensor-core decode for tbq K and tbq V (k_tbq_fattn_mma_*). See NOTES.md (v2).
+//
+// A warp walks tiles of 16 tokens. QK^T: S^T[16 tokens × 8 rows] = K[16 × D] · T(q)^T[D × 8]
+// with mma.sync m16n8k16 (f16 operands, f32 accumulation): K on the A side (tokens on M), the
+// rotated, scaled query on the B side split into two f16 halves (hi + lo, two MMAs), exact to
+// ~2^-22. The MMA k index is a permutation of the rotated coordinates chosen so that a lane's
+// A registers come straight from the bytes it loaded: thread (g = lane/4, c = lane%4) decodes
+// tokens g and g+8, packed lanes 8c..8c+7 of each 128-block (k-step j: packed lane 8c+j,
+// slots 0..3). Codes become f16 pairs through a shared-memory table of half2 indexed by the two
+// codes of one register, replicated 32 times (entry e of lane l at word 32e + l: no bank
+// conflicts). Softmax per tile: one max, one rescale per 16 tokens. PV: O^T[16 coords × 8 rows]
+// += V^T[16 coords × 16 tokens] · P'^T[16 tokens × 8 rows] with P' = p·d_v (hi + lo halves);
+// V codes through a table indexed by (code of token 2c, code of token 2c+1). The f16 rounding
+// of the codebook levels (≤ 2^-12 relative) is the only approximation beyond f32.
+// =============================================================================================
+
+#define TBQ_MMA_WARPS 4
+#define TBQ_MMA_ROWS 8
+#define TBQ_MMA_TILE 16
+
+static __device__ __forceinline__ void tbq_mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                    uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// f32 pair -> (hi, lo) f16x2 (x0 in the low half) with hi + lo = x to ~2^-22 relative.
+static __device__ __forceinline__ void tbq_split2(float x0, float x1, uint32_t & hi, uint32_t & lo) {
+    const __half2 h = __floats2half2_rn(x0, x1);
+    const float2 hf = __half22float2(h);
+    const __half2 l = __floats2half2_rn(x0 - hf.x, x1 - hf.y);
+    hi = *(const uint32_t *) &h;
+    lo = *(const uint32_t *) &l;
+}
+
+// n 32-bit words from a 2-byte aligned address: aligned loads now, funnel shift at use.
+template <int N> struct tbq_uwords {
+    uint32_t w[N + 1];
+    uint32_t sh;
+    __device__ __forceinline__ void load(const uint8_t * p) {
+        const uintptr_t a = (uintptr_t) p;
+        const uint32_t * b = (const uint32_t *) (a & ~(uintptr_t) 3);
+        sh = (uint32_t) (a & 2) * 8;
+#pragma unroll
+        for (int i = 0; i < N; ++i) w[i] = __ldg(b + i);
+        w[N] = sh ? __ldg(b + N) : 0u; // only when the span reaches into it: never past the data
+    }
+    __device__ __forceinline__ uint32_t get(int i) const { return __funnelshift_r(w[i], w[i + 1], sh); }
+};
+
+// Per type: table sizes and contents, and the raw bytes a thread loads per (token, block).
+template <int T> struct tbq_mma_tab;
+template <> struct tbq_mma_tab<TBQ_TYPE_TBQ4_0> {
+    static constexpr int k_entries = 256, v_entries = 256;
+    static __device__ __forceinline__ int kc0(int e) { return e & 15; }
+    static __device__ __forceinline__ int kc1(int e) { return e >> 4; }
+    static __device__ __forceinline__ int vc0(int e) { return e & 15; }
+    static __device__ __forceinline__ int vc1(int e) { return e >> 4; }
+    // K: packed lanes 8c..8c+7 = 16 bytes at 16c.
+    struct kraw {
+        tbq_uwords<4> a;
+        __device__ __forceinline__ void load(const uint8_t * qs, int c) { a.load(qs + 16 * c); }
+        // table index of k-step j, slots (0,1) (h = 0) or (2,3) (h = 1)
+        __device__ __forceinline__ uint32_t idx(int j, int h) const {
+            return (a.get(j >> 1) >> (16 * (j & 1) + 8 * h)) & 0xFFu;
+        }
+    };
+    // V: packed lanes 4g..4g+3 = 8 bytes at 8g.
+    struct vraw {
+        tbq_uwords<2> a;
+        __device__ __forceinline__ void load(const uint8_t * qs, int g) { a.load(qs + 8 * g); }
+        __device__ __forceinline__ uint32_t code(int l, int s) const {
+            return (a.get(l >> 1) >> (16 * (l & 1) + 4 * s)) & 15u;
+        }
+    };
+    static constexpr int v_shift = 4;
+};
+template <> struct tbq_mma_tab<TBQ_TYPE_TBQ3_0> {
+    static constexpr int k_entries = 64, v_entries = 64;
+    // K entry: bits 0-3 the 2-bit plane of slots (s, s+1), bits 4-5 their 1-bit plane.
+    static __device__ __forceinline__ int kc0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
+    static __device__ __forceinline__ int kc1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
+    static __device__ __forceinline__ int vc0(int e) { return e & 7; }
+    static __device__ __forceinline__ int vc1(int e) { return e >> 3; }
+    // K: 2-bit plane bytes 8c..8c+7, 1-bit plane bytes 32+4c..32+4c+3.
+    struct kraw {
+        tbq_uwords<2> a;
+        tbq_uwords<1> b;
+        __device__ __forceinline__ void load(const uint8_t * qs, int c) {
+            a.load(qs + 8 * c);
+            b.load(qs + 32 + 4 * c);
+        }
+        __device__ __forceinline__ uint32_t idx(int j, int h) const {
+            const uint32_t p0 = (a.get(j >> 2) >> (8 * (j & 3) + 4 * h)) & 0xFu;
+            const uint32_t p1 = (b.get(0) >> (4 * j + 2 * h)) & 3u;
+            return p0 | p1 << 4;
+        }
+    };
+    // V: 2-bit plane bytes 4g..4g+3 (a word), 1-bit plane bytes 32+2g, 33+2g (a u16).
+    struct vraw {
+        tbq_uwords<1> a;
+        uint32_t b;
+        __device__ __forceinline__ void load(const uint8_t * qs, int g) {
+            a.load(qs + 4 * g);
+            b = __ldg((const unsigned short *) (qs + 32 + 2 * g));
+        }
+        __device__ __forceinline__ uint32_t code(int l, int s) const {
+            return ((a.get(0) >> (8 * l + 2 * s)) & 3u) | ((b >> (4 * l + s)) & 1u) << 2;
+        }
+    };
+    static constexpr int v_shift = 3;
+};
+
+template <int KT, int VT, int NB> struct tbq_mma_raw {
+    typename tbq_mma_tab<KT>::kraw k[NB][2]; // tokens g, g+8
+    typename tbq_mma_tab<VT>::vraw v[NB][4]; // tokens 2c, 2c+1, 2c+8, 2c+9
+    unsigned short kd[NB][2], vd[NB][2];     // d of K and V, tokens g, g+8
+    unsigned short mk[2][2];                 // mask bits [row 2c+r][token g, g+8]
+};
+
+template <int KT, int VT, int NB>
+static __device__ __forceinline__ void tbq_mma_load(tbq_mma_raw<KT, VT, NB> & r, const tbq_fattn_params & p,
+                                                    const uint8_t * kbase, const uint8_t * vbase,
+                                                    const unsigned short * const mrow[2], int t0, int t_end, int g,
+                                                    int c) {
+    constexpr int KB = tbq_traits<KT>::block_bytes, VB = tbq_traits<VT>::block_bytes;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int tt = t0 + g + 8 * i;
+        const int t = min(tt, t_end - 1); // past the end: re-read the last token, weight 0
+        const uint8_t * krow = kbase + (int64_t) t * p.nbk1;
+        const uint8_t * vrow = vbase + (int64_t) t * p.nbv1;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            r.kd[b][i] = __ldg((const unsigned short *) (krow + b * KB));
+            r.vd[b][i] = __ldg((const unsigned short *) (vrow + b * VB));
+            r.k[b][i].load(krow + b * KB + TBQ_HEADER_BYTES, c);
+        }
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            r.mk[rr][i] = mrow[rr] != nullptr ? __ldg(mrow[rr] + t) : (unsigned short) 0;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int t = min(t0 + 2 * c + (i & 1) + 8 * (i >> 1), t_end - 1);
+        const uint8_t * vrow = vbase + (int64_t) t * p.nbv1;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) r.v[b][i].load(vrow + b * VB + TBQ_HEADER_BYTES, g);
+    }
+}
+
+template <int KT, int VT, int D>
+static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & p) {
+    constexpr int NB = D / 128;
+    constexpr int NW = TBQ_MMA_WARPS;
+    constexpr int R = TBQ_MMA_ROWS;
+    constexpr int TT = TBQ_MMA_TILE;
+    using TK = tbq_mma_tab<KT>;
+    using TV = tbq_mma_tab<VT>;
+    constexpr int KE = TK::k_entries, VE = TV::v_entries;
+    extern __shared__ uint32_t smem_u[]; // max(32·(KE+VE), NW·R·(D+2), R·D) words
+    float * smem = (float *) smem_u;
+    uint32_t * lut_k = smem_u;
+    uint32_t * lut_v = smem_u + 32 * KE;
+
+    const int lane = threadIdx.x % TBQ_WARP_SIZE;
+    const int warp = threadIdx.x / TBQ_WARP_SIZE;
+    const int g = lane >> 2, c = lane & 3;
+    const int hk = blockIdx.x;
+    const int split = blockIdx.y;
+    const int iq3 = blockIdx.z / p.n_row_groups;
+    const int rg = blockIdx.z % p.n_row_groups;
+    const int G = p.n_head / p.n_head_kv;
+    const int ik3 = iq3 / (p.n_seq / p.n_seq_kv);
+    const int rows_total = G * p.n_q;
+
+    // 1. Stage the rows' rotated queries (canonical order), times the softmax scale.
+    for (int r = warp; r < R; r += NW) {
+        const int gr = rg * R + r;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (gr < rows_total) {
+                const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+                const float * q = (const float *) ((const char *) p.q + iq1 * p.nbq1 + h * p.nbq2 + iq3 * p.nbq3) + b * 128;
+#pragma unroll
+                for (int k = 0; k < 4; ++k) v[k] = q[lane + 32 * k];
+                tbq_rotate_warp(v, lane);
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) smem[r * D + b * 128 + 32 * k + lane] = v[k] * p.scale;
+        }
+    }
+    __syncthreads();
+    // B fragments of T(q)^T: k-step j of block b, b0 = coords (8c+j, 8c+j+32), b1 = (+64, +96), row g.
+    uint32_t qh[NB][8][2], ql[NB][8][2];
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const float * qr = smem + g * D + b * 128 + 8 * c + j;
+            tbq_split2(qr[0], qr[32], qh[b][j][0], ql[b][j][0]);
+            tbq_split2(qr[64], qr[96], qh[b][j][1], ql[b][j][1]);
+        }
+    // Mask rows and ALiBi slopes of this thread's two rows 2c, 2c+1.
+    const unsigned short * mrow[2];
+    float slope[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+        const int gr = min(rg * R + 2 * c + rr, rows_total - 1);
+        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        mrow[rr] = p.mask == nullptr ? nullptr
+                                     : (const unsigned short *) ((const char *) p.mask + iq1 * p.nbm1 +
+                                                                 (h % p.mask_ne2) * p.nbm2 + (iq3 % p.mask_ne3) * p.nbm3);
+        slope[rr] = 1.0f;
+        if (p.max_bias > 0.0f) {
+            slope[rr] = h < p.n_head_log2 ? powf(p.m0, (float) (h + 1)) : powf(p.m1, (float) (2 * (h - p.n_head_log2) + 1));
+        }
+    }
+    __syncthreads();
+    // 2. Pair tables, replicated per bank.
+    {
+        const float * lk = tbq_traits<KT>::levels();
+        const float * lv = tbq_traits<VT>::levels();
+        for (int e = warp; e < KE; e += NW) {
+            const __half2 h = __floats2half2_rn(lk[TK::kc0(e)], lk[TK::kc1(e)]);
+            lut_k[32 * e + lane] = *(const uint32_t *) &h;
+        }
+        for (int e = warp; e < VE; e += NW) {
+            const __half2 h = __floats2half2_rn(lv[TV::vc0(e)], lv[TV::vc1(e)]);
+            lut_v[32 * e + lane] = *(const uint32_t *) &h;
+        }
+    }
+    __syncthreads();
+
+    // 3. The tiles.
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float acc[NB][8][4];
+#pragma unroll
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int k = 0; k < 4; ++k) acc[b][i][k] = 0.0f;
+
+    const int t_begin = split * p.split_len;
+    const int t_end = min(p.n_kv, t_begin + p.split_len);
+    const uint8_t * kbase = (const uint8_t *) p.k + hk * p.nbk2 + ik3 * p.nbk3;
+    const uint8_t * vbase = (const uint8_t *) p.v + hk * p.nbv2 + ik3 * p.nbv3;
+    const uint32_t * lk = lut_k + lane;
+    const uint32_t * lv = lut_v + lane;
+
+    // D = 128: the next tile's bytes are loaded before this one is used (two buffers); D = 256
+    // holds twice the accumulators and loads one tile at a time (no spills).
+    constexpr bool PF = NB == 1;
+    tbq_mma_raw<KT, VT, NB> cur, nxt;
+    int t0 = t_begin + warp * TT;
+    if (PF && t0 < t_end) {
+        tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, mrow, t0, t_end, g, c);
+    }
+    for (; t0 < t_end; t0 += NW * TT) {
+        const int t1 = t0 + NW * TT;
+        if (!PF) {
+            tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, mrow, t0, t_end, g, c);
+        } else if (t1 < t_end) {
+            tbq_mma_load<KT, VT, NB>(nxt, p, kbase, vbase, mrow, t1, t_end, g, c);
+        }
+        // QK: one accumulator per block (each block has its own d).
+        float s[4]; // (token g, row 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1)
+        {
+            float sb[NB][4];
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+#pragma unroll
+                for (int k = 0; k < 4; ++k) sb[b][k] = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const uint32_t a0 = lk[32 * cur.k[b][0].idx(j, 0)];
+                    const uint32_t a1 = lk[32 * cur.k[b][1].idx(j, 0)];
+                    const uint32_t a2 = lk[32 * cur.k[b][0].idx(j, 1)];
+                    const uint32_t a3 = lk[32 * cur.k[b][1].idx(j, 1)];
+                    tbq_mma16816(sb[b], a0, a1, a2, a3, qh[b][j][0], qh[b][j][1]);
+                    tbq_mma16816(sb[b], a0, a1, a2, a3, ql[b][j][0], ql[b][j][1]);
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                float x = 0.0f;
+#pragma unroll
+                for (int b = 0; b < NB; ++b) {
+                    x = fmaf(__half2float(__ushort_as_half(cur.kd[b][k >> 1])), sb[b][k], x);
+                }
+                if (p.softcap != 0.0f) {
+                    x = p.softcap * tanhf(x);
+                }
+                const int rr = k & 1;
+                const float mv = mrow[rr] != nullptr ? slope[rr] * __half2float(__ushort_as_half(cur.mk[rr][k >> 1])) : 0.0f;
+                x = mv == -INFINITY ? -INFINITY : x + mv;
+                if (t0 + g + 8 * (k >> 1) >= t_end) {
+                    x = -INFINITY;
+                }
+                s[k] = x;
+            }
+        }
+        // Softmax per tile: the max of each row over the 16 tokens (lanes of one c).
+        float pw[4];
+        bool any = false;
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            float mx = fmaxf(s[rr], s[rr + 2]);
+            mx = fmaxf(mx, __shfl_xor_sync(TBQ_FULL_MASK, mx, 4));
+            mx = fmaxf(mx, __shfl_xor_sync(TBQ_FULL_MASK, mx, 8));
+            mx = fmaxf(mx, __shfl_xor_sync(TBQ_FULL_MASK, mx, 16));
+            const float mn = fmaxf(m[rr], mx);
+            const float alpha = mn == -INFINITY ? 1.0f : __expf(m[rr] - mn); // m = -inf: acc is 0
+            m[rr] = mn;
+            pw[rr] = s[rr] == -INFINITY ? 0.0f : __expf(s[rr] - mn);
+            pw[rr + 2] = s[rr + 2] == -INFINITY ? 0.0f : __expf(s[rr + 2] - mn);
+            l[rr] = l[rr] * alpha + pw[rr] + pw[rr + 2];
+            if (__any_sync(TBQ_FULL_MASK, alpha != 1.0f)) {
+#pragma unroll
+                for (int b = 0; b < NB; ++b)
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) {
+                        acc[b][i][rr] *= alpha;
+                        acc[b][i][rr + 2] *= alpha;
+                    }
+            }
+            any |= (pw[rr] >= p.sparse_v && pw[rr] > 0.0f) || (pw[rr + 2] >= p.sparse_v && pw[rr + 2] > 0.0f);
+        }
+        if (__any_sync(TBQ_FULL_MASK, any)) { // sparse V per tile (0: only all-masked tiles)
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                // P' = p·d_v in f16 hi + lo, per row parity: (token g, token g+8).
+                uint32_t ph[2], pl[2];
+                const float dv0 = __half2float(__ushort_as_half(cur.vd[b][0]));
+                const float dv1 = __half2float(__ushort_as_half(cur.vd[b][1]));
+#pragma unroll
+                for (int rr = 0; rr < 2; ++rr) tbq_split2(pw[rr] * dv0, pw[rr + 2] * dv1, ph[rr], pl[rr]);
+                // B fragment of thread (g, c): row g, tokens (2c, 2c+1) and (2c+8, 2c+9), from
+                // lanes (2c)*4 + g/2 and (2c+1)*4 + g/2, parity g&1.
+                const int sa = 8 * c + (g >> 1), sb = sa + 4;
+                const uint32_t ha0 = __shfl_sync(TBQ_FULL_MASK, ph[0], sa), ha1 = __shfl_sync(TBQ_FULL_MASK, ph[1], sa);
+                const uint32_t hb0 = __shfl_sync(TBQ_FULL_MASK, ph[0], sb), hb1 = __shfl_sync(TBQ_FULL_MASK, ph[1], sb);
+                const uint32_t la0 = __shfl_sync(TBQ_FULL_MASK, pl[0], sa), la1 = __shfl_sync(TBQ_FULL_MASK, pl[1], sa);
+                const uint32_t lb0 = __shfl_sync(TBQ_FULL_MASK, pl[0], sb), lb1 = __shfl_sync(TBQ_FULL_MASK, pl[1], sb);
+                const uint32_t ha = g & 1 ? ha1 : ha0, hb = g & 1 ? hb1 : hb0;
+                const uint32_t la = g & 1 ? la1 : la0, lb = g & 1 ? lb1 : lb0;
+                const uint32_t bh0 = __byte_perm(ha, hb, 0x5410), bh1 = __byte_perm(ha, hb, 0x7632);
+                const uint32_t bl0 = __byte_perm(la, lb, 0x5410), bl1 = __byte_perm(la, lb, 0x7632);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    // M-tile i: row g -> packed lane 4g + i/2, slot 2(i&1); row g+8 -> slot + 1.
+                    const int ll = i >> 1, s0 = 2 * (i & 1);
+                    constexpr int VS = TV::v_shift;
+                    const uint32_t a0 = lv[32 * (cur.v[b][0].code(ll, s0) | cur.v[b][1].code(ll, s0) << VS)];
+                    const uint32_t a1 = lv[32 * (cur.v[b][0].code(ll, s0 + 1) | cur.v[b][1].code(ll, s0 + 1) << VS)];
+                    const uint32_t a2 = lv[32 * (cur.v[b][2].code(ll, s0) | cur.v[b][3].code(ll, s0) << VS)];
+                    const uint32_t a3 = lv[32 * (cur.v[b][2].code(ll, s0 + 1) | cur.v[b][3].code(ll, s0 + 1) << VS)];
+                    tbq_mma16816(acc[b][i], a0, a1, a2, a3, bh0, bh1);
+                    tbq_mma16816(acc[b][i], a0, a1, a2, a3, bl0, bl1);
+                }
+            }
+        }
+        if (PF) {
+            cur = nxt;
+        }
+    }
+
+    // 4. Row sums over the 8 lanes of one c; per-warp partials to shared memory, canonical order.
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+        l[rr] += __shfl_xor_sync(TBQ_FULL_MASK, l[rr], 4);
+        l[rr] += __shfl_xor_sync(TBQ_FULL_MASK, l[rr], 8);
+        l[rr] += __shfl_xor_sync(TBQ_FULL_MASK, l[rr], 16);
+    }
+    __syncthreads(); // the tables are dead from here
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+        float * ws = smem + (warp * R + 2 * c + rr) * (D + 2);
+        if (g == 0) {
+            ws[0] = m[rr];
+            ws[1] = l[rr];
+        }
+#pragma unroll
+        for (int b = 0; b < NB; ++b)
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const int co = b * 128 + 4 * g + (i >> 1) + 32 * (2 * (i & 1));
+                ws[2 + co] = acc[b][i][rr];
+                ws[2 + co + 32] = acc[b][i][rr + 2];
+            }
+    }
+    __syncthreads();
+    // 5. Merge the warps (one warp per row), then the output or the split's record.
+    for (int r = warp; r < R; r += NW) {
+        const int gr = rg * R + r;
+        if (gr >= rows_total) {
+            break;
+        }
+        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) M = fmaxf(M, smem[(w * R + r) * (D + 2)]);
+        float S = 0.0f, a[NB][4];
+#pragma unroll
+        for (int b = 0; b < NB; ++b)
+#pragma unroll
+            for (int k = 0; k < 4; ++k) a[b][k] = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+            const float * ws = smem + (w * R + r) * (D + 2);
+            const float e = ws[0] == -INFINITY ? 0.0f : __expf(ws[0] - M);
+            S += e * ws[1];
+#pragma unroll
+            for (int b = 0; b < NB; ++b)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) a[b][k] += e * ws[2 + b * 128 + 32 * k + lane];
+        }
+        if (p.n_splits == 1) {
+            tbq_fattn_finalize<D>(p, M, S, a, h, iq1, iq3, lane);
+        } else {
+            float * rec = p.partial + (((int64_t) (iq3 * p.n_q + iq1) * p.n_head + h) * p.n_splits + split) * (D + 2);
+            if (lane == 0) {
+                rec[0] = M;
+                rec[1] = S;
+            }
+#pragma unroll
+            for (int b = 0; b < NB; ++b)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) rec[2 + b * 128 + 32 * k + lane] = a[b][k];
+        }
+    }
+}
+
+#define TBQ_FATTN_MMA(KT, KN, VT, VN, D)                                                             \
+    extern "C" __global__ void __launch_bounds__(TBQ_MMA_WARPS * TBQ_WARP_SIZE)                    \
+        k_tbq_fattn_mma_##KN##_##VN##_d##D(const tbq_fattn_params p) {                               \
+        k_tbq_fattn_mma<KT, VT, D>(p);                                                                \
+    }
+#define TBQ_FATTN_MMA_D(KT, KN, VT, VN)                                                              \
+    TBQ_FATTN_MMA(KT, KN, VT, VN, 128)                                                               \
+    TBQ_FATTN_MMA(KT, KN, VT, VN, 256)
+
+TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ4_0, tbq4_0, TBQ_TYPE_TBQ4_0, tbq4_0)
+TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ4_0, tbq4_0, TBQ_TYPE_TBQ3_0, tbq3_0)
+TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ3_0, tbq3_0, TBQ_TYPE_TBQ4_0, tbq4_0)
+TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ3_0, tbq3_0, TBQ_TYPE_TBQ3_0, tbq3_0)

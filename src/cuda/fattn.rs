@@ -5,6 +5,10 @@
 //! the query positions): every K/V block is read once for all of them. Grid: (n_head_kv,
 //! n_splits, n_seq · n_row_groups).
 //!
+//! tbq K with tbq V uses the tensor-core kernel `k_tbq_fattn_mma_*` (16-token tiles per warp,
+//! mma.sync QK^T and PV, always 8 rows per block; splits of at least 128 tokens, multiples of
+//! 64); f16 / q8_0 keys use the one-warp-per-token kernel below.
+//!
 //! Split-K policy: aim for about 4 thread blocks per SM over the whole grid, but never splits
 //! shorter than 256 tokens; a split length is a multiple of 16 tokens (4 warps × 4 tokens in
 //! flight). With one split the kernel writes the output directly; otherwise each split writes
@@ -38,6 +42,11 @@ const MAX_ROWS: i64 = 8;
 const WARPS: i64 = 4;
 const TOKENS_PER_WARP_STEP: i64 = 4;
 const MIN_SPLIT: i64 = 256;
+/// Tokens per warp step of the tensor-core kernel, and its shortest split (2 tiles per warp).
+const MMA_TILE: i64 = 16;
+const MMA_MIN_SPLIT: i64 = 128;
+/// Threads of `k_tbq_fattn_combine` (kernels/fattn.cu TBQ_COMBINE_WARPS × 32).
+const COMBINE_THREADS: u32 = 256;
 const MAX_SPLITS: i64 = 1024;
 
 static SPARSE_V: AtomicU32 = AtomicU32::new(0);
@@ -199,6 +208,8 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
 }
 
 struct Plan {
+    /// The tensor-core kernel (tbq K and V): 16-token tiles, always 8 rows per block.
+    mma: bool,
     d: i64,
     r: i64,
     row_groups: i64,
@@ -225,15 +236,21 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Plan {
     let d = a.q.ne[0];
     let g = a.q.ne[2] / a.k.ne[2];
     let rows = g * a.q.ne[1];
-    let r = [1, 2, 4, 8]
-        .into_iter()
-        .find(|&r| r >= rows.min(MAX_ROWS))
-        .unwrap();
+    let mma = vtype_name(a.k.type_).is_some();
+    let r = if mma {
+        MAX_ROWS
+    } else {
+        [1, 2, 4, 8]
+            .into_iter()
+            .find(|&r| r >= rows.min(MAX_ROWS))
+            .unwrap()
+    };
     let row_groups = cdiv(rows, r);
     let n_kv = a.k.ne[1];
     let base = a.k.ne[2] * a.q.ne[3] * row_groups;
-    let step = WARPS * TOKENS_PER_WARP_STEP;
-    let max_by_len = cdiv(n_kv, MIN_SPLIT).max(1);
+    let step = WARPS * if mma { MMA_TILE } else { TOKENS_PER_WARP_STEP };
+    let min_split = if mma { MMA_MIN_SPLIT } else { MIN_SPLIT };
+    let max_by_len = cdiv(n_kv, min_split).max(1);
     let want = match force_splits {
         Some(s) => (s as i64).clamp(1, cdiv(n_kv, step)),
         None => cdiv(4 * n_sm, base).clamp(1, max_by_len),
@@ -242,6 +259,7 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Plan {
     let split_len = cdiv(cdiv(n_kv, want), step) * step;
     let splits = cdiv(n_kv, split_len);
     Plan {
+        mma,
         d,
         r,
         row_groups,
@@ -358,15 +376,32 @@ pub unsafe fn flash_attn_ext_with(
             .unwrap_or_else(|| f32::from_bits(SPARSE_V.load(Ordering::Relaxed))),
     };
     let d = pl.d;
-    let rs = format!("d{d}_r{}", pl.r);
-    let name = kernel_name(&[
-        "k_tbq_fattn",
-        ktype_name(a.k.type_).unwrap(),
-        vtype_name(a.v.type_).unwrap(),
-        &rs,
-    ]);
+    let (name, smem) = if pl.mma {
+        let ds = format!("d{d}");
+        let name = kernel_name(&[
+            "k_tbq_fattn_mma",
+            ktype_name(a.k.type_).unwrap(),
+            vtype_name(a.v.type_).unwrap(),
+            &ds,
+        ]);
+        let entries = |t: i32| if t == 0 { 256 } else { 64 };
+        let tables = 32 * (entries(a.k.type_) + entries(a.v.type_));
+        let words = tables.max(WARPS * pl.r * (d + 2)).max(pl.r * d);
+        (name, (words * 4) as u32)
+    } else {
+        let rs = format!("d{d}_r{}", pl.r);
+        let name = kernel_name(&[
+            "k_tbq_fattn",
+            ktype_name(a.k.type_).unwrap(),
+            vtype_name(a.v.type_).unwrap(),
+            &rs,
+        ]);
+        (name, ((pl.r * d).max(WARPS * pl.r * (d + 2)) * 4) as u32)
+    };
     let f = function(name)?;
-    let smem = ((pl.r * d).max(WARPS * pl.r * (d + 2)) * 4) as u32;
+    if smem > 48 * 1024 {
+        allow_smem(f, smem)?;
+    }
     let grid = (
         a.k.ne[2] as u32,
         pl.splits as u32,
@@ -382,7 +417,7 @@ pub unsafe fn flash_attn_ext_with(
         launch(
             c,
             (a.q.ne[2] as u32, a.q.ne[1] as u32, a.q.ne[3] as u32),
-            32,
+            COMBINE_THREADS,
             0,
             stream,
             &p,
@@ -391,5 +426,23 @@ pub unsafe fn flash_attn_ext_with(
     Ok(())
 }
 
-#[allow(dead_code)]
-fn _unused(_: sys::CUresult) {}
+/// Raises a kernel's dynamic shared-memory limit above the default 48 KB (once per function).
+fn allow_smem(f: sys::CUfunction, bytes: u32) -> Result<(), CudaError> {
+    static DONE: OnceLock<Mutex<HashMap<usize, u32>>> = OnceLock::new();
+    let mut m = DONE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if m.get(&(f as usize)).is_some_and(|&b| b >= bytes) {
+        return Ok(());
+    }
+    super::check("cuFuncSetAttribute", unsafe {
+        sys::cuFuncSetAttribute(
+            f,
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+    })?;
+    m.insert(f as usize, bytes);
+    Ok(())
+}
