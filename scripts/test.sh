@@ -40,6 +40,17 @@ step "cargo test (crate, golden vectors, C ABI program, bindgen layout)" \
     cargo test --release --workspace --locked
 [ "${1:-}" = "--crate" ] && finish
 
+# --- the CUDA kernels, compiled without a GPU ---------------------------------------------------
+# Every kernel for every target architecture (sm_80 … sm_121 + PTX) with the CUDA 13.0 compiler
+# from PyPI; the GPU tests run and report that no device is present. On a GPU machine they run
+# for real (scripts/gpu-prepare.sh, then scripts/gpu.sh there).
+cuda_build() {
+    local nvcc
+    nvcc=${NVCC:-$(command -v nvcc || "$REPO/scripts/install-nvcc.sh")} || return 1
+    NVCC=$nvcc cargo test --release --locked --features cuda --test gpu
+}
+step "CUDA kernels compile for every architecture; GPU tests (skip without a device)" cuda_build
+
 # --- the patched llama.cpp ---------------------------------------------------------------------
 step "build patched llama.cpp (CPU)" "$REPO/scripts/build-llama.sh" "$BUILD_DIR"
 [ -x "$BIN/test-backend-ops" ] || finish
