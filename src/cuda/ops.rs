@@ -81,6 +81,26 @@ fn check_shape(t: &Tensor, what: &str) -> Result<(), CudaError> {
     Ok(())
 }
 
+/// Both tensors of a row copy must be present.
+fn require_present(src: &Tensor, dst: &Tensor) -> Result<(), CudaError> {
+    if !src.present() {
+        return Err(CudaError::Null("src"));
+    }
+    if !dst.present() {
+        return Err(CudaError::Null("dst"));
+    }
+    Ok(())
+}
+
+/// The kernel-name suffix and element size of the float side of a row copy (f32 or f16).
+fn float_type(t: i32) -> Option<(&'static str, usize)> {
+    match t {
+        dtype::F32 => Some(("f32", 4)),
+        dtype::F16 => Some(("f16", 2)),
+        _ => None,
+    }
+}
+
 /// ggml SET_ROWS: quantizes the f32/f16 rows of `src` into the tbq tensor `dst`, scattered by
 /// `idx` (i64 or i32, `[ne01, ne11, ne12]`, broadcast over src dims 2 and 3 as ggml does);
 /// `idx = None` copies row `i` to row `i` (CPY). Bit-identical to `reference::quantize_row`.
@@ -95,22 +115,15 @@ pub unsafe fn set_rows(
     dst: &Tensor,
     stream: Stream,
 ) -> Result<(), CudaError> {
-    if !src.present() {
-        return Err(CudaError::Null("src"));
-    }
-    if !dst.present() {
-        return Err(CudaError::Null("dst"));
-    }
+    require_present(src, dst)?;
     let Some(tn) = tbq_name(dst.type_) else {
         return unsupported(format!(
             "set_rows: dst type {} is not a tbq type",
             dst.type_
         ));
     };
-    let (sn, esz) = match src.type_ {
-        dtype::F32 => ("f32", 4),
-        dtype::F16 => ("f16", 2),
-        t => return unsupported(format!("set_rows: src type {t} (only f32, f16)")),
+    let Some((sn, esz)) = float_type(src.type_) else {
+        return unsupported(format!("set_rows: src type {} (only f32, f16)", src.type_));
     };
     check_shape(src, "set_rows src")?;
     if src.nb[0] != esz {
@@ -192,22 +205,15 @@ pub unsafe fn get_rows(
     dst: &Tensor,
     stream: Stream,
 ) -> Result<(), CudaError> {
-    if !src.present() {
-        return Err(CudaError::Null("src"));
-    }
-    if !dst.present() {
-        return Err(CudaError::Null("dst"));
-    }
+    require_present(src, dst)?;
     let Some(tn) = tbq_name(src.type_) else {
         return unsupported(format!(
             "get_rows: src type {} is not a tbq type",
             src.type_
         ));
     };
-    let (dn, esz) = match dst.type_ {
-        dtype::F32 => ("f32", 4),
-        dtype::F16 => ("f16", 2),
-        t => return unsupported(format!("get_rows: dst type {t} (only f32, f16)")),
+    let Some((dn, esz)) = float_type(dst.type_) else {
+        return unsupported(format!("get_rows: dst type {} (only f32, f16)", dst.type_));
     };
     check_shape(src, "get_rows src")?;
     if dst.nb[0] != esz || dst.ne[0] != src.ne[0] {
