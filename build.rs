@@ -184,6 +184,7 @@ mod cuda {
             "CUDA_PATH",
             "TBQ_CACHE",
             "TBQ_CUDA_ARCHS",
+            "TBQ_NVCC_DEFINES",
         ] {
             println!("cargo:rerun-if-env-changed={v}");
         }
@@ -239,6 +240,13 @@ mod cuda {
                 .arg(&out)
                 .arg("-I")
                 .arg(root.join("kernels"));
+            // Kernel variants for measurement, e.g. TBQ_NVCC_DEFINES="TBQ_MMA_MIN_BLOCKS_D128=2"
+            // (space-separated NAME=VALUE; scripts/gpu-prepare.sh --variant builds them).
+            if let Ok(defs) = std::env::var("TBQ_NVCC_DEFINES") {
+                for d in defs.split_whitespace() {
+                    cmd.arg(format!("-D{d}"));
+                }
+            }
             for a in &archs {
                 cmd.arg(format!("-gencode=arch=compute_{a},code=sm_{a}"));
             }

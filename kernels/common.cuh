@@ -118,6 +118,36 @@ static __device__ __forceinline__ uint32_t tbq_encode(float y) {
     return c;
 }
 
+// ---- flat index -> coordinates ------------------------------------------------------------------
+// (i0, i1, i2, i3) of the flat index w over sizes (n0, n1, n2, ·). With `narrow` (every index below
+// 2^32, the usual case) the divisions are 32-bit: a 64-bit division is a software routine several
+// times longer, and set_rows / get_rows do three per 128-element block.
+struct tbq_coords {
+    int64_t i0, i1, i2, i3;
+};
+static __device__ __forceinline__ tbq_coords tbq_unflatten(int64_t w, int64_t n0, int64_t n1, int64_t n2, bool narrow) {
+    tbq_coords c;
+    if (narrow) {
+        const uint32_t a = (uint32_t) n0, b = (uint32_t) n1, d = (uint32_t) n2;
+        uint32_t x = (uint32_t) w;
+        uint32_t q = x / a;
+        c.i0 = x - q * a;
+        x = q;
+        q = x / b;
+        c.i1 = x - q * b;
+        c.i2 = q % d;
+        c.i3 = q / d;
+    } else {
+        c.i0 = w % n0;
+        int64_t r = w / n0;
+        c.i1 = r % n1;
+        r /= n1;
+        c.i2 = r % n2;
+        c.i3 = r / n2;
+    }
+    return c;
+}
+
 // ---- packing: lane-major bit planes (src/packing.rs) --------------------------------------
 // A plane of p bits is 16·p bytes; lane l owns the 4·p bits at bit 4·p·l: a u16 (p = 4), a byte
 // (p = 2) or a nibble (p = 1). Blocks are 2-byte aligned, so every u16 field is aligned.

@@ -469,23 +469,37 @@ template <> struct tbq_mma_tab<TBQ_TYPE_TBQ4_0> {
             return (a.get(j >> 1) >> (16 * (j & 1) + 8 * h)) & 0xFFu;
         }
     };
-    // V: packed lanes 4g..4g+3 = 8 bytes at 8g.
+    // V: packed lanes 4g..4g+3 = 8 bytes at 8g (a u16 per lane, slot s at bits 4s).
     struct vraw {
         tbq_uwords<2> a;
         __device__ __forceinline__ void load(const uint8_t * qs, int g) { a.load(qs + 8 * g); }
-        __device__ __forceinline__ uint32_t code(int l, int s) const {
-            return (a.get(l >> 1) >> (16 * (l & 1) + 4 * s)) & 15u;
+    };
+    // Table indices (code of t0) | (code of t1) << 4 of a token pair for all 16 (lane, slot)
+    // of this thread, built a word at a time: w[2h + o] holds, for the lanes 2h, 2h+1 of the
+    // thread's four, the slots 2k + o in byte 2·(lane & 1) + k.
+    struct vpairs {
+        uint32_t w[4];
+        __device__ __forceinline__ vpairs(const vraw & t0, const vraw & t1) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const uint32_t x0 = t0.a.get(h), x1 = t1.a.get(h);
+                w[2 * h + 0] = (x0 & 0x0F0F0F0Fu) | ((x1 << 4) & 0xF0F0F0F0u);
+                w[2 * h + 1] = ((x0 >> 4) & 0x0F0F0F0Fu) | (x1 & 0xF0F0F0F0u);
+            }
+        }
+        __device__ __forceinline__ uint32_t idx(int l, int s) const {
+            return __byte_perm(w[2 * (l >> 1) + (s & 1)], 0, 0x4440 | (2 * (l & 1) + (s >> 1)));
         }
     };
-    static constexpr int v_shift = 4;
 };
 template <> struct tbq_mma_tab<TBQ_TYPE_TBQ3_0> {
     static constexpr int k_entries = 64, v_entries = 64;
     // K entry: bits 0-3 the 2-bit plane of slots (s, s+1), bits 4-5 their 1-bit plane.
     static __device__ __forceinline__ int kc0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
     static __device__ __forceinline__ int kc1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
-    static __device__ __forceinline__ int vc0(int e) { return e & 7; }
-    static __device__ __forceinline__ int vc1(int e) { return e >> 3; }
+    // V entry: bits 0-3 the 2-bit plane of tokens (t0, t1), bits 4-5 their 1-bit plane.
+    static __device__ __forceinline__ int vc0(int e) { return kc0(e); }
+    static __device__ __forceinline__ int vc1(int e) { return kc1(e); }
     // K: 2-bit plane bytes 8c..8c+7, 1-bit plane bytes 32+4c..32+4c+3.
     struct kraw {
         tbq_uwords<2> a;
@@ -500,7 +514,8 @@ template <> struct tbq_mma_tab<TBQ_TYPE_TBQ3_0> {
             return p0 | p1 << 4;
         }
     };
-    // V: 2-bit plane bytes 4g..4g+3 (a word), 1-bit plane bytes 32+2g, 33+2g (a u16).
+    // V: 2-bit plane bytes 4g..4g+3 (a word: byte l = lane 4g+l, slot s at bits 2s), 1-bit
+    // plane bytes 32+2g, 33+2g (a u16: lane 4g+l at bits 4l, slot s at bit 4l+s).
     struct vraw {
         tbq_uwords<1> a;
         uint32_t b;
@@ -508,11 +523,28 @@ template <> struct tbq_mma_tab<TBQ_TYPE_TBQ3_0> {
             a.load(qs + 4 * g);
             b = __ldg((const unsigned short *) (qs + 32 + 2 * g));
         }
-        __device__ __forceinline__ uint32_t code(int l, int s) const {
-            return ((a.get(0) >> (8 * l + 2 * s)) & 3u) | ((b >> (4 * l + s)) & 1u) << 2;
+    };
+    // Table indices of a token pair for all 16 (lane, slot) of this thread: w[s], byte l.
+    struct vpairs {
+        uint32_t w[4];
+        // nibble l of a u16 -> low nibble of byte l
+        static __device__ __forceinline__ uint32_t spread(uint32_t b) {
+            const uint32_t t = __byte_perm(b, 0, 0x4140);
+            return (t | (t << 4)) & 0x0F0F0F0Fu;
+        }
+        __device__ __forceinline__ vpairs(const vraw & t0, const vraw & t1) {
+            const uint32_t a0 = t0.a.get(0), a1 = t1.a.get(0);
+            const uint32_t s0 = spread(t0.b), s1 = spread(t1.b);
+#pragma unroll
+            for (int s = 0; s < 4; ++s) {
+                w[s] = ((a0 >> (2 * s)) & 0x03030303u) | (((a1 >> (2 * s)) << 2) & 0x0C0C0C0Cu) |
+                       (((s0 >> s) << 4) & 0x10101010u) | (((s1 >> s) << 5) & 0x20202020u);
+            }
+        }
+        __device__ __forceinline__ uint32_t idx(int l, int s) const {
+            return __byte_perm(w[s], 0, 0x4440 | l);
         }
     };
-    static constexpr int v_shift = 3;
 };
 
 template <int KT, int VT, int NB> struct tbq_mma_raw {
@@ -673,19 +705,33 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         // QK: one accumulator per block (each block has its own d).
         float s[4]; // (token g, row 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1)
         {
+            // QC independent accumulator chains per block (hi / lo halves, and the k-step's
+            // parity at D = 128): a chain of 16 dependent MMAs would be latency-bound.
+            constexpr int QC = NB == 1 ? 4 : 2;
             float sb[NB][4];
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
+                float ch[QC][4];
 #pragma unroll
-                for (int k = 0; k < 4; ++k) sb[b][k] = 0.0f;
+                for (int q = 0; q < QC; ++q)
+#pragma unroll
+                    for (int k = 0; k < 4; ++k) ch[q][k] = 0.0f;
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
                     const uint32_t a0 = lk[32 * cur.k[b][0].idx(j, 0)];
                     const uint32_t a1 = lk[32 * cur.k[b][1].idx(j, 0)];
                     const uint32_t a2 = lk[32 * cur.k[b][0].idx(j, 1)];
                     const uint32_t a3 = lk[32 * cur.k[b][1].idx(j, 1)];
-                    tbq_mma16816(sb[b], a0, a1, a2, a3, qh[b][j][0], qh[b][j][1]);
-                    tbq_mma16816(sb[b], a0, a1, a2, a3, ql[b][j][0], ql[b][j][1]);
+                    const int q = QC == 4 ? 2 * (j & 1) : 0;
+                    tbq_mma16816(ch[q], a0, a1, a2, a3, qh[b][j][0], qh[b][j][1]);
+                    tbq_mma16816(ch[q + 1], a0, a1, a2, a3, ql[b][j][0], ql[b][j][1]);
+                }
+#pragma unroll
+                for (int k = 0; k < 4; ++k) {
+                    float x = ch[0][k] + ch[1][k];
+#pragma unroll
+                    for (int q = 2; q < QC; ++q) x += ch[q][k];
+                    sb[b][k] = x;
                 }
             }
 #pragma unroll
@@ -736,34 +782,35 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         if (__any_sync(TBQ_FULL_MASK, any)) { // sparse V per tile (0: only all-masked tiles)
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
-                // P' = p·d_v in f16 hi + lo, per row parity: (token g, token g+8).
-                uint32_t ph[2], pl[2];
+                // P' = p·d_v in f16, per row parity: (token g, token g+8). Its rounding (2^-12
+                // relative per weight, independent across tokens) averages out in the sum,
+                // unlike the query's, which biases every score of a row alike (hence q hi + lo).
+                uint32_t ph[2];
                 const float dv0 = __half2float(__ushort_as_half(cur.vd[b][0]));
                 const float dv1 = __half2float(__ushort_as_half(cur.vd[b][1]));
 #pragma unroll
-                for (int rr = 0; rr < 2; ++rr) tbq_split2(pw[rr] * dv0, pw[rr + 2] * dv1, ph[rr], pl[rr]);
+                for (int rr = 0; rr < 2; ++rr) {
+                    const __half2 h = __floats2half2_rn(pw[rr] * dv0, pw[rr + 2] * dv1);
+                    ph[rr] = *(const uint32_t *) &h;
+                }
                 // B fragment of thread (g, c): row g, tokens (2c, 2c+1) and (2c+8, 2c+9), from
                 // lanes (2c)*4 + g/2 and (2c+1)*4 + g/2, parity g&1.
                 const int sa = 8 * c + (g >> 1), sb = sa + 4;
                 const uint32_t ha0 = __shfl_sync(TBQ_FULL_MASK, ph[0], sa), ha1 = __shfl_sync(TBQ_FULL_MASK, ph[1], sa);
                 const uint32_t hb0 = __shfl_sync(TBQ_FULL_MASK, ph[0], sb), hb1 = __shfl_sync(TBQ_FULL_MASK, ph[1], sb);
-                const uint32_t la0 = __shfl_sync(TBQ_FULL_MASK, pl[0], sa), la1 = __shfl_sync(TBQ_FULL_MASK, pl[1], sa);
-                const uint32_t lb0 = __shfl_sync(TBQ_FULL_MASK, pl[0], sb), lb1 = __shfl_sync(TBQ_FULL_MASK, pl[1], sb);
                 const uint32_t ha = g & 1 ? ha1 : ha0, hb = g & 1 ? hb1 : hb0;
-                const uint32_t la = g & 1 ? la1 : la0, lb = g & 1 ? lb1 : lb0;
                 const uint32_t bh0 = __byte_perm(ha, hb, 0x5410), bh1 = __byte_perm(ha, hb, 0x7632);
-                const uint32_t bl0 = __byte_perm(la, lb, 0x5410), bl1 = __byte_perm(la, lb, 0x7632);
+                // A fragments: table indices of the token pairs (2c, 2c+1) and (2c+8, 2c+9).
+                const typename TV::vpairs lo(cur.v[b][0], cur.v[b][1]), hi(cur.v[b][2], cur.v[b][3]);
 #pragma unroll
                 for (int i = 0; i < 8; ++i) {
                     // M-tile i: row g -> packed lane 4g + i/2, slot 2(i&1); row g+8 -> slot + 1.
                     const int ll = i >> 1, s0 = 2 * (i & 1);
-                    constexpr int VS = TV::v_shift;
-                    const uint32_t a0 = lv[32 * (cur.v[b][0].code(ll, s0) | cur.v[b][1].code(ll, s0) << VS)];
-                    const uint32_t a1 = lv[32 * (cur.v[b][0].code(ll, s0 + 1) | cur.v[b][1].code(ll, s0 + 1) << VS)];
-                    const uint32_t a2 = lv[32 * (cur.v[b][2].code(ll, s0) | cur.v[b][3].code(ll, s0) << VS)];
-                    const uint32_t a3 = lv[32 * (cur.v[b][2].code(ll, s0 + 1) | cur.v[b][3].code(ll, s0 + 1) << VS)];
+                    const uint32_t a0 = lv[32 * lo.idx(ll, s0)];
+                    const uint32_t a1 = lv[32 * lo.idx(ll, s0 + 1)];
+                    const uint32_t a2 = lv[32 * hi.idx(ll, s0)];
+                    const uint32_t a3 = lv[32 * hi.idx(ll, s0 + 1)];
                     tbq_mma16816(acc[b][i], a0, a1, a2, a3, bh0, bh1);
-                    tbq_mma16816(acc[b][i], a0, a1, a2, a3, bl0, bl1);
                 }
             }
         }
@@ -838,8 +885,14 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     }
 }
 
+// Blocks per SM the register budget must allow: the kernel is latency-bound (NOTES.md), so at
+// D = 128 three blocks (12 warps, ≤ 168 registers) beat two with more registers each.
+#ifndef TBQ_MMA_MIN_BLOCKS_D128
+#define TBQ_MMA_MIN_BLOCKS_D128 3
+#endif // TBQ_MMA_MIN_BLOCKS_D128
 #define TBQ_FATTN_MMA(KT, KN, VT, VN, D)                                                             \
-    extern "C" __global__ void __launch_bounds__(TBQ_MMA_WARPS * TBQ_WARP_SIZE)                    \
+    extern "C" __global__ void __launch_bounds__(TBQ_MMA_WARPS * TBQ_WARP_SIZE,                    \
+                                                 D == 128 ? TBQ_MMA_MIN_BLOCKS_D128 : 1)            \
         k_tbq_fattn_mma_##KN##_##VN##_d##D(const tbq_fattn_params p) {                               \
         k_tbq_fattn_mma<KT, VT, D>(p);                                                                \
     }

@@ -13,13 +13,10 @@ static __device__ __forceinline__ void k_tbq_get_rows(const tbq_get_rows_params 
     const int64_t blocks_per_row = p.ne00 / 128;
     const int64_t total = blocks_per_row * p.ne10 * p.ne11 * p.ne12;
     const int64_t warps = (int64_t) gridDim.x * TBQ_GET_ROWS_WARPS;
+    const bool narrow = total + warps <= (int64_t) UINT32_MAX;
     for (int64_t w = (int64_t) blockIdx.x * TBQ_GET_ROWS_WARPS + threadIdx.x / TBQ_WARP_SIZE; w < total; w += warps) {
-        const int64_t ib = w % blocks_per_row;
-        int64_t r = w / blocks_per_row;
-        const int64_t i10 = r % p.ne10;
-        r /= p.ne10;
-        const int64_t i11 = r % p.ne11;
-        const int64_t i12 = r / p.ne11;
+        const tbq_coords co = tbq_unflatten(w, blocks_per_row, p.ne10, p.ne11, narrow);
+        const int64_t ib = co.i0, i10 = co.i1, i11 = co.i2, i12 = co.i3;
 
         int64_t i01 = i10;
         if (p.idx != nullptr) {

@@ -13,13 +13,10 @@ static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params 
     const int64_t blocks_per_row = p.ne00 / 128;
     const int64_t total = blocks_per_row * p.ne01 * p.ne02 * p.ne03;
     const int64_t warps = (int64_t) gridDim.x * TBQ_SET_ROWS_WARPS;
+    const bool narrow = total + warps <= (int64_t) UINT32_MAX;
     for (int64_t w = (int64_t) blockIdx.x * TBQ_SET_ROWS_WARPS + threadIdx.x / TBQ_WARP_SIZE; w < total; w += warps) {
-        const int64_t ib = w % blocks_per_row;
-        int64_t r = w / blocks_per_row;
-        const int64_t i = r % p.ne01;
-        r /= p.ne01;
-        const int64_t i02 = r % p.ne02;
-        const int64_t i03 = r / p.ne02;
+        const tbq_coords co = tbq_unflatten(w, blocks_per_row, p.ne01, p.ne02, narrow);
+        const int64_t ib = co.i0, i = co.i1, i02 = co.i2, i03 = co.i3;
 
         int64_t i1 = i;
         if (p.idx != nullptr) {

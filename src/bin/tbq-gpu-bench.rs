@@ -100,6 +100,16 @@ fn main() {
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| "tbq-gpu-bench.json".into());
+    // --shape D,GQA,N_KV: only that flash-attention shape (tbq4/tbq3), e.g. for a profiler
+    let shape: Option<(usize, usize, usize)> = args
+        .iter()
+        .position(|a| a == "--shape")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            let n: Vec<usize> = v.split(',').map(|x| x.parse().expect("--shape D,GQA,N_KV")).collect();
+            assert_eq!(n.len(), 3, "--shape D,GQA,N_KV");
+            (n[0], n[1], n[2])
+        });
     if !cuda::available() {
         eprintln!("tbq-gpu-bench: no CUDA driver or device");
         std::process::exit(2);
@@ -132,7 +142,8 @@ fn main() {
     ));
 
     // ---- set_rows (quantize) and dequantize: 256K rows of 128 (8 heads × 32K tokens) ----
-    for (ty, tn) in [(0, "tbq4_0"), (1, "tbq3_0")] {
+    let row_types: &[(i32, &str)] = if shape.is_some() { &[] } else { &[(0, "tbq4_0"), (1, "tbq3_0")] };
+    for &(ty, tn) in row_types {
         let n_rows = if quick { 1 << 16 } else { 1 << 18 };
         let bb = cuda::unit_bytes(ty).unwrap().0;
         let src = Dev::new(n_rows * 128 * 4);
@@ -182,7 +193,7 @@ fn main() {
         "{:>6} {:>4} {:>4} {:>7} {:>10} {:>10} {:>9} {:>7}",
         "K/V", "D", "GQA", "n_kv", "splits", "us", "GB/s", "%copy"
     );
-    let pairs: &[(i32, i32, &str)] = if quick {
+    let pairs: &[(i32, i32, &str)] = if quick || shape.is_some() {
         &[(0, 1, "tbq4/tbq3")]
     } else {
         &[
@@ -191,7 +202,7 @@ fn main() {
             (dtype::Q8_0, 1, "q8/tbq3"),
         ]
     };
-    let kvs: &[usize] = if quick {
+    let kvs: &[usize] = if quick && shape.is_none() {
         &[4096, 16384, 65536]
     } else {
         &[1024, 4096, 16384, 65536, 131072]
@@ -201,6 +212,9 @@ fn main() {
         for d in [128usize, 256] {
             for gqa in [1usize, 4, 8] {
                 for &n_kv in kvs {
+                    if shape.is_some_and(|sh| sh != (d, gqa, n_kv)) {
+                        continue;
+                    }
                     let (ku, kper) = cuda::unit_bytes(kt).unwrap();
                     let (vu, _) = cuda::unit_bytes(vt).unwrap();
                     let krb = d / kper * ku;
