@@ -6,7 +6,8 @@
 # random-weight model made here (no tbq op may run on the CPU: GGML_SCHED_DEBUG=2 shows where each runs).
 # Logs go to $OUT (default ./gpu-out); a short table comes last.
 #
-#   scripts/gpu-llama.sh [--no-model] [--no-bench]
+#   scripts/gpu-llama.sh [--no-model]
+# (speed: scripts/gpu-e2e.sh, on the build this leaves)
 # Env: TBQ_GPU_BUDGET_S (default 500): the model steps start only while the run is under it.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,11 +15,10 @@ cd "$REPO"
 OUT=${OUT:-$REPO/gpu-out}
 mkdir -p "$OUT"
 BUDGET=${TBQ_GPU_BUDGET_S:-500}
-DO_MODEL=1; DO_BENCH=1
+DO_MODEL=1
 for a in "$@"; do
     case "$a" in
         --no-model) DO_MODEL=0 ;;
-        --no-bench) DO_BENCH=0 ;;
         *) echo "gpu-llama.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -66,6 +66,7 @@ if [[ $BRC -ne 0 ]]; then
     exit 1
 fi
 BIN="$BUILD/bin"
+[[ "${TBQ_GPU_BUILD_ONLY:-0}" == 1 ]] && exit 0 # scripts/gpu-bench.sh builds while the crate's part runs
 
 # --- test-backend-ops: the tbq cases of each op, CUDA0 against the CPU ------------------------------------
 TLOG="$OUT/test-backend-ops.log"
@@ -79,7 +80,7 @@ for op in SET_ROWS CPY GET_ROWS FLASH_ATTN_EXT; do
 done
 
 # --- perplexity + bench on a random model ----------------------------------------------------------------
-PRC=-; GS=-; CPU_TBQ=-; BRC2=-; SPLITS=-
+PRC=-; GS=-; CPU_TBQ=-; SPLITS=-
 if [[ $DO_MODEL -eq 1 && $SECONDS -lt $BUDGET ]]; then
     MD=/tmp/tbq-model
     if [[ ! -f $MD/random-llama.gguf ]]; then
@@ -100,11 +101,6 @@ if [[ $DO_MODEL -eq 1 && $SECONDS -lt $BUDGET ]]; then
         CPU_TBQ=$(grep -E " CPU " "$OUT/tbq-node-backends.txt" | grep -vcE " (embd|inp_embd|token_embd)$" || true)
         SPLITS=$(grep -oE "## SPLIT #[0-9]+: [A-Za-z0-9]+" "$OUT/perplexity.log" | sort | uniq -c | tr -s ' ' | paste -sd';')
         grep -E "Final estimate|graph splits|tbq|error|failed" "$OUT/perplexity.log" | grep -v "^node" | tail -n 12 >"$OUT/perplexity.tail"
-        if [[ $DO_BENCH -eq 1 && $SECONDS -lt $((BUDGET + 20)) ]]; then
-            timeout 150 "$BIN/llama-bench" -m $MD/random-llama.gguf -ngl 99 -fa 1 -n 32 -p 512 -r 3 \
-                -ctk f16,q4_0,tbq4_0 -ctv f16,q4_0,tbq3_0 >"$OUT/bench.log" 2>&1
-            BRC2=$?
-        fi
     fi
 fi
 
@@ -121,5 +117,4 @@ done
 say "perplexity rc=$PRC  ${GS}  tbq-op nodes on CPU: $CPU_TBQ  (scheduler splits seen: $SPLITS)"
 [[ -f "$OUT/tbq-node-backends.txt" ]] && cat "$OUT/tbq-node-backends.txt" | tee -a "$SUMMARY"
 [[ -f "$OUT/perplexity.tail" ]] && grep -E "Final estimate|graph splits" "$OUT/perplexity.tail" | tail -n 3 | tee -a "$SUMMARY"
-[[ -f "$OUT/bench.log" ]] && grep -E "^\|" "$OUT/bench.log" | tee -a "$SUMMARY"
 exit 0

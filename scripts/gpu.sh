@@ -33,6 +33,16 @@ else
     grep -B2 -A12 "panicked" "$OUT/gpu-tests.log" | head -n 60
 fi
 
+# One profile of the decode kernel (64K tokens, D 128, GQA 4) where Nsight Compute reads the counters:
+# achieved occupancy, warp stall reasons, issue efficiency -> $OUT/ncu-fattn.txt
+if [[ $TRC -eq 0 && "${TBQ_NCU:-1}" == 1 ]] && command -v ncu >/dev/null 2>&1; then
+    timeout 240 ncu --clock-control none --kernel-name regex:k_tbq_fattn_mma --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section SchedulerStats --section MemoryWorkloadAnalysis --section InstructionStats \
+        .gpu/tbq-gpu-bench --quick --shape 128,4,65536 --json /dev/null >"$OUT/ncu-fattn.txt" 2>&1 ||
+        echo "gpu.sh: ncu failed (rc $?): see $OUT/ncu-fattn.txt" >&2
+fi
+
 echo
 echo "==== summary: tests rc=$TRC, bench rc=$BRC ($(head -n 20 "$OUT/nvidia-smi.txt" | grep -oE 'NVIDIA [A-Z0-9 ]+' | head -n1))"
 grep "test result" "$OUT/gpu-tests.log" | tail -n 1

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Run ON the GPU machine after scripts/gpu-llama.sh has built the CUDA llama.cpp (build/gpu-llama/bin):
+#   1. flash-attention decode, every KV-cache type in one harness: upstream's own kernels (f16, q8_0,
+#      q4_0) and tbq (tbq4_0/tbq3_0, tbq4_0/tbq4_0) through `test-backend-ops perf -o FLASH_ATTN_EXT`
+#      (the perf cases patches/0005 adds: D 128/256, 8 KV heads, GQA 1/4/8, n_kv 1K..128K, one query
+#      row, mask on) -> $OUT/fa-perf.log
+#   2. end to end: llama-bench -o jsonl, tg128 at depth 0 / 8K / 32K and pp2048, for the K/V pairs
+#      f16/f16, q8_0/q8_0, q4_0/q4_0, tbq4_0/tbq3_0, on random-weight models of real shape and size
+#      (Llama-3.2-3B: head_dim 128, GQA 3; Gemma 3 270M: head_dim 256, sliding window), Q4_K_M
+#      -> $OUT/llama-bench.jsonl
+#
+#   scripts/gpu-e2e.sh [--no-perf] [--no-bench] [--models llama3b,gemma3-270m] [--reps N]
+# Env: TBQ_E2E_BUDGET_S (default 540): a model's benchmark starts only while the run is under it.
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+OUT=${OUT:-$REPO/gpu-out}
+mkdir -p "$OUT"
+BIN="$REPO/build/gpu-llama/bin"
+LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
+BUDGET=${TBQ_E2E_BUDGET_S:-540}
+DO_PERF=1; DO_BENCH=1; MODELS=llama3b,gemma3-270m; REPS=3
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --no-perf) DO_PERF=0 ;;
+        --no-bench) DO_BENCH=0 ;;
+        --models) MODELS=$2; shift ;;
+        --reps) REPS=$2; shift ;;
+        *) echo "gpu-e2e.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ -x "$BIN/test-backend-ops" && -x "$BIN/llama-bench" && -x "$BIN/llama-quantize" ]] || {
+    echo "gpu-e2e.sh: no CUDA llama.cpp build in $BIN: run scripts/gpu-llama.sh first (same machine)" >&2; exit 2; }
+
+# --- 1. FA decode side by side ---------------------------------------------------------------------------
+if [[ $DO_PERF -eq 1 ]]; then
+    RE='nh=8,nr23=\[[148],1\],kv=[0-9]+,nb=1,mask=1,sinks=0,max_bias=0\.000000,logit_softcap=0\.000000,prec=f32,type_K=(f16|q8_0|q4_0|tbq4_0),type_V=(f16|q8_0|q4_0|tbq3_0|tbq4_0),permute=\[0,1,2,3\]'
+    T0=$SECONDS
+    timeout 420 "$BIN/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT -p "$RE" >"$OUT/fa-perf.log" 2>&1
+    echo "fa-perf: rc=$? in $((SECONDS - T0)) s, $(grep -c 'us/run' "$OUT/fa-perf.log") cases" >&2
+fi
+
+# --- 2. end to end ---------------------------------------------------------------------------------------
+# make_model ARCH: a random-weight model of the real shape, f16 written by gpu-llama-model.py, then
+# Q4_K_M by llama-quantize (as a user would run it); echoes the path.
+make_model() {
+    local arch=$1 dir=/tmp/tbq-e2e-$1 name
+    name=$([[ $arch == llama3b ]] && echo random-llama || echo random-gemma3)
+    if [[ ! -f $dir/$name-q4_k_m.gguf ]]; then
+        mkdir -p "$dir"
+        python3 scripts/gpu-llama-model.py "$dir" --gguf-py "$LLAMA/gguf-py" --arch "$arch" --full >&2 || return 1
+        "$BIN/llama-quantize" "$dir/$name.gguf" "$dir/$name-q4_k_m.gguf" Q4_K_M 16 >"$OUT/quantize-$arch.log" 2>&1 || return 1
+        rm -f "$dir/$name.gguf"
+    fi
+    echo "$dir/$name-q4_k_m.gguf"
+}
+
+if [[ $DO_BENCH -eq 1 ]]; then
+    JL="$OUT/llama-bench.jsonl"
+    : >"$JL"
+    for arch in ${MODELS//,/ }; do
+        if [[ $SECONDS -ge $BUDGET ]]; then
+            echo "e2e: $arch skipped: over the time budget ($SECONDS s)" >&2; continue
+        fi
+        T0=$SECONDS
+        M=$(make_model "$arch") || { echo "e2e: could not make the $arch model (see $OUT/quantize-$arch.log)" >&2; continue; }
+        echo "e2e: $arch model ready in $((SECONDS - T0)) s: $M" >&2
+        for kv in f16/f16 q8_0/q8_0 q4_0/q4_0 tbq4_0/tbq3_0; do
+            k=${kv%/*}; v=${kv#*/}
+            # tg128 at depth 0 / 8K / 32K, then pp2048 at depth 0 (each a separate test in the jsonl)
+            timeout 200 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 0 -n 128 \
+                -d 0,8192,32768 -r "$REPS" -o jsonl >>"$JL" 2>>"$OUT/llama-bench.err" ||
+                echo "e2e: $arch $kv tg failed (rc $?)" >&2
+            timeout 100 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 2048 -n 0 \
+                -r "$REPS" -o jsonl >>"$JL" 2>>"$OUT/llama-bench.err" ||
+                echo "e2e: $arch $kv pp failed (rc $?)" >&2
+        done
+        echo "e2e: $arch done in $((SECONDS - T0)) s" >&2
+    done
+fi
+
+python3 scripts/gpu-report.py "$OUT"
