@@ -199,7 +199,7 @@ impl Client {
         let reader = BufReader::new(resp.into_reader());
         for line in reader.lines() {
             let line = line.map_err(|e| {
-                anyhow::Error::new(e).context(fail(Exit::Endpoint, format!("{base}: the stream broke off")))
+                crate::error::wrap(e, fail(Exit::Endpoint, format!("{base}: the stream broke off")))
             })?;
             let Some(data) = line.strip_prefix("data:") else { continue };
             let data = data.trim();

@@ -266,7 +266,7 @@ impl Config {
                 return Ok((Config::default(), None))
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e).context(fail(
+                return Err(crate::error::wrap(e, fail(
                     Exit::Input,
                     format!("cannot read the config file {}", path.display()),
                 )

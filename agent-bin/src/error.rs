@@ -69,12 +69,14 @@ pub struct Failure {
     pub message: String,
     /// How to fix it.
     pub fix: Option<String>,
+    /// The underlying error, if any.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Failure {
     /// A failure with exit code `exit`.
     pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
-        Failure { exit, message: message.into(), fix: None }
+        Failure { exit, message: message.into(), fix: None, source: None }
     }
 
     /// Adds the fix.
@@ -90,7 +92,16 @@ impl fmt::Display for Failure {
     }
 }
 
-impl std::error::Error for Failure {}
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// `failure`, caused by `source`, as an error whose chain keeps both.
+pub fn wrap(source: impl std::error::Error + Send + Sync + 'static, failure: Failure) -> anyhow::Error {
+    anyhow::Error::new(Failure { source: Some(Box::new(source)), ..failure })
+}
 
 /// Shorthand: `Err(fail(Exit::Input, "…").fix("…"))?`.
 pub fn fail(exit: Exit, message: impl Into<String>) -> Failure {
@@ -99,6 +110,9 @@ pub fn fail(exit: Exit, message: impl Into<String>) -> Failure {
 
 /// The exit code and fix of an error chain: the outermost [`Failure`] in it, if any.
 pub fn classify(err: &anyhow::Error) -> (Exit, Option<&str>) {
+    if let Some(f) = err.downcast_ref::<Failure>() {
+        return (f.exit, f.fix.as_deref());
+    }
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return (f.exit, f.fix.as_deref());

@@ -64,7 +64,7 @@ impl PromptSet {
         let set: PromptSet = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
-                    anyhow::Error::new(e).context(
+                    crate::error::wrap(e, 
                         crate::error::fail(crate::error::Exit::Input, format!("cannot read the prompts file {}", p.display()))
                             .fix("check the path (tbq-agent research --print-prompts prints the shipped file to start from)"),
                     )

@@ -160,7 +160,7 @@ impl SearchSpace {
     /// Reads and checks a search-space file; errors name the line and column.
     pub fn load(path: &Path) -> Result<SearchSpace> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::Error::new(e).context(
+            crate::error::wrap(e, 
                 fail(Exit::Input, format!("cannot read the search space {}", path.display()))
                     .fix("check the path; tbq-agent research --example prints a search space to start from"),
             )
@@ -568,7 +568,7 @@ pub fn run(opts: &Options) -> Result<PathBuf> {
     }
 
     std::fs::create_dir_all(opts.out.join("logs")).map_err(|e| {
-        anyhow::Error::new(e).context(fail(Exit::Write, format!("cannot create {}", opts.out.display())).fix("choose a writable --out directory"))
+        crate::error::wrap(e, fail(Exit::Write, format!("cannot create {}", opts.out.display())).fix("choose a writable --out directory"))
     })?;
     let exists = std::fs::metadata(&results).map(|m| m.is_file() && m.len() > 0).unwrap_or(false);
     if exists && !opts.resume {
@@ -775,7 +775,7 @@ mod tests {
     fn malformed_files_name_line_and_column() {
         let e = space("[base]\nmodel = \"m.gguf\"\n[axes]\nthreads = [1, 2\n").unwrap_err();
         let s = format!("{e:#}");
-        assert!(s.contains("space.toml:4:"), "{s}");
+        assert!(s.contains("space.toml:5:1: invalid array"), "{s}");
         assert_eq!(crate::error::classify(&e).0, Exit::Input);
         let e = space("[base]\nmodel = \"m.gguf\"\n[axes]\nthreads = [1]\nthredz = [2]\n").unwrap_err();
         assert!(format!("{e:#}").contains("space.toml:5:10: unknown axis \"thredz\""), "{e:#}");

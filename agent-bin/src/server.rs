@@ -94,7 +94,13 @@ pub fn find_llama_server(explicit: Option<&Path>) -> Result<PathBuf> {
     let mut tried = Vec::new();
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = explicit {
-        candidates.push(p.to_path_buf());
+        // Named explicitly: that one or none.
+        if is_executable(p) {
+            return Ok(p.to_path_buf());
+        }
+        return Err(fail(Exit::Server, format!("llama-server not found at {} (given by --llama-server or the config's llama_server)", p.display()))
+            .fix("give the path of an executable llama-server (scripts/build-llama.sh builds one into build/bin)")
+            .into());
     }
     if let Some(p) = std::env::var_os("TBQ_LLAMA_SERVER") {
         candidates.push(p.into());
@@ -225,7 +231,7 @@ impl Server {
         }
         tracing::debug!(cmd = ?cmd, "starting llama-server");
         let child = cmd.spawn().map_err(|e| {
-            anyhow::Error::new(e).context(fail(Exit::Server, format!("cannot run {}", launch.bin.display()))
+            crate::error::wrap(e, fail(Exit::Server, format!("cannot run {}", launch.bin.display()))
                 .fix("check that the path is a llama-server executable (tbq-agent doctor)"))
         })?;
         let pid = child.id();
@@ -285,7 +291,7 @@ impl Server {
                 .fix("raise --health-timeout for a large model or a slow disk; check the log's last lines for what it was doing")
                 .into());
             }
-            std::thread::sleep(Duration::from_millis(150));
+            std::thread::sleep(Duration::from_millis(100));
         };
         pb.finish_and_clear();
         result
@@ -347,7 +353,7 @@ pub fn check_model(path: &Path) -> Result<()> {
         } else {
             "check the file's permissions"
         };
-        anyhow::Error::new(e).context(fail(Exit::Input, format!("cannot open the model {}", path.display())).fix(fix))
+        crate::error::wrap(e, fail(Exit::Input, format!("cannot open the model {}", path.display())).fix(fix))
     })?;
     let mut magic = [0u8; 4];
     if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
