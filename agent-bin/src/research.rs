@@ -396,6 +396,10 @@ fn write_error(path: &Path, e: std::io::Error, written: usize) -> anyhow::Error 
 
 /// Reads every parsable record of a results file; torn or corrupt lines are counted, not fatal.
 pub fn read_records(path: &Path) -> Result<(Vec<Value>, usize)> {
+    // Only a regular file holds records (not a device such as /dev/full, nor a pipe).
+    if !std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
+        return Ok((Vec::new(), 0));
+    }
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
