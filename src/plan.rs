@@ -308,7 +308,7 @@ impl ModelShape {
             .ok_or_else(|| PlanError::MissingKey(key("attention.head_count")))?;
         let n_head_kv = per_layer("attention.head_count_kv")?.unwrap_or_else(|| n_head.clone());
         let n_embd = meta.get_u64(&key("embedding_length")).unwrap_or(0) as u32;
-        let default_head = if n_head[0] > 0 { n_embd / n_head[0] } else { 0 };
+        let default_head = n_embd.checked_div(n_head[0]).unwrap_or(0);
         let get32 = |k: &str, d: u32| meta.get_u64(&key(k)).map(|x| x as u32).unwrap_or(d);
         let head_k = get32("attention.key_length", default_head);
         let head_v = get32("attention.value_length", default_head);

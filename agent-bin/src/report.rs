@@ -29,6 +29,16 @@ fn f(r: &Value, path: &[&str]) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// How much context a configuration can hold in the budget: the planner's fit, not capped at
+/// the training context (so that a smaller cache wins even when every configuration could
+/// reach the training context); records without it rank by their KV size at the same context.
+fn context_key(r: &Value) -> f64 {
+    match r["plan"]["max_ctx_fit"].as_f64() {
+        Some(n) => n,
+        None => 1e18 / f(r, &["plan", "kv_bytes"]).max(1.0),
+    }
+}
+
 /// Picks the best per objective from finished experiment records.
 pub fn best(ok: &[&Value], tolerance: f64) -> Best {
     let best_q = ok.iter().map(|r| f(r, &["quality", "score"])).fold(0.0, f64::max);
@@ -42,8 +52,7 @@ pub fn best(ok: &[&Value], tolerance: f64) -> Best {
             .iter()
             .filter(recall_ok)
             .max_by(|a, b| {
-                by(f(a, &["plan", "max_ctx_in_budget"]), f(b, &["plan", "max_ctx_in_budget"]))
-                    .then(by(f(a, &["speed", "decode_tps"]), f(b, &["speed", "decode_tps"])))
+                by(context_key(a), context_key(b)).then(by(f(a, &["speed", "decode_tps"]), f(b, &["speed", "decode_tps"])))
             })
             .map(|r| (*r).clone()),
         quality: ok
@@ -103,14 +112,23 @@ pub fn write(dir: &Path, space: &SearchSpace, records: &[Value]) -> Result<PathB
                 opt(&r["speed"]["ttft_ms"], 0),
                 opt(&r["quality"]["score"], 2),
                 match r["recall"]["found"].as_bool() { Some(true) => "passed", Some(false) => "failed", None => "not run" },
-                r["plan"]["max_ctx_in_budget"].as_u64().map_or("–".into(), |n| format!("{n} tokens")),
+                match (r["plan"]["max_ctx_in_budget"].as_u64(), r["plan"]["max_ctx_fit"].as_u64()) {
+                    (Some(n), Some(fit)) if fit > n => format!("{n} tokens (the KV cache would fit {fit}; capped at the training context)"),
+                    (Some(n), _) => format!("{n} tokens"),
+                    _ => "–".into(),
+                },
             ),
         }
     };
     md.push_str(&describe(&b.speed, "speed"));
     md.push_str(&describe(&b.context, "context"));
     md.push_str(&describe(&b.quality, "quality"));
-    writeln!(md, "\nSpeed is chosen among configurations within {} of the best quality score that passed recall.\n", space.measure.quality_tolerance)?;
+    writeln!(
+        md,
+        "\nSpeed is chosen among configurations within {} of the best quality score that passed recall; context is the \
+         most tokens the KV cache could hold in the memory budget (planner), among those that passed recall.\n",
+        space.measure.quality_tolerance
+    )?;
 
     writeln!(md, "## All experiments\n")?;
     writeln!(md, "| # | id | phase | configuration (vs base) | status | quality | recall | prefill tok/s | decode tok/s | client decode tok/s | TTFT ms | KV MiB (plan) | KV MiB (server) | peak RSS MiB | max ctx in budget (≤ trained) |")?;

@@ -212,10 +212,10 @@ impl SearchSpace {
     pub fn base_profile(&self) -> Profile {
         let mut p = self.base.clone();
         for (name, values) in &self.axes {
-            let current = axis_value(&p, name);
-            if !values.get_ref().iter().any(|v| Some(v) == current.as_ref()) {
-                p = apply(&p, name, &values.get_ref()[0]).expect("checked on load");
-            }
+            // Set explicitly even when it is llama-server's default, so that the base and an
+            // experiment with the same value are the same configuration (and id).
+            let current = axis_value(&p, name).filter(|c| values.get_ref().contains(c));
+            p = apply(&p, name, current.as_ref().unwrap_or(&values.get_ref()[0])).expect("checked on load");
         }
         p
     }
@@ -283,7 +283,10 @@ impl SearchSpace {
                 }
             }
         }
-        let mut out = dedup(out);
+        // Only configurations phase 1 did not already run (phase 1's set is fixed, so a resumed
+        // run plans the same phase 2).
+        let phase1: BTreeSet<String> = self.phase1().into_iter().map(|p| p.id).collect();
+        let mut out: Vec<Planned> = dedup(out).into_iter().filter(|p| !phase1.contains(&p.id)).collect();
         out.truncate(self.phase2.max_experiments);
         out
     }
@@ -493,10 +496,8 @@ pub fn plan_check(shape: &ModelShape, space: &SearchSpace, p: &Profile) -> (Valu
     let (budget, source) = budget(space, p);
     // The largest context that fits, capped at the training context (beyond it the model is
     // not meant to work).
-    let max_ctx = plan::max_context(shape, k, v, &cfg, budget.saturating_sub(weights))
-        .ok()
-        .flatten()
-        .map(|n| if shape.n_ctx_train > 0 { n.min(shape.n_ctx_train) } else { n });
+    let fit = plan::max_context(shape, k, v, &cfg, budget.saturating_sub(weights)).ok().flatten();
+    let max_ctx = fit.map(|n| if shape.n_ctx_train > 0 { n.min(shape.n_ctx_train) } else { n });
     let need = size.total() + weights;
     let info = json!({
         "n_ctx": size.n_ctx,
@@ -506,6 +507,7 @@ pub fn plan_check(shape: &ModelShape, space: &SearchSpace, p: &Profile) -> (Valu
         "weights_bytes": weights,
         "budget_bytes": budget, "budget_source": source,
         "max_ctx_in_budget": max_ctx,
+        "max_ctx_fit": fit,
     });
     let reason = (need > budget).then(|| {
         format!(
@@ -531,10 +533,10 @@ pub fn server_kv_sizes(log: &str) -> Vec<(u64, u64, f64)> {
     let mut out = Vec::new();
     for line in log.lines() {
         let Some(rest) = line.split("llama_kv_cache: size =").nth(1) else { continue };
-        let mut it = rest.split(|c: char| c == '(' || c == ',' || c == ')');
+        let mut it = rest.split(['(', ',', ')']);
         let size = it.next().and_then(|s| s.trim().trim_end_matches("MiB").trim().parse::<f64>().ok());
-        let cells = it.next().and_then(|s| s.trim().split_whitespace().next()?.parse::<u64>().ok());
-        let layers = it.next().and_then(|s| s.trim().split_whitespace().next()?.parse::<u64>().ok());
+        let cells = it.next().and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        let layers = it.next().and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
         if let (Some(s), Some(c), Some(l)) = (size, cells, layers) {
             out.push((c, l, s));
         }
@@ -652,6 +654,7 @@ fn summary_line(r: &Value) -> String {
 /// Runs one experiment; appends its measurements and its terminal record. A configuration that
 /// fails (the server will not start, a request fails) is recorded as failed and the run goes on;
 /// a stop signal or a write error ends the run.
+#[allow(clippy::too_many_arguments)]
 fn experiment(
     space: &SearchSpace,
     shape: &ModelShape,
@@ -801,10 +804,12 @@ mod tests {
                 "quality": { "score": 0.8 }, "recall": { "found": true }, "speed": { "decode_tps": tps } }));
         }
         let p2 = s.phase2(&done);
-        assert_eq!(p2[0].profile.cache_type_k.as_deref(), Some("tbq4_0"));
-        assert_eq!(p2[0].profile.threads, Some(2));
-        // The combination equals a phase-1 experiment here; neighbours: q8_0 pair, threads=1.
-        assert!(p2.iter().any(|p| p.profile.cache_type_k.as_deref() == Some("q8_0")));
+        // The combination (tbq pair, 2 threads) was run in phase 1, and so was its cache
+        // neighbour (the q8_0 pair, 2 threads = the base's threads); new: tbq with 1 thread.
+        let labels: Vec<&str> = p2.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, ["cache_type_k=tbq4_0 cache_type_v=tbq3_0 threads=1"], "{labels:?}");
+        let phase1: BTreeSet<_> = p1.iter().map(|p| &p.id).collect();
+        assert!(p2.iter().all(|p| !phase1.contains(&p.id)));
         assert!(p2.len() <= s.phase2.max_experiments);
     }
 
@@ -825,6 +830,41 @@ mod tests {
             assert_eq!(crate::error::classify(&e).0, Exit::Write);
             assert!(format!("{e:#}").contains("disk is full"), "{e:#}");
         }
+    }
+
+    #[test]
+    fn the_planner_skips_what_cannot_fit_or_would_be_refused() {
+        use tbq::gguf::write::{metadata_only, WValue};
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.gguf");
+        // 64-wide heads (like SmolLM2): tbq is refused.
+        metadata_only(&mut File::create(&model).unwrap(), &[
+            ("general.architecture", WValue::Str("llama".into())),
+            ("llama.block_count", WValue::U32(30)),
+            ("llama.context_length", WValue::U32(8192)),
+            ("llama.embedding_length", WValue::U32(576)),
+            ("llama.attention.head_count", WValue::U32(9)),
+            ("llama.attention.head_count_kv", WValue::U32(3)),
+        ]).unwrap();
+        let text = format!(
+            "[base]\nmodel = \"{}\"\nctx_size = 8192\nflash_attn = \"on\"\n[axes]\ncache_types = [\"f16/f16\", \"tbq4_0/tbq3_0\"]\n[measure]\nmemory_budget_mib = 64\n",
+            model.display()
+        );
+        let sp = dir.path().join("s.toml");
+        std::fs::write(&sp, text).unwrap();
+        let s = SearchSpace::load(&sp).unwrap();
+        let shape = ModelShape::open(&model).unwrap();
+        let p1 = s.phase1();
+        // f16 at 8192 tokens × 30 layers × 2 × 192 × 2 B = 180 MiB > 64 MiB.
+        let (info, skip) = plan_check(&shape, &s, &p1[0].profile);
+        assert_eq!(info["kv_mib"].as_f64().unwrap(), 180.0);
+        assert!(skip.unwrap().contains("budget is 64 MiB"));
+        let (_, skip) = plan_check(&shape, &s, &p1[1].profile);
+        let skip = skip.unwrap();
+        assert!(skip.contains("multiple of 128"), "{skip}");
+        // A quantized V cache without flash attention.
+        let p = Profile { flash_attn: Some("off".into()), cache_type_v: Some("q8_0".into()), ..p1[0].profile.clone() };
+        assert!(plan_check(&shape, &s, &p).1.unwrap().contains("flash attention"));
     }
 
     #[test]
