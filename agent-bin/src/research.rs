@@ -610,6 +610,9 @@ pub fn run(opts: &Options) -> Result<PathBuf> {
         let plan = if phase == 1 { space.phase1() } else { space.phase2(&done) };
         let todo: Vec<&Planned> = plan.iter().filter(|e| !done.contains_key(&e.id)).collect();
         if plan.is_empty() {
+            if phase == 2 && space.phase2.enabled {
+                eprintln!("phase 2: nothing new to try: the best value of every axis together, and their neighbours, were all run in phase 1");
+            }
             continue;
         }
         eprintln!("phase {phase}: {} experiment(s), {} to run", plan.len(), todo.len());
