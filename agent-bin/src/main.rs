@@ -502,6 +502,8 @@ fn cmd_research(cli: &Cli, a: &ResearchArgs) -> Result<()> {
         let p = report::write(&a.out, &space, &records)?;
         return finish_research(cli, &a.out, &p);
     }
+    // Bad input first: a malformed search space is reported before anything else is looked for.
+    research::SearchSpace::load(&space_path)?;
     let (cfg, _) = Config::load(cli.config.as_deref())?;
     let bin = llama_server(cli, &cfg)?;
     let p = research::run(&research::Options {

@@ -121,7 +121,10 @@ pub fn find_llama_server(explicit: Option<&Path>) -> Result<PathBuf> {
         if is_executable(&c) {
             return Ok(c);
         }
-        tried.push(c.display().to_string());
+        let shown = c.display().to_string();
+        if !tried.contains(&shown) {
+            tried.push(shown);
+        }
     }
     Err(fail(Exit::Server, "llama-server not found")
         .fix(format!(
