@@ -99,14 +99,19 @@ impl GenResult {
     pub fn prefill_tps(&self) -> Option<f64> {
         match &self.timings {
             Some(t) if t.prompt_per_second > 0.0 => Some(t.prompt_per_second),
-            _ => self.prompt_tokens.filter(|_| self.ttft_ms > 0.0).map(|n| n as f64 / (self.ttft_ms / 1000.0)),
+            _ => self
+                .prompt_tokens
+                .filter(|_| self.ttft_ms > 0.0)
+                .map(|n| n as f64 / (self.ttft_ms / 1000.0)),
         }
     }
 
     /// Decode speed: llama-server's if known, else the client's.
     pub fn decode_tps(&self) -> Option<f64> {
         match &self.timings {
-            Some(t) if t.predicted_per_second > 0.0 && t.predicted_n > 1 => Some(t.predicted_per_second),
+            Some(t) if t.predicted_per_second > 0.0 && t.predicted_n > 1 => {
+                Some(t.predicted_per_second)
+            }
             _ => self.client_decode_tps(),
         }
     }
@@ -133,7 +138,11 @@ impl Client {
 
     /// `GET /health`.
     pub fn health(&self, base: &str) -> Health {
-        let r = self.agent.get(&format!("{base}/health")).timeout(Duration::from_secs(2)).call();
+        let r = self
+            .agent
+            .get(&format!("{base}/health"))
+            .timeout(Duration::from_secs(2))
+            .call();
         match r {
             Ok(resp) if resp.status() == 200 => Health::Ready,
             Ok(resp) => Health::Down(format!("HTTP {}", resp.status())),
@@ -199,9 +208,14 @@ impl Client {
         let reader = BufReader::new(resp.into_reader());
         for line in reader.lines() {
             let line = line.map_err(|e| {
-                crate::error::wrap(e, fail(Exit::Endpoint, format!("{base}: the stream broke off")))
+                crate::error::wrap(
+                    e,
+                    fail(Exit::Endpoint, format!("{base}: the stream broke off")),
+                )
             })?;
-            let Some(data) = line.strip_prefix("data:") else { continue };
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
             let data = data.trim();
             if data == "[DONE]" {
                 break;
@@ -211,10 +225,18 @@ impl Client {
                 Err(_) => continue,
             };
             if let Some(err) = v.get("error") {
-                return Err(fail(Exit::Endpoint, format!("{base}: the server reported an error: {err}")).into());
+                return Err(fail(
+                    Exit::Endpoint,
+                    format!("{base}: the server reported an error: {err}"),
+                )
+                .into());
             }
             if let Some(c) = v["choices"].get(0) {
-                let piece = if g.chat { c["delta"]["content"].as_str() } else { c["text"].as_str() };
+                let piece = if g.chat {
+                    c["delta"]["content"].as_str()
+                } else {
+                    c["text"].as_str()
+                };
                 if let Some(s) = piece {
                     if !s.is_empty() {
                         if out.chunks == 0 {
@@ -262,9 +284,15 @@ pub fn endpoint_error(base: &str, path: &str, e: ureq::Error) -> anyhow::Error {
                 400 if body.contains("context") => "the prompt does not fit the server's context: lower the fill target or raise ctx_size",
                 _ => "see the server's message above and its log",
             };
-            fail(Exit::Endpoint, format!("{base}{path} answered HTTP {code}: {}", body.chars().take(400).collect::<String>()))
-                .fix(hint)
-                .into()
+            fail(
+                Exit::Endpoint,
+                format!(
+                    "{base}{path} answered HTTP {code}: {}",
+                    body.chars().take(400).collect::<String>()
+                ),
+            )
+            .fix(hint)
+            .into()
         }
         ureq::Error::Transport(t) => fail(Exit::Endpoint, format!("{base}{path}: {t}"))
             .fix("check that the server is running and the URL is right (scheme, host, port)")

@@ -47,7 +47,13 @@ pub struct Side {
 
 impl Side {
     fn of(r: &GenResult, keywords: &[String]) -> Side {
-        Side { score: keyword_score(&r.text, keywords), output: r.text.clone(), ttft_ms: r.ttft_ms, prefill_tps: r.prefill_tps(), decode_tps: r.decode_tps() }
+        Side {
+            score: keyword_score(&r.text, keywords),
+            output: r.text.clone(),
+            ttft_ms: r.ttft_ms,
+            prefill_tps: r.prefill_tps(),
+            decode_tps: r.decode_tps(),
+        }
     }
 }
 
@@ -91,7 +97,11 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     for x in &wa {
         let mut cur = vec![0usize; wb.len() + 1];
         for (j, y) in wb.iter().enumerate() {
-            cur[j + 1] = if x == y { prev[j] + 1 } else { cur[j].max(prev[j + 1]) };
+            cur[j + 1] = if x == y {
+                prev[j] + 1
+            } else {
+                cur[j].max(prev[j + 1])
+            };
         }
         prev = cur;
     }
@@ -104,18 +114,52 @@ fn mean(xs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 }
 
 /// Runs every prompt on A then B.
-pub fn compare(a: &Endpoint, b: &Endpoint, prompts: &PromptSet, timeout: std::time::Duration, progress: bool) -> Result<Summary> {
+pub fn compare(
+    a: &Endpoint,
+    b: &Endpoint,
+    prompts: &PromptSet,
+    timeout: std::time::Duration,
+    progress: bool,
+) -> Result<Summary> {
     let ca = Client::new(timeout, a.api_key.clone());
     let cb = Client::new(timeout, b.api_key.clone());
-    let pb = if progress { indicatif::ProgressBar::new(prompts.prompts.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let pb = if progress {
+        indicatif::ProgressBar::new(prompts.prompts.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut rows = Vec::new();
     for p in &prompts.prompts {
         server::check_stop()?;
         pb.set_message(p.name.clone());
-        let g = Gen { prompt: &p.text, chat: prompts.api == Api::Chat, max_tokens: p.max_tokens, model: None, llama_extensions: false, ignore_eos: false };
-        let ra = ca.generate(&a.url, &Gen { model: a.model.as_deref(), ..g.clone() })?;
-        let rb = cb.generate(&b.url, &Gen { model: b.model.as_deref(), ..g })?;
-        rows.push(Row { prompt: p.name.clone(), similarity: similarity(&ra.text, &rb.text), a: Side::of(&ra, &p.keywords), b: Side::of(&rb, &p.keywords) });
+        let g = Gen {
+            prompt: &p.text,
+            chat: prompts.api == Api::Chat,
+            max_tokens: p.max_tokens,
+            model: None,
+            llama_extensions: false,
+            ignore_eos: false,
+        };
+        let ra = ca.generate(
+            &a.url,
+            &Gen {
+                model: a.model.as_deref(),
+                ..g.clone()
+            },
+        )?;
+        let rb = cb.generate(
+            &b.url,
+            &Gen {
+                model: b.model.as_deref(),
+                ..g
+            },
+        )?;
+        rows.push(Row {
+            prompt: p.name.clone(),
+            similarity: similarity(&ra.text, &rb.text),
+            a: Side::of(&ra, &p.keywords),
+            b: Side::of(&rb, &p.keywords),
+        });
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -141,18 +185,39 @@ pub fn table(s: &Summary) -> String {
     let o = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
     let mut t = String::new();
     t.push_str(&format!("A = {}\nB = {}\n\n", s.a, s.b));
-    t.push_str(&format!("{:<14} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>6}\n", "prompt", "score A", "score B", "TTFT A ms", "TTFT B ms", "dec A/s", "dec B/s", "sim"));
+    t.push_str(&format!(
+        "{:<14} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>6}\n",
+        "prompt", "score A", "score B", "TTFT A ms", "TTFT B ms", "dec A/s", "dec B/s", "sim"
+    ));
     for r in &s.rows {
         t.push_str(&format!(
             "{:<14} {:>7.2} {:>7.2} {:>9.0} {:>9.0} {:>8} {:>8} {:>6.2}\n",
-            r.prompt.chars().take(14).collect::<String>(), r.a.score, r.b.score, r.a.ttft_ms, r.b.ttft_ms, o(r.a.decode_tps), o(r.b.decode_tps), r.similarity
+            r.prompt.chars().take(14).collect::<String>(),
+            r.a.score,
+            r.b.score,
+            r.a.ttft_ms,
+            r.b.ttft_ms,
+            o(r.a.decode_tps),
+            o(r.b.decode_tps),
+            r.similarity
         ));
     }
     t.push_str(&format!(
         "{:<14} {:>7.2} {:>7.2} {:>9.0} {:>9.0} {:>8} {:>8} {:>6.2}\n",
-        "mean", s.quality_a, s.quality_b, s.ttft_ms_a, s.ttft_ms_b, o(s.decode_tps_a), o(s.decode_tps_b), s.similarity
+        "mean",
+        s.quality_a,
+        s.quality_b,
+        s.ttft_ms_a,
+        s.ttft_ms_b,
+        o(s.decode_tps_a),
+        o(s.decode_tps_b),
+        s.similarity
     ));
-    t.push_str(&format!("prefill tok/s: A {}, B {}\n", o(s.prefill_tps_a), o(s.prefill_tps_b)));
+    t.push_str(&format!(
+        "prefill tok/s: A {}, B {}\n",
+        o(s.prefill_tps_a),
+        o(s.prefill_tps_b)
+    ));
     t
 }
 

@@ -104,9 +104,25 @@ impl Profile {
                 extra_args: if over.extra_args.is_empty() { self.extra_args.clone() } else { over.extra_args.clone() } } };
         }
         pick!(
-            model, ctx_size, cache_type_k, cache_type_v, flash_attn, n_gpu_layers, threads,
-            threads_batch, batch_size, ubatch_size, parallel, kv_unified, swa_full, mmap, mlock,
-            draft_model, draft_max, host, port
+            model,
+            ctx_size,
+            cache_type_k,
+            cache_type_v,
+            flash_attn,
+            n_gpu_layers,
+            threads,
+            threads_batch,
+            batch_size,
+            ubatch_size,
+            parallel,
+            kv_unified,
+            swa_full,
+            mmap,
+            mlock,
+            draft_model,
+            draft_max,
+            host,
+            port
         )
     }
 
@@ -266,11 +282,14 @@ impl Config {
                 return Ok((Config::default(), None))
             }
             Err(e) => {
-                return Err(crate::error::wrap(e, fail(
-                    Exit::Input,
-                    format!("cannot read the config file {}", path.display()),
-                )
-                .fix("check the path given to --config (or TBQ_AGENT_CONFIG)")))
+                return Err(crate::error::wrap(
+                    e,
+                    fail(
+                        Exit::Input,
+                        format!("cannot read the config file {}", path.display()),
+                    )
+                    .fix("check the path given to --config (or TBQ_AGENT_CONFIG)"),
+                ))
             }
         };
         let cfg = parse_toml::<Config>(&text, &path)?;
@@ -299,16 +318,16 @@ impl Config {
 /// Parses TOML, turning errors into an input failure that names the file, line and column.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
     toml::from_str::<T>(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         let msg = e.message().trim().to_string();
         fail(
             Exit::Input,
             format!("{}:{line}:{col}: {msg}", path.display()),
         )
-        .fix(format!("edit {} at line {line}, column {col}", path.display()))
+        .fix(format!(
+            "edit {} at line {line}, column {col}",
+            path.display()
+        ))
         .into()
     })
 }
@@ -360,7 +379,9 @@ pub fn describe(cfg: &Config, path: Option<&Path>) -> Result<String> {
         None => writeln!(
             s,
             "# no config file (looked for {}); `tbq-agent config --example` prints one",
-            default_config_path().map(|p| p.display().to_string()).unwrap_or_default()
+            default_config_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
         )?,
     }
     s.push_str(&toml::to_string_pretty(cfg).context("serializing the configuration")?);
@@ -376,7 +397,10 @@ mod tests {
         let cfg: Config = parse_toml(EXAMPLE, Path::new("example.toml")).unwrap();
         let p = cfg.profile(None).unwrap();
         let args = p.server_args().join(" ");
-        assert!(args.contains("--cache-type-k tbq4_0 --cache-type-v tbq3_0 --flash-attn on"), "{args}");
+        assert!(
+            args.contains("--cache-type-k tbq4_0 --cache-type-v tbq3_0 --flash-attn on"),
+            "{args}"
+        );
         assert!(args.contains("--host 127.0.0.1 --port 8080"), "{args}");
         assert!(!args.contains('~'), "{args}");
     }
@@ -388,14 +412,24 @@ mod tests {
         let s = e.to_string();
         assert!(s.starts_with("c.toml:3:12:"), "{s}");
         let text = "[profiles.x]\nctx_sise = 4\n";
-        let s = parse_toml::<Config>(text, Path::new("c.toml")).unwrap_err().to_string();
+        let s = parse_toml::<Config>(text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("c.toml:2:1") && s.contains("ctx_sise"), "{s}");
     }
 
     #[test]
     fn merge_and_planner_settings() {
-        let base = Profile { ctx_size: Some(4096), threads: Some(2), ..Default::default() };
-        let over = Profile { threads: Some(4), parallel: Some(1), ..Default::default() };
+        let base = Profile {
+            ctx_size: Some(4096),
+            threads: Some(2),
+            ..Default::default()
+        };
+        let over = Profile {
+            threads: Some(4),
+            parallel: Some(1),
+            ..Default::default()
+        };
         let m = base.merged(&over);
         assert_eq!((m.ctx_size, m.threads), (Some(4096), Some(4)));
         assert_eq!(m.diff_label(&base), "parallel=1 threads=4");

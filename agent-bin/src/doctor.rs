@@ -35,11 +35,21 @@ pub struct Check {
 }
 
 fn check(name: &str, level: Level, detail: impl Into<String>, fix: Option<&str>) -> Check {
-    Check { name: name.into(), level, detail: detail.into(), fix: fix.map(str::to_string) }
+    Check {
+        name: name.into(),
+        level,
+        detail: detail.into(),
+        fix: fix.map(str::to_string),
+    }
 }
 
 /// Runs every check.
-pub fn run(explicit_server: Option<&Path>, profile: &Profile, config_path: Option<&Path>, out_dir: &Path) -> Vec<Check> {
+pub fn run(
+    explicit_server: Option<&Path>,
+    profile: &Profile,
+    config_path: Option<&Path>,
+    out_dir: &Path,
+) -> Vec<Check> {
     let mut out = Vec::new();
     out.push(match config_path {
         Some(p) => check("config", Level::Ok, format!("{}", p.display()), None),
@@ -75,7 +85,12 @@ pub fn run(explicit_server: Option<&Path>, profile: &Profile, config_path: Optio
         }
         Err(e) => {
             let fix = crate::error::classify(&e).1.map(str::to_string);
-            out.push(Check { name: "llama-server".into(), level: Level::Fail, detail: format!("{e:#}"), fix });
+            out.push(Check {
+                name: "llama-server".into(),
+                level: Level::Fail,
+                detail: format!("{e:#}"),
+                fix,
+            });
         }
     }
     let _ = server_bin;
@@ -91,7 +106,18 @@ pub fn run(explicit_server: Option<&Path>, profile: &Profile, config_path: Optio
         ));
     } else {
         for (i, g) in gpus.iter().enumerate() {
-            out.push(check(&format!("GPU {i}"), Level::Ok, format!("{}, driver {}, {} MiB used of {} MiB", g.name, g.driver, g.memory_used >> 20, g.memory_total >> 20), None));
+            out.push(check(
+                &format!("GPU {i}"),
+                Level::Ok,
+                format!(
+                    "{}, driver {}, {} MiB used of {} MiB",
+                    g.name,
+                    g.driver,
+                    g.memory_used >> 20,
+                    g.memory_total >> 20
+                ),
+                None,
+            ));
         }
     }
 
@@ -128,14 +154,28 @@ pub fn run(explicit_server: Option<&Path>, profile: &Profile, config_path: Optio
     }
 
     if let Some((total, avail)) = server::meminfo() {
-        let level = if avail < 1 << 30 { Level::Warn } else { Level::Ok };
+        let level = if avail < 1 << 30 {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
         out.push(check("memory", level, format!("{} MiB available of {} MiB", avail >> 20, total >> 20),
             (level == Level::Warn).then_some("less than 1 GiB free: close other programs or plan a smaller context (tbq-agent plan)")));
     }
     if let Some(free) = disk_free(out_dir) {
-        let level = if free < 100 << 20 { Level::Warn } else { Level::Ok };
-        out.push(check("disk", level, format!("{} MiB free at {}", free >> 20, out_dir.display()),
-            (level == Level::Warn).then_some("research writes logs and results there: free some space or use --out elsewhere")));
+        let level = if free < 100 << 20 {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
+        out.push(check(
+            "disk",
+            level,
+            format!("{} MiB free at {}", free >> 20, out_dir.display()),
+            (level == Level::Warn).then_some(
+                "research writes logs and results there: free some space or use --out elsewhere",
+            ),
+        ));
     }
     out
 }
@@ -148,5 +188,6 @@ pub fn disk_free(p: &Path) -> Option<u64> {
     }
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0)
+        .then(|| s.f_bavail as u64 * s.f_frsize as u64)
 }

@@ -76,7 +76,12 @@ pub struct Failure {
 impl Failure {
     /// A failure with exit code `exit`.
     pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
-        Failure { exit, message: message.into(), fix: None, source: None }
+        Failure {
+            exit,
+            message: message.into(),
+            fix: None,
+            source: None,
+        }
     }
 
     /// Adds the fix.
@@ -94,13 +99,21 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
 /// `failure`, caused by `source`, as an error whose chain keeps both.
-pub fn wrap(source: impl std::error::Error + Send + Sync + 'static, failure: Failure) -> anyhow::Error {
-    anyhow::Error::new(Failure { source: Some(Box::new(source)), ..failure })
+pub fn wrap(
+    source: impl std::error::Error + Send + Sync + 'static,
+    failure: Failure,
+) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        source: Some(Box::new(source)),
+        ..failure
+    })
 }
 
 /// Shorthand: `Err(fail(Exit::Input, "…").fix("…"))?`.
@@ -119,7 +132,10 @@ pub fn classify(err: &anyhow::Error) -> (Exit, Option<&str>) {
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if is_disk_full(io) {
-                return (Exit::Write, Some("free disk space (df -h), then rerun; records already written are kept"));
+                return (
+                    Exit::Write,
+                    Some("free disk space (df -h), then rerun; records already written are kept"),
+                );
             }
         }
     }

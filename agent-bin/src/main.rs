@@ -70,30 +70,36 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run llama-server from a profile: health-gated, restarted on crash, stopped cleanly
-    #[command(long_about = "Run llama-server from a profile: wait for /health (503 while loading, 200 when ready) with a \
+    #[command(
+        long_about = "Run llama-server from a profile: wait for /health (503 while loading, 200 when ready) with a \
 timeout and a spinner, stop waiting at once if it exits, restart it with exponential back-off when it crashes or stops \
 answering /health, and forward SIGINT/SIGTERM to it. llama-server runs in its own process group with PR_SET_PDEATHSIG, \
-so it never outlives the agent, even one killed with SIGKILL.", after_long_help = "Examples:
+so it never outlives the agent, even one killed with SIGKILL.",
+        after_long_help = "Examples:
     tbq-agent serve --profile gemma
     tbq-agent serve --model gemma.gguf -c 32768 --ctk tbq4_0 --ctv tbq3_0 --port 8080
     tbq-agent serve --profile gemma --json          # one JSON event per line: starting, ready, exited, restarting
-    tbq-agent serve --profile gemma --systemd-unit  # print a systemd user unit for this profile")]
+    tbq-agent serve --profile gemma --systemd-unit  # print a systemd user unit for this profile"
+    )]
     Serve(ServeArgs),
     /// Sweep llama-server configurations: quality, speed, context recall, memory; JSONL + report
-    #[command(long_about = "The autoresearcher. Reads a search space (TOML: a [base] profile, [axes] of values to try, \
+    #[command(
+        long_about = "The autoresearcher. Reads a search space (TOML: a [base] profile, [axes] of values to try, \
 [measure] settings). Phase 1 varies each axis alone from the base; phase 2 combines the best value of every axis and \
 tries its neighbours. Each experiment starts llama-server, waits for health, scores the quality prompts by keywords, \
 measures prefill/decode tok/s and time to first token (server timings and client-side streaming), fills the context \
 to recall_fill and asks for a planted fact, and records peak memory. Every record is appended to OUT/results.jsonl \
 and fsynced the moment it is known; configurations the planner says cannot fit are skipped with the reason. \
 --resume continues a killed run. Ends with OUT/report.md and OUT/report.png naming the best configuration for \
-speed, context and quality.", after_long_help = "Examples:
+speed, context and quality.",
+        after_long_help = "Examples:
     tbq-agent research --example > space.toml       # an annotated search space to edit
     tbq-agent research --print-prompts > prompts.toml
     tbq-agent research space.toml --out runs/gemma --dry-run
     tbq-agent research space.toml --out runs/gemma
     tbq-agent research space.toml --out runs/gemma --resume   # after a kill or a full disk
-    tbq-agent research space.toml --out runs/gemma --report-only")]
+    tbq-agent research space.toml --out runs/gemma --report-only"
+    )]
     Research(ResearchArgs),
     /// Compare two OpenAI-compatible endpoints on the same prompts
     #[command(after_long_help = "Examples:
@@ -308,16 +314,24 @@ struct DoctorArgs {
 /// "8GiB", "512MiB", "24G", "1000000" → bytes.
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size (examples: 8GiB, 512MiB, 24G)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 8GiB, 512MiB, 24G)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        u => return Err(format!("unknown unit {u:?} in {s:?} (use KiB, MiB, GiB, TiB)")),
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in {s:?} (use KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     Ok((n * mult as f64) as u64)
 }
@@ -326,7 +340,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { Exit::Usage.code() } else { 0 };
+            let code = if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            };
             let _ = e.print();
             return ExitCode::from(code as u8);
         }
@@ -340,7 +358,10 @@ fn main() -> ExitCode {
         Err(e) => {
             let (exit, fix) = classify(&e);
             if cli.json {
-                println!("{}", json!({ "error": format!("{e:#}"), "exit_code": exit.code(), "fix": fix }));
+                println!(
+                    "{}",
+                    json!({ "error": format!("{e:#}"), "exit_code": exit.code(), "fix": fix })
+                );
             }
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
@@ -361,8 +382,13 @@ fn init_tracing(v: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn progress(cli: &Cli) -> bool {
@@ -371,7 +397,9 @@ fn progress(cli: &Cli) -> bool {
 
 fn load_profile(cli: &Cli, args: &ProfileArgs) -> Result<(Config, Option<PathBuf>, Profile)> {
     let (cfg, path) = Config::load(cli.config.as_deref())?;
-    let profile = cfg.profile(args.profile.as_deref())?.merged(&args.overrides());
+    let profile = cfg
+        .profile(args.profile.as_deref())?
+        .merged(&args.overrides());
     Ok((cfg, path, profile))
 }
 
@@ -391,13 +419,20 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Compare(a) => {
             let prompts = measure::PromptSet::load(a.prompts.as_deref())?;
             let ep = |url: &str, model: &Option<String>, key: &Option<String>| compare::Endpoint {
-                url: url.trim_end_matches('/').trim_end_matches("/v1").to_string(),
+                url: url
+                    .trim_end_matches('/')
+                    .trim_end_matches("/v1")
+                    .to_string(),
                 model: model.clone(),
                 api_key: key.clone(),
             };
             let s = compare::compare(
                 &ep(&a.a, &a.model_a, &a.api_key_a),
-                &ep(&a.b, &a.model_b, &a.api_key_b.clone().or(a.api_key_a.clone())),
+                &ep(
+                    &a.b,
+                    &a.model_b,
+                    &a.api_key_b.clone().or(a.api_key_a.clone()),
+                ),
                 &prompts,
                 Duration::from_secs(a.timeout),
                 progress(cli),
@@ -412,8 +447,16 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Plan(a) => cmd_plan(cli, a),
         Cmd::Doctor(a) => {
             let (cfg, path, profile) = load_profile(cli, &a.profile)?;
-            let checks = doctor::run(cli.llama_server.as_deref().or(cfg.llama_server.as_deref()), &profile, path.as_deref(), &a.out);
-            let failed = checks.iter().filter(|c| c.level == doctor::Level::Fail).count();
+            let checks = doctor::run(
+                cli.llama_server.as_deref().or(cfg.llama_server.as_deref()),
+                &profile,
+                path.as_deref(),
+                &a.out,
+            );
+            let failed = checks
+                .iter()
+                .filter(|c| c.level == doctor::Level::Fail)
+                .count();
             if cli.json {
                 print_json(&json!({ "checks": checks, "ok": failed == 0 }))?;
             } else {
@@ -430,7 +473,9 @@ fn run(cli: &Cli) -> Result<()> {
                 }
             }
             if failed > 0 {
-                return Err(fail(Exit::Doctor, format!("{failed} check(s) failed")).fix("see the fixes above").into());
+                return Err(fail(Exit::Doctor, format!("{failed} check(s) failed"))
+                    .fix("see the fixes above")
+                    .into());
             }
             Ok(())
         }
@@ -441,7 +486,12 @@ fn run(cli: &Cli) -> Result<()> {
             }
             let (cfg, p) = Config::load(cli.config.as_deref())?;
             if *path {
-                println!("{}", p.or_else(config::default_config_path).map(|p| p.display().to_string()).unwrap_or_default());
+                println!(
+                    "{}",
+                    p.or_else(config::default_config_path)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
                 return Ok(());
             }
             if cli.json {
@@ -457,7 +507,17 @@ fn run(cli: &Cli) -> Result<()> {
 fn cmd_serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
     let (cfg, path, profile) = load_profile(cli, &a.profile)?;
     if a.systemd_unit {
-        print!("{}", serve::systemd_unit(a.profile.profile.as_deref().or(cfg.default_profile.as_deref()), path.as_deref(), &profile)?);
+        print!(
+            "{}",
+            serve::systemd_unit(
+                a.profile
+                    .profile
+                    .as_deref()
+                    .or(cfg.default_profile.as_deref()),
+                path.as_deref(),
+                &profile
+            )?
+        );
         return Ok(());
     }
     let bin = llama_server(cli, &cfg)?;
@@ -526,7 +586,9 @@ fn finish_research(cli: &Cli, out: &Path, report: &Path) -> Result<()> {
     if cli.json {
         let (records, _) = research::read_records(&out.join("results.jsonl"))?;
         let done = research::finished(&records);
-        print_json(&json!({ "report": report, "plot": out.join("report.png"), "results": out.join("results.jsonl"), "experiments": done.values().collect::<Vec<_>>() }))
+        print_json(
+            &json!({ "report": report, "plot": out.join("report.png"), "results": out.join("results.jsonl"), "experiments": done.values().collect::<Vec<_>>() }),
+        )
     } else {
         print!("{}", std::fs::read_to_string(report)?);
         eprintln!("report: {}", report.display());
@@ -545,9 +607,12 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
     } else {
         load_profile(cli, &args)?.2
     };
-    let model = profile.model_path().ok_or_else(|| fail(Exit::Input, "no model given").fix("tbq-agent plan MODEL.gguf, or --profile NAME"))?;
+    let model = profile.model_path().ok_or_else(|| {
+        fail(Exit::Input, "no model given").fix("tbq-agent plan MODEL.gguf, or --profile NAME")
+    })?;
     server::check_model(&model)?;
-    let shape = ModelShape::open(&model).map_err(|e| fail(Exit::Input, format!("{}: {e}", model.display())))?;
+    let shape = ModelShape::open(&model)
+        .map_err(|e| fail(Exit::Input, format!("{}: {e}", model.display())))?;
     let mut cfg: CacheConfig = profile.cache_config();
     if a.kv_unified {
         cfg.kv_unified = true;
@@ -556,15 +621,25 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
         cfg.swa_full = true;
     }
     let pairs: Vec<(CacheType, CacheType)> = match (&profile.cache_type_k, &profile.cache_type_v) {
-        (None, None) => ["f16/f16", "q8_0/q8_0", "q4_0/q4_0", "tbq4_0/f16", "tbq4_0/tbq3_0", "tbq3_0/tbq3_0"]
-            .iter()
-            .map(|p| {
-                let (k, v) = p.split_once('/').unwrap();
-                (CacheType::parse(k).unwrap(), CacheType::parse(v).unwrap())
-            })
-            .collect(),
+        (None, None) => [
+            "f16/f16",
+            "q8_0/q8_0",
+            "q4_0/q4_0",
+            "tbq4_0/f16",
+            "tbq4_0/tbq3_0",
+            "tbq3_0/tbq3_0",
+        ]
+        .iter()
+        .map(|p| {
+            let (k, v) = p.split_once('/').unwrap();
+            (CacheType::parse(k).unwrap(), CacheType::parse(v).unwrap())
+        })
+        .collect(),
         (k, v) => {
-            let parse = |t: &Option<String>| CacheType::parse(t.as_deref().unwrap_or("f16")).map_err(|e| fail(Exit::Input, e.to_string()));
+            let parse = |t: &Option<String>| {
+                CacheType::parse(t.as_deref().unwrap_or("f16"))
+                    .map_err(|e| fail(Exit::Input, e.to_string()))
+            };
             vec![(parse(k)?, parse(v)?)]
         }
     };
@@ -598,16 +673,51 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
     }
     println!(
         "{} ({}): {} layers, {} KV heads × {}/{} (K/V){}; trained for {} tokens",
-        model.display(), shape.arch, shape.layers.len(), l.n_head_kv, l.head_k, l.head_v,
-        if shape.has_swa() { format!(", sliding window {} on {} layers", shape.n_swa, shape.layers.iter().filter(|l| l.swa).count()) } else { String::new() },
+        model.display(),
+        shape.arch,
+        shape.layers.len(),
+        l.n_head_kv,
+        l.head_k,
+        l.head_v,
+        if shape.has_swa() {
+            format!(
+                ", sliding window {} on {} layers",
+                shape.n_swa,
+                shape.layers.iter().filter(|l| l.swa).count()
+            )
+        } else {
+            String::new()
+        },
         shape.n_ctx_train
     );
     println!(
         "context {} ({} slot(s), {}{})\n",
-        if cfg.n_ctx == 0 { format!("{} (training)", shape.n_ctx_train) } else { cfg.n_ctx.to_string() },
-        cfg.n_seq_max, if cfg.kv_unified { "unified" } else { "per-slot streams" }, if cfg.swa_full { ", full SWA cache" } else { "" }
+        if cfg.n_ctx == 0 {
+            format!("{} (training)", shape.n_ctx_train)
+        } else {
+            cfg.n_ctx.to_string()
+        },
+        cfg.n_seq_max,
+        if cfg.kv_unified {
+            "unified"
+        } else {
+            "per-slot streams"
+        },
+        if cfg.swa_full { ", full SWA cache" } else { "" }
     );
-    println!("{:<16} {:>12} {:>12} {:>14} {:>14} {:>16}", "K/V", "bits K/V", "B/token", "KV MiB", "SWA part MiB", if a.budget.is_some() { "max ctx (budget)" } else { "" });
+    println!(
+        "{:<16} {:>12} {:>12} {:>14} {:>14} {:>16}",
+        "K/V",
+        "bits K/V",
+        "B/token",
+        "KV MiB",
+        "SWA part MiB",
+        if a.budget.is_some() {
+            "max ctx (budget)"
+        } else {
+            ""
+        }
+    );
     for r in &rows {
         let pair = format!("{}/{}", r["k"].as_str().unwrap(), r["v"].as_str().unwrap());
         if let Some(e) = r["error"].as_str() {
@@ -619,8 +729,14 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
             format!("{}/{}", r["bits_k"], r["bits_v"]),
             r["bytes_per_token"].as_u64().unwrap_or(0),
             r["kv_mib"].as_f64().unwrap_or(0.0),
-            r["swa"]["k_bytes"].as_f64().map_or(0.0, |k| (k + r["swa"]["v_bytes"].as_f64().unwrap_or(0.0)) / 1048576.0),
-            r["max_ctx_in_budget"].as_u64().map(|n| n.to_string()).unwrap_or_default(),
+            r["swa"]["k_bytes"]
+                .as_f64()
+                .map_or(0.0, |k| (k + r["swa"]["v_bytes"].as_f64().unwrap_or(0.0))
+                    / 1048576.0),
+            r["max_ctx_in_budget"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
         );
     }
     for n in &shape.notes {

@@ -64,7 +64,7 @@ impl PromptSet {
         let set: PromptSet = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
-                    crate::error::wrap(e, 
+                    crate::error::wrap(e,
                         crate::error::fail(crate::error::Exit::Input, format!("cannot read the prompts file {}", p.display()))
                             .fix("check the path (tbq-agent research --print-prompts prints the shipped file to start from)"),
                     )
@@ -74,7 +74,11 @@ impl PromptSet {
             None => parse_toml(DEFAULT_PROMPTS, Path::new("<shipped prompts.toml>"))?,
         };
         if set.prompts.is_empty() {
-            return Err(crate::error::fail(crate::error::Exit::Input, "the prompts file has no [[prompt]]").into());
+            return Err(crate::error::fail(
+                crate::error::Exit::Input,
+                "the prompts file has no [[prompt]]",
+            )
+            .into());
         }
         Ok(set)
     }
@@ -88,7 +92,10 @@ pub fn keyword_score(text: &str, keywords: &[String]) -> f64 {
     let t = text.to_lowercase();
     let hit = keywords
         .iter()
-        .filter(|k| k.split('|').any(|alt| !alt.trim().is_empty() && t.contains(&alt.trim().to_lowercase())))
+        .filter(|k| {
+            k.split('|')
+                .any(|alt| !alt.trim().is_empty() && t.contains(&alt.trim().to_lowercase()))
+        })
         .count();
     hit as f64 / keywords.len() as f64
 }
@@ -116,15 +123,33 @@ pub struct Quality {
 }
 
 /// Runs every prompt of `set` against `base`.
-pub fn quality(client: &Client, base: &str, set: &PromptSet, llama: bool, model: Option<&str>) -> Result<Quality> {
+pub fn quality(
+    client: &Client,
+    base: &str,
+    set: &PromptSet,
+    llama: bool,
+    model: Option<&str>,
+) -> Result<Quality> {
     let mut prompts = Vec::new();
     for p in &set.prompts {
         server::check_stop()?;
         let r = client.generate(
             base,
-            &Gen { prompt: &p.text, chat: set.api == Api::Chat, max_tokens: p.max_tokens, model, llama_extensions: llama, ignore_eos: false },
+            &Gen {
+                prompt: &p.text,
+                chat: set.api == Api::Chat,
+                max_tokens: p.max_tokens,
+                model,
+                llama_extensions: llama,
+                ignore_eos: false,
+            },
         )?;
-        prompts.push(PromptOutcome { name: p.name.clone(), score: keyword_score(&r.text, &p.keywords), output: r.text, ttft_ms: r.ttft_ms });
+        prompts.push(PromptOutcome {
+            name: p.name.clone(),
+            score: keyword_score(&r.text, &p.keywords),
+            output: r.text,
+            ttft_ms: r.ttft_ms,
+        });
     }
     let score = prompts.iter().map(|p| p.score).sum::<f64>() / prompts.len().max(1) as f64;
     Ok(Quality { score, prompts })
@@ -152,8 +177,18 @@ pub struct Speed {
 impl Speed {
     fn of(r: &GenResult) -> Speed {
         Speed {
-            prompt_tokens: r.timings.as_ref().map(|t| t.prompt_n).or(r.prompt_tokens).unwrap_or(0),
-            decode_tokens: r.timings.as_ref().map(|t| t.predicted_n).or(r.completion_tokens).unwrap_or(r.chunks),
+            prompt_tokens: r
+                .timings
+                .as_ref()
+                .map(|t| t.prompt_n)
+                .or(r.prompt_tokens)
+                .unwrap_or(0),
+            decode_tokens: r
+                .timings
+                .as_ref()
+                .map(|t| t.predicted_n)
+                .or(r.completion_tokens)
+                .unwrap_or(r.chunks),
             prefill_tps: r.prefill_tps(),
             decode_tps: r.decode_tps(),
             client_decode_tps: r.client_decode_tps(),
@@ -164,22 +199,44 @@ impl Speed {
 }
 
 const WORDS: &[&str] = &[
-    "river", "garden", "lantern", "harbor", "meadow", "copper", "violet", "engine", "window", "market",
-    "winter", "signal", "orchard", "pebble", "canyon", "ribbon", "summit", "thunder", "marble", "falcon",
+    "river", "garden", "lantern", "harbor", "meadow", "copper", "violet", "engine", "window",
+    "market", "winter", "signal", "orchard", "pebble", "canyon", "ribbon", "summit", "thunder",
+    "marble", "falcon",
 ];
-const VERBS: &[&str] = &["carried", "painted", "followed", "repaired", "noticed", "described", "measured", "visited"];
+const VERBS: &[&str] = &[
+    "carried",
+    "painted",
+    "followed",
+    "repaired",
+    "noticed",
+    "described",
+    "measured",
+    "visited",
+];
 
 /// Deterministic filler prose: `n` sentences, seeded.
 pub fn filler(n: usize, seed: u64) -> String {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = |m: usize| {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((x >> 33) as usize) % m
     };
     let mut s = String::new();
     for i in 0..n {
-        let (a, v, b, c) = (WORDS[next(WORDS.len())], VERBS[next(VERBS.len())], WORDS[next(WORDS.len())], WORDS[next(WORDS.len())]);
-        s.push_str(&format!("The {a} keeper {v} the {b} near the {c} on day {}. ", i + 1));
+        let (a, v, b, c) = (
+            WORDS[next(WORDS.len())],
+            VERBS[next(VERBS.len())],
+            WORDS[next(WORDS.len())],
+            WORDS[next(WORDS.len())],
+        );
+        s.push_str(&format!(
+            "The {a} keeper {v} the {b} near the {c} on day {}. ",
+            i + 1
+        ));
         if i % 6 == 5 {
             s.push('\n');
         }
@@ -198,11 +255,24 @@ pub fn sized_prompt(client: &Client, base: &str, tokens: usize, tail: &str) -> R
 
 /// Prefill and decode speed: a prompt of `prompt_tokens`, `decode_tokens` generated (exactly,
 /// with llama-server's `ignore_eos`).
-pub fn speed(client: &Client, base: &str, prompt_tokens: usize, decode_tokens: u32, api: Api) -> Result<Speed> {
+pub fn speed(
+    client: &Client,
+    base: &str,
+    prompt_tokens: usize,
+    decode_tokens: u32,
+    api: Api,
+) -> Result<Speed> {
     let prompt = sized_prompt(client, base, prompt_tokens, "Continue the story: ")?;
     let r = client.generate(
         base,
-        &Gen { prompt: &prompt, chat: api == Api::Chat, max_tokens: decode_tokens, model: None, llama_extensions: true, ignore_eos: true },
+        &Gen {
+            prompt: &prompt,
+            chat: api == Api::Chat,
+            max_tokens: decode_tokens,
+            model: None,
+            llama_extensions: true,
+            ignore_eos: true,
+        },
     )?;
     Ok(Speed::of(&r))
 }
@@ -228,9 +298,14 @@ pub struct Recall {
 /// asks for it back at the end.
 pub fn recall(client: &Client, base: &str, fill: f64, api: Api) -> Result<Recall> {
     let props = client.props(base)?;
-    let n_ctx = props["default_generation_settings"]["n_ctx"].as_u64().or_else(|| props["n_ctx"].as_u64()).unwrap_or(2048);
+    let n_ctx = props["default_generation_settings"]["n_ctx"]
+        .as_u64()
+        .or_else(|| props["n_ctx"].as_u64())
+        .unwrap_or(2048);
     let answer_tokens = 12u32;
-    let target = ((n_ctx as f64 * fill) as u64).saturating_sub(answer_tokens as u64 + 8).max(64);
+    let target = ((n_ctx as f64 * fill) as u64)
+        .saturating_sub(answer_tokens as u64 + 8)
+        .max(64);
     let code = "7391".to_string();
     let fact = format!("\nImportant: the secret pass code of the harbor is {code}. Remember it.\n");
     let question = "\nQuestion: what is the secret pass code of the harbor?\nAnswer: the secret pass code of the harbor is";
@@ -239,7 +314,11 @@ pub fn recall(client: &Client, base: &str, fill: f64, api: Api) -> Result<Recall
     let mut n = ((target as f64 - fixed) / per).max(2.0) as usize;
     let build = |n: usize| {
         let before = n * 2 / 5;
-        format!("{}{fact}{}{question}", filler(before, 11), filler(n - before, 13))
+        format!(
+            "{}{fact}{}{question}",
+            filler(before, 11),
+            filler(n - before, 13)
+        )
     };
     let mut prompt = build(n);
     // Never exceed the target: the request must fit the slot.
@@ -249,9 +328,23 @@ pub fn recall(client: &Client, base: &str, fill: f64, api: Api) -> Result<Recall
     }
     let r = client.generate(
         base,
-        &Gen { prompt: &prompt, chat: api == Api::Chat, max_tokens: answer_tokens, model: None, llama_extensions: true, ignore_eos: false },
+        &Gen {
+            prompt: &prompt,
+            chat: api == Api::Chat,
+            max_tokens: answer_tokens,
+            model: None,
+            llama_extensions: true,
+            ignore_eos: false,
+        },
     )?;
-    Ok(Recall { n_ctx, target_tokens: target, found: r.text.contains(&code), code, answer: r.text.clone(), speed: Speed::of(&r) })
+    Ok(Recall {
+        n_ctx,
+        target_tokens: target,
+        found: r.text.contains(&code),
+        code,
+        answer: r.text.clone(),
+        speed: Speed::of(&r),
+    })
 }
 
 /// Peak memory over an experiment.
@@ -296,7 +389,12 @@ impl MemorySampler {
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        MemorySampler { stop, state, start_avail, thread: Some(thread) }
+        MemorySampler {
+            stop,
+            state,
+            start_avail,
+            thread: Some(thread),
+        }
     }
 
     /// Stops sampling; the peak, with the server's VmHWM.

@@ -41,32 +41,58 @@ fn context_key(r: &Value) -> f64 {
 
 /// Picks the best per objective from finished experiment records.
 pub fn best(ok: &[&Value], tolerance: f64) -> Best {
-    let best_q = ok.iter().map(|r| f(r, &["quality", "score"])).fold(0.0, f64::max);
+    let best_q = ok
+        .iter()
+        .map(|r| f(r, &["quality", "score"]))
+        .fold(0.0, f64::max);
     let recall_ok = |r: &&&Value| r["recall"]["found"].as_bool().unwrap_or(true);
-    let good: Vec<&&Value> = ok.iter().filter(|r| f(r, &["quality", "score"]) + tolerance >= best_q).filter(recall_ok).collect();
-    let pool: Vec<&&Value> = if good.is_empty() { ok.iter().collect() } else { good };
+    let good: Vec<&&Value> = ok
+        .iter()
+        .filter(|r| f(r, &["quality", "score"]) + tolerance >= best_q)
+        .filter(recall_ok)
+        .collect();
+    let pool: Vec<&&Value> = if good.is_empty() {
+        ok.iter().collect()
+    } else {
+        good
+    };
     let by = |a: f64, b: f64| a.total_cmp(&b);
     Best {
-        speed: pool.iter().max_by(|a, b| by(f(a, &["speed", "decode_tps"]), f(b, &["speed", "decode_tps"]))).map(|r| (**r).clone()),
+        speed: pool
+            .iter()
+            .max_by(|a, b| {
+                by(
+                    f(a, &["speed", "decode_tps"]),
+                    f(b, &["speed", "decode_tps"]),
+                )
+            })
+            .map(|r| (**r).clone()),
         context: ok
             .iter()
             .filter(recall_ok)
             .max_by(|a, b| {
-                by(context_key(a), context_key(b)).then(by(f(a, &["speed", "decode_tps"]), f(b, &["speed", "decode_tps"])))
+                by(context_key(a), context_key(b)).then(by(
+                    f(a, &["speed", "decode_tps"]),
+                    f(b, &["speed", "decode_tps"]),
+                ))
             })
             .map(|r| (*r).clone()),
         quality: ok
             .iter()
             .max_by(|a, b| {
-                by(f(a, &["quality", "score"]), f(b, &["quality", "score"]))
-                    .then(by(f(a, &["speed", "decode_tps"]), f(b, &["speed", "decode_tps"])))
+                by(f(a, &["quality", "score"]), f(b, &["quality", "score"])).then(by(
+                    f(a, &["speed", "decode_tps"]),
+                    f(b, &["speed", "decode_tps"]),
+                ))
             })
             .map(|r| (*r).clone()),
     }
 }
 
 fn opt(v: &Value, digits: usize) -> String {
-    v.as_f64().map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
+    v.as_f64()
+        .map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "–".into())
 }
 
 /// Writes `report.md` and `report.png` into `dir`; returns the markdown's path.
@@ -74,9 +100,16 @@ pub fn write(dir: &Path, space: &SearchSpace, records: &[Value]) -> Result<PathB
     let done = finished(records);
     let mut all: Vec<&Value> = done.values().collect();
     all.sort_by(|a, b| {
-        a["phase"].as_u64().cmp(&b["phase"].as_u64()).then(f(a, &["ts"]).total_cmp(&f(b, &["ts"])))
+        a["phase"]
+            .as_u64()
+            .cmp(&b["phase"].as_u64())
+            .then(f(a, &["ts"]).total_cmp(&f(b, &["ts"])))
     });
-    let ok: Vec<&Value> = all.iter().copied().filter(|r| r["status"] == "ok").collect();
+    let ok: Vec<&Value> = all
+        .iter()
+        .copied()
+        .filter(|r| r["status"] == "ok")
+        .collect();
     let b = best(&ok, space.measure.quality_tolerance);
     let base = space.base_profile();
 
@@ -98,7 +131,11 @@ pub fn write(dir: &Path, space: &SearchSpace, records: &[Value]) -> Result<PathB
             space.measure.recall_fill * 100.0
         )?;
     }
-    writeln!(md, "Base configuration: `{}`\n", serde_json::to_string(&base)?)?;
+    writeln!(
+        md,
+        "Base configuration: `{}`\n",
+        serde_json::to_string(&base)?
+    )?;
     writeln!(md, "## Best configuration per objective\n")?;
     let describe = |r: &Option<Value>, what: &str| -> String {
         match r {
@@ -143,15 +180,23 @@ pub fn write(dir: &Path, space: &SearchSpace, records: &[Value]) -> Result<PathB
             r["label"].as_str().unwrap_or("?"),
             r["status"].as_str().unwrap_or("?"),
             opt(&r["quality"]["score"], 2),
-            match r["recall"]["found"].as_bool() { Some(true) => "yes", Some(false) => "no", None => "–" },
+            match r["recall"]["found"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "–",
+            },
             opt(&r["speed"]["prefill_tps"], 1),
             opt(&r["speed"]["decode_tps"], 1),
             opt(&r["speed"]["client_decode_tps"], 1),
             opt(&r["speed"]["ttft_ms"], 0),
             opt(&r["plan"]["kv_mib"], 2),
             opt(&r["server_kv_mib"], 2),
-            r["memory"]["server_peak_rss"].as_f64().map_or("–".into(), |b| format!("{:.0}", b / 1048576.0)),
-            r["plan"]["max_ctx_in_budget"].as_u64().map_or("–".into(), |n| n.to_string()),
+            r["memory"]["server_peak_rss"]
+                .as_f64()
+                .map_or("–".into(), |b| format!("{:.0}", b / 1048576.0)),
+            r["plan"]["max_ctx_in_budget"]
+                .as_u64()
+                .map_or("–".into(), |n| n.to_string()),
         )?;
     }
     let not_ok: Vec<&&Value> = all.iter().filter(|r| r["status"] != "ok").collect();
@@ -164,13 +209,21 @@ pub fn write(dir: &Path, space: &SearchSpace, records: &[Value]) -> Result<PathB
                 r["label"].as_str().unwrap_or("?"),
                 r["id"].as_str().unwrap_or("?"),
                 r["status"].as_str().unwrap_or("?"),
-                r["reason"].as_str().unwrap_or("").lines().next().unwrap_or("")
+                r["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
             )?;
         }
     }
     let png = dir.join("report.png");
     match plot(&png, &all) {
-        Ok(()) => writeln!(md, "\n![decode speed and quality per experiment](report.png)")?,
+        Ok(()) => writeln!(
+            md,
+            "\n![decode speed and quality per experiment](report.png)"
+        )?,
         Err(e) => writeln!(md, "\n(plot not drawn: {e})")?,
     }
     let path = dir.join("report.md");
@@ -182,7 +235,11 @@ fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Embedded font: no fontconfig or system fonts needed.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        );
     });
 }
 
@@ -194,7 +251,11 @@ fn plot(path: &Path, all: &[&Value]) -> Result<()> {
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(700);
     let n = all.len().max(1);
-    let max_tps = all.iter().map(|r| f(r, &["speed", "decode_tps"])).fold(1.0, f64::max) * 1.15;
+    let max_tps = all
+        .iter()
+        .map(|r| f(r, &["speed", "decode_tps"]))
+        .fold(1.0, f64::max)
+        * 1.15;
 
     let mut c = ChartBuilder::on(&left)
         .caption("decode tok/s per experiment (#)", ("sans-serif", 22))
@@ -206,7 +267,13 @@ fn plot(path: &Path, all: &[&Value]) -> Result<()> {
         .x_desc("experiment #")
         .y_desc("tok/s")
         .x_labels(n + 1)
-        .x_label_formatter(&|x| if (x - x.round()).abs() < 0.01 && *x >= 0.0 { format!("{}", x.round() as usize + 1) } else { String::new() })
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 0.01 && *x >= 0.0 {
+                format!("{}", x.round() as usize + 1)
+            } else {
+                String::new()
+            }
+        })
         .disable_x_mesh()
         .draw()?;
     for (i, r) in all.iter().enumerate() {
@@ -219,11 +286,25 @@ fn plot(path: &Path, all: &[&Value]) -> Result<()> {
         let x0 = i as f64 - 0.35;
         let x1 = i as f64 + 0.35;
         if r["status"] == "ok" {
-            c.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x1, tps)], color.filled())))?;
-            c.draw_series(std::iter::once(Text::new(format!("{tps:.1}"), (x0, tps + max_tps * 0.02), ("sans-serif", 14))))?;
+            c.draw_series(std::iter::once(Rectangle::new(
+                [(x0, 0.0), (x1, tps)],
+                color.filled(),
+            )))?;
+            c.draw_series(std::iter::once(Text::new(
+                format!("{tps:.1}"),
+                (x0, tps + max_tps * 0.02),
+                ("sans-serif", 14),
+            )))?;
         } else {
-            c.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x1, max_tps * 0.03)], color.stroke_width(2))))?;
-            c.draw_series(std::iter::once(Text::new(r["status"].as_str().unwrap_or("?").to_string(), (x0, max_tps * 0.05), ("sans-serif", 12))))?;
+            c.draw_series(std::iter::once(Rectangle::new(
+                [(x0, 0.0), (x1, max_tps * 0.03)],
+                color.stroke_width(2),
+            )))?;
+            c.draw_series(std::iter::once(Text::new(
+                r["status"].as_str().unwrap_or("?").to_string(),
+                (x0, max_tps * 0.05),
+                ("sans-serif", 12),
+            )))?;
         }
     }
 
@@ -233,11 +314,22 @@ fn plot(path: &Path, all: &[&Value]) -> Result<()> {
         .x_label_area_size(35)
         .y_label_area_size(50)
         .build_cartesian_2d(0f64..max_tps, 0f64..1.05)?;
-    c.configure_mesh().x_desc("decode tok/s").y_desc("quality score").draw()?;
+    c.configure_mesh()
+        .x_desc("decode tok/s")
+        .y_desc("quality score")
+        .draw()?;
     for (i, r) in all.iter().enumerate().filter(|(_, r)| r["status"] == "ok") {
         let p = (f(r, &["speed", "decode_tps"]), f(r, &["quality", "score"]));
-        c.draw_series(std::iter::once(Circle::new(p, 5, RGBColor(40, 90, 200).filled())))?;
-        c.draw_series(std::iter::once(Text::new(format!("#{}", i + 1), (p.0, p.1 + 0.03), ("sans-serif", 14))))?;
+        c.draw_series(std::iter::once(Circle::new(
+            p,
+            5,
+            RGBColor(40, 90, 200).filled(),
+        )))?;
+        c.draw_series(std::iter::once(Text::new(
+            format!("#{}", i + 1),
+            (p.0, p.1 + 0.03),
+            ("sans-serif", 14),
+        )))?;
     }
     root.present()?;
     Ok(())

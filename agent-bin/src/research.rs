@@ -28,9 +28,23 @@ use tbq::plan::{self, CacheType, ModelShape};
 
 /// The axes a search space may vary: profile fields, plus `cache_types` ("k/v" pairs).
 pub const AXES: &[&str] = &[
-    "n_gpu_layers", "ctx_size", "cache_type_k", "cache_type_v", "cache_types", "flash_attn", "threads",
-    "threads_batch", "batch_size", "ubatch_size", "parallel", "kv_unified", "swa_full", "mmap", "mlock",
-    "draft_model", "draft_max",
+    "n_gpu_layers",
+    "ctx_size",
+    "cache_type_k",
+    "cache_type_v",
+    "cache_types",
+    "flash_attn",
+    "threads",
+    "threads_batch",
+    "batch_size",
+    "ubatch_size",
+    "parallel",
+    "kv_unified",
+    "swa_full",
+    "mmap",
+    "mlock",
+    "draft_model",
+    "draft_max",
 ];
 
 /// A search-space file.
@@ -102,7 +116,10 @@ pub struct Phase2Settings {
 
 impl Default for Phase2Settings {
     fn default() -> Self {
-        Phase2Settings { enabled: true, max_experiments: 8 }
+        Phase2Settings {
+            enabled: true,
+            max_experiments: 8,
+        }
     }
 }
 
@@ -160,7 +177,7 @@ impl SearchSpace {
     /// Reads and checks a search-space file; errors name the line and column.
     pub fn load(path: &Path) -> Result<SearchSpace> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::error::wrap(e, 
+            crate::error::wrap(e,
                 fail(Exit::Input, format!("cannot read the search space {}", path.display()))
                     .fix("check the path; tbq-agent research --example prints a search space to start from"),
             )
@@ -171,18 +188,27 @@ impl SearchSpace {
             format!("{}:{l}:{c}", path.display())
         };
         if space.axes.is_empty() {
-            return Err(fail(Exit::Input, format!("{}: [axes] is empty", path.display()))
-                .fix("add at least one axis, e.g. threads = [1, 2]")
-                .into());
+            return Err(
+                fail(Exit::Input, format!("{}: [axes] is empty", path.display()))
+                    .fix("add at least one axis, e.g. threads = [1, 2]")
+                    .into(),
+            );
         }
         for (name, values) in &space.axes {
             if !AXES.contains(&name.as_str()) {
-                return Err(fail(Exit::Input, format!("{}: unknown axis {name:?}", at(values.span())))
-                    .fix(format!("axes are: {}", AXES.join(", ")))
-                    .into());
+                return Err(fail(
+                    Exit::Input,
+                    format!("{}: unknown axis {name:?}", at(values.span())),
+                )
+                .fix(format!("axes are: {}", AXES.join(", ")))
+                .into());
             }
             if values.get_ref().is_empty() {
-                return Err(fail(Exit::Input, format!("{}: axis {name:?} has no values", at(values.span()))).into());
+                return Err(fail(
+                    Exit::Input,
+                    format!("{}: axis {name:?} has no values", at(values.span())),
+                )
+                .into());
             }
             for v in values.get_ref() {
                 apply(&space.base, name, v).map_err(|e| {
@@ -192,9 +218,12 @@ impl SearchSpace {
             }
         }
         if space.base.model.is_none() {
-            return Err(fail(Exit::Input, format!("{}: [base] has no model", path.display()))
-                .fix("add model = \"/path/to/model.gguf\" under [base]")
-                .into());
+            return Err(fail(
+                Exit::Input,
+                format!("{}: [base] has no model", path.display()),
+            )
+            .fix("add model = \"/path/to/model.gguf\" under [base]")
+            .into());
         }
         if let Some(p) = &space.measure.prompts {
             if p.is_relative() {
@@ -202,7 +231,11 @@ impl SearchSpace {
             }
         }
         if !(0.0..=0.98).contains(&space.measure.recall_fill) {
-            return Err(fail(Exit::Input, format!("{}: recall_fill must be between 0 and 0.98", path.display())).into());
+            return Err(fail(
+                Exit::Input,
+                format!("{}: recall_fill must be between 0 and 0.98", path.display()),
+            )
+            .into());
         }
         Ok(space)
     }
@@ -215,7 +248,8 @@ impl SearchSpace {
             // Set explicitly even when it is llama-server's default, so that the base and an
             // experiment with the same value are the same configuration (and id).
             let current = axis_value(&p, name).filter(|c| values.get_ref().contains(c));
-            p = apply(&p, name, current.as_ref().unwrap_or(&values.get_ref()[0])).expect("checked on load");
+            p = apply(&p, name, current.as_ref().unwrap_or(&values.get_ref()[0]))
+                .expect("checked on load");
         }
         p
     }
@@ -245,12 +279,19 @@ impl SearchSpace {
         let ok: Vec<(&Value, Profile)> = done
             .values()
             .filter(|r| r["status"] == "ok" && r["phase"] == 1)
-            .filter_map(|r| serde_json::from_value::<Profile>(r["profile"].clone()).ok().map(|p| (r, p)))
+            .filter_map(|r| {
+                serde_json::from_value::<Profile>(r["profile"].clone())
+                    .ok()
+                    .map(|p| (r, p))
+            })
             .collect();
         if ok.is_empty() {
             return Vec::new();
         }
-        let best_q = ok.iter().map(|(r, _)| r["quality"]["score"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+        let best_q = ok
+            .iter()
+            .map(|(r, _)| r["quality"]["score"].as_f64().unwrap_or(0.0))
+            .fold(0.0, f64::max);
         let rank = |r: &Value| -> f64 {
             let q = r["quality"]["score"].as_f64().unwrap_or(0.0);
             let recall_ok = r["recall"]["found"].as_bool().unwrap_or(true);
@@ -275,10 +316,16 @@ impl SearchSpace {
         let mut out = vec![planned(2, &combined, &base)];
         for (name, values) in &self.axes {
             let vals = values.get_ref();
-            if let Some(i) = axis_value(&combined, name).and_then(|v| vals.iter().position(|x| *x == v)) {
+            if let Some(i) =
+                axis_value(&combined, name).and_then(|v| vals.iter().position(|x| *x == v))
+            {
                 for j in [i.checked_sub(1), Some(i + 1)].into_iter().flatten() {
                     if let Some(v) = vals.get(j) {
-                        out.push(planned(2, &apply(&combined, name, v).expect("checked"), &base));
+                        out.push(planned(
+                            2,
+                            &apply(&combined, name, v).expect("checked"),
+                            &base,
+                        ));
                     }
                 }
             }
@@ -286,7 +333,10 @@ impl SearchSpace {
         // Only configurations phase 1 did not already run (phase 1's set is fixed, so a resumed
         // run plans the same phase 2).
         let phase1: BTreeSet<String> = self.phase1().into_iter().map(|p| p.id).collect();
-        let mut out: Vec<Planned> = dedup(out).into_iter().filter(|p| !phase1.contains(&p.id)).collect();
+        let mut out: Vec<Planned> = dedup(out)
+            .into_iter()
+            .filter(|p| !phase1.contains(&p.id))
+            .collect();
         out.truncate(self.phase2.max_experiments);
         out
     }
@@ -294,15 +344,25 @@ impl SearchSpace {
 
 fn dedup(v: Vec<Planned>) -> Vec<Planned> {
     let mut seen = BTreeSet::new();
-    v.into_iter().filter(|p| seen.insert(p.id.clone())).collect()
+    v.into_iter()
+        .filter(|p| seen.insert(p.id.clone()))
+        .collect()
 }
 
 fn planned(phase: u8, p: &Profile, base: &Profile) -> Planned {
-    Planned { id: experiment_id(p), phase, label: p.diff_label(base), profile: p.clone() }
+    Planned {
+        id: experiment_id(p),
+        phase,
+        label: p.diff_label(base),
+        profile: p.clone(),
+    }
 }
 
 fn differs_only_in(p: &Profile, base: &Profile, axis: &str) -> bool {
-    axis_value(base, axis).and_then(|v| apply(p, axis, &v).ok()).as_ref() == Some(base)
+    axis_value(base, axis)
+        .and_then(|v| apply(p, axis, &v).ok())
+        .as_ref()
+        == Some(base)
 }
 
 /// The stable id of a configuration: FNV-1a of its canonical JSON (the port excluded).
@@ -332,18 +392,29 @@ fn axis_value(p: &Profile, name: &str) -> Option<toml::Value> {
 /// `p` with axis `name` set to `v`; an error if the value has the wrong type.
 fn apply(p: &Profile, name: &str, v: &toml::Value) -> Result<Profile, String> {
     if name == "cache_types" {
-        let s = v.as_str().ok_or("expected a \"k/v\" string such as \"tbq4_0/tbq3_0\"")?;
-        let (k, val) = s.split_once('/').ok_or("expected a \"k/v\" string such as \"tbq4_0/tbq3_0\"")?;
+        let s = v
+            .as_str()
+            .ok_or("expected a \"k/v\" string such as \"tbq4_0/tbq3_0\"")?;
+        let (k, val) = s
+            .split_once('/')
+            .ok_or("expected a \"k/v\" string such as \"tbq4_0/tbq3_0\"")?;
         for t in [k, val] {
             CacheType::parse(t).map_err(|e| e.to_string())?;
         }
-        return Ok(Profile { cache_type_k: Some(k.into()), cache_type_v: Some(val.into()), ..p.clone() });
+        return Ok(Profile {
+            cache_type_k: Some(k.into()),
+            cache_type_v: Some(val.into()),
+            ..p.clone()
+        });
     }
     if name == "cache_type_k" || name == "cache_type_v" {
-        CacheType::parse(v.as_str().ok_or("expected a cache type name")?).map_err(|e| e.to_string())?;
+        CacheType::parse(v.as_str().ok_or("expected a cache type name")?)
+            .map_err(|e| e.to_string())?;
     }
     let mut t = toml::Value::try_from(p).map_err(|e| e.to_string())?;
-    t.as_table_mut().ok_or("profile")?.insert(name.to_string(), v.clone());
+    t.as_table_mut()
+        .ok_or("profile")?
+        .insert(name.to_string(), v.clone());
     t.try_into::<Profile>().map_err(|e| e.message().to_string())
 }
 
@@ -362,30 +433,50 @@ impl Jsonl {
     /// Opens `path` for appending (creating it). If the last line was torn (a crash, a full
     /// disk), a newline is written first so the next record starts on a line of its own.
     pub fn open(path: &Path) -> Result<Jsonl> {
-        let mut file = File::options().create(true).append(true).read(true).open(path).map_err(|e| write_error(path, e, 0))?;
+        let mut file = File::options()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(|e| write_error(path, e, 0))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if len > 0 && file.metadata().map(|m| m.is_file()).unwrap_or(false) {
             let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(len - 1)).and_then(|_| file.read_exact(&mut last)).map_err(|e| write_error(path, e, 0))?;
+            file.seek(SeekFrom::Start(len - 1))
+                .and_then(|_| file.read_exact(&mut last))
+                .map_err(|e| write_error(path, e, 0))?;
             if last[0] != b'\n' {
-                file.write_all(b"\n").and_then(|_| file.sync_data()).map_err(|e| write_error(path, e, 0))?;
+                file.write_all(b"\n")
+                    .and_then(|_| file.sync_data())
+                    .map_err(|e| write_error(path, e, 0))?;
             }
         }
-        Ok(Jsonl { file, path: path.to_path_buf(), written: 0 })
+        Ok(Jsonl {
+            file,
+            path: path.to_path_buf(),
+            written: 0,
+        })
     }
 
     /// Appends one record: written in one call, then fsynced.
     pub fn append(&mut self, record: &Value) -> Result<()> {
         let mut line = serde_json::to_string(record)?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).and_then(|_| self.file.sync_data()).map_err(|e| write_error(&self.path, e, self.written))?;
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| write_error(&self.path, e, self.written))?;
         self.written += 1;
         Ok(())
     }
 }
 
 fn write_error(path: &Path, e: std::io::Error, written: usize) -> anyhow::Error {
-    let what = if is_disk_full(&e) { "the disk is full" } else { "cannot write" };
+    let what = if is_disk_full(&e) {
+        "the disk is full"
+    } else {
+        "cannot write"
+    };
     anyhow::Error::new(fail(
         Exit::Write,
         format!("{what}: {} ({e}); the {written} records written before this one in this run are intact and fsynced", path.display()),
@@ -400,7 +491,10 @@ fn write_error(path: &Path, e: std::io::Error, written: usize) -> anyhow::Error 
 /// Reads every parsable record of a results file; torn or corrupt lines are counted, not fatal.
 pub fn read_records(path: &Path) -> Result<(Vec<Value>, usize)> {
     // Only a regular file holds records (not a device such as /dev/full, nor a pipe).
-    if !std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
+    if !std::fs::metadata(path)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+    {
         return Ok((Vec::new(), 0));
     }
     let f = match File::open(path) {
@@ -453,7 +547,10 @@ pub struct Options {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The memory a configuration may use, and where the figure comes from.
@@ -463,7 +560,10 @@ fn budget(space: &SearchSpace, p: &Profile) -> (u64, String) {
     }
     let gpus = server::nvidia_gpus();
     if p.n_gpu_layers.unwrap_or(0) != 0 && !gpus.is_empty() {
-        let free: u64 = gpus.iter().map(|g| g.memory_total.saturating_sub(g.memory_used)).sum();
+        let free: u64 = gpus
+            .iter()
+            .map(|g| g.memory_total.saturating_sub(g.memory_used))
+            .sum();
         return (free, "free GPU memory (nvidia-smi)".into());
     }
     match server::meminfo() {
@@ -480,7 +580,12 @@ pub fn plan_check(shape: &ModelShape, space: &SearchSpace, p: &Profile) -> (Valu
         (Err(e), _) | (_, Err(e)) => return (Value::Null, Some(e.to_string())),
     };
     if v.needs_flash_attn_as_v() && p.flash_attn.as_deref() == Some("off") {
-        return (Value::Null, Some(format!("llama.cpp needs flash attention for a quantized V cache ({v}); flash_attn is off")));
+        return (
+            Value::Null,
+            Some(format!(
+                "llama.cpp needs flash attention for a quantized V cache ({v}); flash_attn is off"
+            )),
+        );
     }
     let cfg = p.cache_config();
     let size = match plan::kv_bytes(shape, k, v, &cfg) {
@@ -496,8 +601,16 @@ pub fn plan_check(shape: &ModelShape, space: &SearchSpace, p: &Profile) -> (Valu
     let (budget, source) = budget(space, p);
     // The largest context that fits, capped at the training context (beyond it the model is
     // not meant to work).
-    let fit = plan::max_context(shape, k, v, &cfg, budget.saturating_sub(weights)).ok().flatten();
-    let max_ctx = fit.map(|n| if shape.n_ctx_train > 0 { n.min(shape.n_ctx_train) } else { n });
+    let fit = plan::max_context(shape, k, v, &cfg, budget.saturating_sub(weights))
+        .ok()
+        .flatten();
+    let max_ctx = fit.map(|n| {
+        if shape.n_ctx_train > 0 {
+            n.min(shape.n_ctx_train)
+        } else {
+            n
+        }
+    });
     let need = size.total() + weights;
     let info = json!({
         "n_ctx": size.n_ctx,
@@ -532,11 +645,19 @@ fn mib(b: u64) -> f64 {
 pub fn server_kv_sizes(log: &str) -> Vec<(u64, u64, f64)> {
     let mut out = Vec::new();
     for line in log.lines() {
-        let Some(rest) = line.split("llama_kv_cache: size =").nth(1) else { continue };
+        let Some(rest) = line.split("llama_kv_cache: size =").nth(1) else {
+            continue;
+        };
         let mut it = rest.split(['(', ',', ')']);
-        let size = it.next().and_then(|s| s.trim().trim_end_matches("MiB").trim().parse::<f64>().ok());
-        let cells = it.next().and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
-        let layers = it.next().and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        let size = it
+            .next()
+            .and_then(|s| s.trim().trim_end_matches("MiB").trim().parse::<f64>().ok());
+        let cells = it
+            .next()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        let layers = it
+            .next()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
         if let (Some(s), Some(c), Some(l)) = (size, cells, layers) {
             out.push((c, l, s));
         }
@@ -547,19 +668,29 @@ pub fn server_kv_sizes(log: &str) -> Vec<(u64, u64, f64)> {
 /// Runs (or resumes) a research run; returns the path of the report.
 pub fn run(opts: &Options) -> Result<PathBuf> {
     let space = SearchSpace::load(&opts.space)?;
-    let mut prompts = PromptSet::load(opts.prompts.as_deref().or(space.measure.prompts.as_deref()))?;
+    let mut prompts =
+        PromptSet::load(opts.prompts.as_deref().or(space.measure.prompts.as_deref()))?;
     if let Some(n) = space.measure.max_prompts {
         prompts.prompts.truncate(n.max(1));
     }
     let model = space.base.model_path().expect("checked on load");
     server::check_model(&model)?;
     let shape = ModelShape::open(&model).map_err(|e| {
-        fail(Exit::Input, format!("cannot read the model's metadata ({}): {e}", model.display()))
+        fail(
+            Exit::Input,
+            format!(
+                "cannot read the model's metadata ({}): {e}",
+                model.display()
+            ),
+        )
     })?;
     let results = opts.out.join("results.jsonl");
 
     if opts.dry_run {
-        println!("{} experiments in phase 1 (phase 2 is planned from their results):", space.phase1().len());
+        println!(
+            "{} experiments in phase 1 (phase 2 is planned from their results):",
+            space.phase1().len()
+        );
         for e in space.phase1() {
             let (plan, skip) = plan_check(&shape, &space, &e.profile);
             println!(
@@ -574,9 +705,15 @@ pub fn run(opts: &Options) -> Result<PathBuf> {
     }
 
     std::fs::create_dir_all(opts.out.join("logs")).map_err(|e| {
-        crate::error::wrap(e, fail(Exit::Write, format!("cannot create {}", opts.out.display())).fix("choose a writable --out directory"))
+        crate::error::wrap(
+            e,
+            fail(Exit::Write, format!("cannot create {}", opts.out.display()))
+                .fix("choose a writable --out directory"),
+        )
     })?;
-    let exists = std::fs::metadata(&results).map(|m| m.is_file() && m.len() > 0).unwrap_or(false);
+    let exists = std::fs::metadata(&results)
+        .map(|m| m.is_file() && m.len() > 0)
+        .unwrap_or(false);
     if exists && !opts.resume {
         if opts.fresh {
             let bak = results.with_extension(format!("jsonl.{}.bak", now() as u64));
@@ -590,7 +727,10 @@ pub fn run(opts: &Options) -> Result<PathBuf> {
     }
     let (records, torn) = read_records(&results)?;
     if torn > 0 {
-        tracing::warn!("{torn} torn or unreadable line(s) in {} ignored (an interrupted write)", results.display());
+        tracing::warn!(
+            "{torn} torn or unreadable line(s) in {} ignored (an interrupted write)",
+            results.display()
+        );
     }
     let mut done = finished(&records);
     let mut out = Jsonl::open(&results)?;
@@ -602,12 +742,20 @@ pub fn run(opts: &Options) -> Result<PathBuf> {
         "prompts": prompts.prompts.len(), "measure": space.measure, "finished_before": done.len(),
     }))?;
     if opts.resume && !done.is_empty() {
-        eprintln!("resuming: {} experiment(s) already finished in {}", done.len(), results.display());
+        eprintln!(
+            "resuming: {} experiment(s) already finished in {}",
+            done.len(),
+            results.display()
+        );
     }
 
     let client = Client::new(Duration::from_secs(space.measure.request_timeout_s), None);
     for phase in [1u8, 2] {
-        let plan = if phase == 1 { space.phase1() } else { space.phase2(&done) };
+        let plan = if phase == 1 {
+            space.phase1()
+        } else {
+            space.phase2(&done)
+        };
         let todo: Vec<&Planned> = plan.iter().filter(|e| !done.contains_key(&e.id)).collect();
         if plan.is_empty() {
             if phase == 2 && space.phase2.enabled {
@@ -615,9 +763,21 @@ pub fn run(opts: &Options) -> Result<PathBuf> {
             }
             continue;
         }
-        eprintln!("phase {phase}: {} experiment(s), {} to run", plan.len(), todo.len());
-        let pb = if opts.progress { ProgressBar::new(todo.len() as u64) } else { ProgressBar::hidden() };
-        pb.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} [{elapsed}]").unwrap().progress_chars("=> "));
+        eprintln!(
+            "phase {phase}: {} experiment(s), {} to run",
+            plan.len(),
+            todo.len()
+        );
+        let pb = if opts.progress {
+            ProgressBar::new(todo.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        pb.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} [{elapsed}]")
+                .unwrap()
+                .progress_chars("=> "),
+        );
         pb.set_prefix(format!("phase {phase}"));
         for e in todo {
             server::check_stop()?;
@@ -647,7 +807,11 @@ fn summary_line(r: &Value) -> String {
             decode_tps(r),
             r["speed"]["prefill_tps"].as_f64().unwrap_or(0.0),
             r["quality"]["score"].as_f64().unwrap_or(0.0),
-            match r["recall"]["found"].as_bool() { Some(true) => "yes", Some(false) => "no", None => "-" }
+            match r["recall"]["found"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
         ),
         Some(s) => format!("{id} {label}: {s}: {}", r["reason"].as_str().unwrap_or("")),
         None => format!("{id} {label}"),
@@ -682,41 +846,70 @@ fn experiment(
         return Ok(rec);
     }
     let m = |out: &mut Jsonl, what: &str, data: Value| -> Result<()> {
-        out.append(&json!({ "kind": "measure", "id": e.id, "what": what, "ts": now(), "data": data }))
+        out.append(
+            &json!({ "kind": "measure", "id": e.id, "what": what, "ts": now(), "data": data }),
+        )
     };
     let sampler = MemorySampler::start(!server::nvidia_gpus().is_empty());
     let log = opts.out.join("logs").join(format!("{}.log", e.id));
     let _ = std::fs::remove_file(&log);
     let mut profile = e.profile.clone();
     profile.port = Some(0);
-    let launch = Launch { bin: opts.llama_server.clone(), profile, log: log.clone(), extra: vec!["--log-verbosity".into(), "4".into()] };
+    let launch = Launch {
+        bin: opts.llama_server.clone(),
+        profile,
+        log: log.clone(),
+        extra: vec!["--log-verbosity".into(), "4".into()],
+    };
 
     let result: Result<()> = (|| {
         pb.set_message(format!("{}: starting server", e.label));
         let mut srv = Server::start(&launch)?;
-        let load = srv.wait_healthy(client, Duration::from_secs(space.measure.health_timeout_s), false)?;
+        let load = srv.wait_healthy(
+            client,
+            Duration::from_secs(space.measure.health_timeout_s),
+            false,
+        )?;
         rec["load_s"] = json!(load.as_secs_f64());
         let url = srv.url.clone();
         let kv = server_kv_sizes(&server::log_tail(&srv.log, 1 << 20));
         let server_kv_mib: f64 = kv.iter().map(|k| k.2).sum();
         rec["server_kv_mib"] = json!(server_kv_mib);
-        m(out, "health", json!({ "load_s": load.as_secs_f64(), "pid": srv.pid, "server_kv": kv, "server_kv_mib": server_kv_mib }))?;
+        m(
+            out,
+            "health",
+            json!({ "load_s": load.as_secs_f64(), "pid": srv.pid, "server_kv": kv, "server_kv_mib": server_kv_mib }),
+        )?;
 
-        pb.set_message(format!("{}: quality ({} prompts)", e.label, prompts.prompts.len()));
-        let q = with_server(&mut srv, || measure::quality(client, &url, prompts, true, None))?;
+        pb.set_message(format!(
+            "{}: quality ({} prompts)",
+            e.label,
+            prompts.prompts.len()
+        ));
+        let q = with_server(&mut srv, || {
+            measure::quality(client, &url, prompts, true, None)
+        })?;
         rec["quality"] = json!({ "score": q.score });
         m(out, "quality", serde_json::to_value(&q)?)?;
 
         pb.set_message(format!("{}: speed", e.label));
         let s = with_server(&mut srv, || {
-            measure::speed(client, &url, space.measure.speed_prompt_tokens, space.measure.speed_decode_tokens, prompts.api)
+            measure::speed(
+                client,
+                &url,
+                space.measure.speed_prompt_tokens,
+                space.measure.speed_decode_tokens,
+                prompts.api,
+            )
         })?;
         rec["speed"] = serde_json::to_value(&s)?;
         m(out, "speed", rec["speed"].clone())?;
 
         if space.measure.recall_fill > 0.0 {
             pb.set_message(format!("{}: filling the context for recall", e.label));
-            let r = with_server(&mut srv, || measure::recall(client, &url, space.measure.recall_fill, prompts.api))?;
+            let r = with_server(&mut srv, || {
+                measure::recall(client, &url, space.measure.recall_fill, prompts.api)
+            })?;
             rec["recall"] = serde_json::to_value(&r)?;
             m(out, "recall", rec["recall"].clone())?;
         }
@@ -752,7 +945,9 @@ fn with_server<T>(srv: &mut Server, f: impl FnOnce() -> Result<T>) -> Result<T> 
         server::check_stop()?;
         std::thread::sleep(Duration::from_millis(200));
         if let Some(st) = srv.try_exit() {
-            return Err(srv.exit_failure(st).context("llama-server died during the measurement"));
+            return Err(srv
+                .exit_failure(st)
+                .context("llama-server died during the measurement"));
         }
     }
     r
@@ -774,11 +969,18 @@ mod tests {
         let s = space(EXAMPLE).unwrap();
         let p1 = s.phase1();
         // base + 2 other cache pairs + 1 other thread count.
-        assert_eq!(p1.len(), 4, "{:?}", p1.iter().map(|p| &p.label).collect::<Vec<_>>());
+        assert_eq!(
+            p1.len(),
+            4,
+            "{:?}",
+            p1.iter().map(|p| &p.label).collect::<Vec<_>>()
+        );
         assert_eq!(p1[0].label, "base");
         let ids: BTreeSet<_> = p1.iter().map(|p| &p.id).collect();
         assert_eq!(ids.len(), 4);
-        assert!(p1.iter().any(|p| p.label == "cache_type_k=tbq4_0 cache_type_v=tbq3_0"));
+        assert!(p1
+            .iter()
+            .any(|p| p.label == "cache_type_k=tbq4_0 cache_type_v=tbq3_0"));
     }
 
     #[test]
@@ -787,11 +989,16 @@ mod tests {
         let s = format!("{e:#}");
         assert!(s.contains("space.toml:5:1: invalid array"), "{s}");
         assert_eq!(crate::error::classify(&e).0, Exit::Input);
-        let e = space("[base]\nmodel = \"m.gguf\"\n[axes]\nthreads = [1]\nthredz = [2]\n").unwrap_err();
-        assert!(format!("{e:#}").contains("space.toml:5:10: unknown axis \"thredz\""), "{e:#}");
+        let e =
+            space("[base]\nmodel = \"m.gguf\"\n[axes]\nthreads = [1]\nthredz = [2]\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("space.toml:5:10: unknown axis \"thredz\""),
+            "{e:#}"
+        );
         let e = space("[base]\nmodel = \"m.gguf\"\n[axes]\nthreads = [\"many\"]\n").unwrap_err();
         assert!(format!("{e:#}").contains("space.toml:4:11"), "{e:#}");
-        let e = space("[base]\nmodel = \"m.gguf\"\n[axes]\ncache_types = [\"f16/q9_0\"]\n").unwrap_err();
+        let e = space("[base]\nmodel = \"m.gguf\"\n[axes]\ncache_types = [\"f16/q9_0\"]\n")
+            .unwrap_err();
         assert!(format!("{e:#}").contains("q9_0"), "{e:#}");
     }
 
@@ -802,7 +1009,13 @@ mod tests {
         let mut done = BTreeMap::new();
         for (i, e) in p1.iter().enumerate() {
             // tbq pair fastest, threads=1 slower.
-            let tps = if e.label.contains("tbq4_0") { 50.0 } else if e.label.contains("threads=1") { 10.0 } else { 20.0 + i as f64 };
+            let tps = if e.label.contains("tbq4_0") {
+                50.0
+            } else if e.label.contains("threads=1") {
+                10.0
+            } else {
+                20.0 + i as f64
+            };
             done.insert(e.id.clone(), json!({ "status": "ok", "phase": 1, "profile": e.profile,
                 "quality": { "score": 0.8 }, "recall": { "found": true }, "speed": { "decode_tps": tps } }));
         }
@@ -810,7 +1023,11 @@ mod tests {
         // The combination (tbq pair, 2 threads) was run in phase 1, and so was its cache
         // neighbour (the q8_0 pair, 2 threads = the base's threads); new: tbq with 1 thread.
         let labels: Vec<&str> = p2.iter().map(|p| p.label.as_str()).collect();
-        assert_eq!(labels, ["cache_type_k=tbq4_0 cache_type_v=tbq3_0 threads=1"], "{labels:?}");
+        assert_eq!(
+            labels,
+            ["cache_type_k=tbq4_0 cache_type_v=tbq3_0 threads=1"],
+            "{labels:?}"
+        );
         let phase1: BTreeSet<_> = p1.iter().map(|p| &p.id).collect();
         assert!(p2.iter().all(|p| !phase1.contains(&p.id)));
         assert!(p2.len() <= s.phase2.max_experiments);
@@ -820,7 +1037,11 @@ mod tests {
     fn jsonl_survives_a_torn_line_and_a_full_disk() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.jsonl");
-        std::fs::write(&p, "{\"kind\":\"experiment\",\"id\":\"a\"}\n{\"kind\":\"exp").unwrap();
+        std::fs::write(
+            &p,
+            "{\"kind\":\"experiment\",\"id\":\"a\"}\n{\"kind\":\"exp",
+        )
+        .unwrap();
         let mut j = Jsonl::open(&p).unwrap();
         j.append(&json!({"kind": "experiment", "id": "b"})).unwrap();
         let (recs, bad) = read_records(&p).unwrap();
@@ -841,14 +1062,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("m.gguf");
         // 64-wide heads (like SmolLM2): tbq is refused.
-        metadata_only(&mut File::create(&model).unwrap(), &[
-            ("general.architecture", WValue::Str("llama".into())),
-            ("llama.block_count", WValue::U32(30)),
-            ("llama.context_length", WValue::U32(8192)),
-            ("llama.embedding_length", WValue::U32(576)),
-            ("llama.attention.head_count", WValue::U32(9)),
-            ("llama.attention.head_count_kv", WValue::U32(3)),
-        ]).unwrap();
+        metadata_only(
+            &mut File::create(&model).unwrap(),
+            &[
+                ("general.architecture", WValue::Str("llama".into())),
+                ("llama.block_count", WValue::U32(30)),
+                ("llama.context_length", WValue::U32(8192)),
+                ("llama.embedding_length", WValue::U32(576)),
+                ("llama.attention.head_count", WValue::U32(9)),
+                ("llama.attention.head_count_kv", WValue::U32(3)),
+            ],
+        )
+        .unwrap();
         let text = format!(
             "[base]\nmodel = \"{}\"\nctx_size = 8192\nflash_attn = \"on\"\n[axes]\ncache_types = [\"f16/f16\", \"tbq4_0/tbq3_0\"]\n[measure]\nmemory_budget_mib = 64\n",
             model.display()
@@ -866,14 +1091,24 @@ mod tests {
         let skip = skip.unwrap();
         assert!(skip.contains("multiple of 128"), "{skip}");
         // A quantized V cache without flash attention.
-        let p = Profile { flash_attn: Some("off".into()), cache_type_v: Some("q8_0".into()), ..p1[0].profile.clone() };
-        assert!(plan_check(&shape, &s, &p).1.unwrap().contains("flash attention"));
+        let p = Profile {
+            flash_attn: Some("off".into()),
+            cache_type_v: Some("q8_0".into()),
+            ..p1[0].profile.clone()
+        };
+        assert!(plan_check(&shape, &s, &p)
+            .1
+            .unwrap()
+            .contains("flash attention"));
     }
 
     #[test]
     fn parses_the_servers_kv_lines() {
         let log = "0.01 I llama_kv_cache: size =    3.40 MiB (  5120 cells,   3 layers,  4/1 seqs), K (tbq4_0):    1.93 MiB, V (tbq3_0):    1.46 MiB\n\
                    0.02 I llama_kv_cache: size =    8.50 MiB (  2560 cells,  15 layers,  4/1 seqs), K (tbq4_0):    4.83 MiB, V (tbq3_0):    3.66 MiB\n";
-        assert_eq!(server_kv_sizes(log), vec![(5120, 3, 3.40), (2560, 15, 8.50)]);
+        assert_eq!(
+            server_kv_sizes(log),
+            vec![(5120, 3, 3.40), (2560, 15, 8.50)]
+        );
     }
 }

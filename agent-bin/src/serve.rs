@@ -57,38 +57,67 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
     if profile.port == Some(0) {
         profile.port = Some(server::free_port()?);
     }
-    let launch = Launch { bin: opts.bin.clone(), profile, log: opts.log.clone(), extra: Vec::new() };
+    let launch = Launch {
+        bin: opts.bin.clone(),
+        profile,
+        log: opts.log.clone(),
+        extra: Vec::new(),
+    };
     let mut restarts: Vec<Instant> = Vec::new();
     let mut backoff = opts.backoff;
     let mut ever_ready = false;
     loop {
         server::check_stop()?;
         let mut srv = Server::start(&launch)?;
-        event(opts, json!({"event": "starting", "pid": srv.pid, "url": srv.url, "log": srv.log}), || {
-            format!("starting llama-server (pid {}) on {}; log: {}", srv.pid, srv.url, srv.log.display())
-        });
+        event(
+            opts,
+            json!({"event": "starting", "pid": srv.pid, "url": srv.url, "log": srv.log}),
+            || {
+                format!(
+                    "starting llama-server (pid {}) on {}; log: {}",
+                    srv.pid,
+                    srv.url,
+                    srv.log.display()
+                )
+            },
+        );
         match srv.wait_healthy(&client, opts.health_timeout, opts.progress && !opts.json) {
             Ok(load) => {
                 ever_ready = true;
-                event(opts, json!({"event": "ready", "pid": srv.pid, "url": srv.url, "load_s": load.as_secs_f64()}), || {
-                    format!("ready: {} (loaded in {:.1} s)", srv.url, load.as_secs_f64())
-                });
+                event(
+                    opts,
+                    json!({"event": "ready", "pid": srv.pid, "url": srv.url, "load_s": load.as_secs_f64()}),
+                    || format!("ready: {} (loaded in {:.1} s)", srv.url, load.as_secs_f64()),
+                );
             }
             Err(e) => {
                 let (exit, _) = crate::error::classify(&e);
                 // A first start that fails is a configuration problem: report it, do not loop.
-                if !ever_ready || matches!(exit, Exit::Interrupted | Exit::Terminated | Exit::Input | Exit::PortInUse) {
+                if !ever_ready
+                    || matches!(
+                        exit,
+                        Exit::Interrupted | Exit::Terminated | Exit::Input | Exit::PortInUse
+                    )
+                {
                     srv.stop(Duration::from_secs(5));
                     return Err(e);
                 }
-                event(opts, json!({"event": "unhealthy", "pid": srv.pid, "error": format!("{e:#}")}), || format!("restart failed: {e:#}"));
+                event(
+                    opts,
+                    json!({"event": "unhealthy", "pid": srv.pid, "error": format!("{e:#}")}),
+                    || format!("restart failed: {e:#}"),
+                );
                 srv.stop(Duration::from_secs(5));
             }
         }
         let ready_at = Instant::now();
         // Watch: the process, health checks, and stop signals.
         let why = watch(&mut srv, &client, opts)?;
-        event(opts, json!({"event": "exited", "pid": srv.pid, "reason": why}), || format!("llama-server (pid {}) {why}", srv.pid));
+        event(
+            opts,
+            json!({"event": "exited", "pid": srv.pid, "reason": why}),
+            || format!("llama-server (pid {}) {why}", srv.pid),
+        );
         srv.stop(Duration::from_secs(10));
         drop(srv);
         if ready_at.elapsed() > opts.restart_window {
@@ -99,15 +128,32 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         if restarts.len() as u32 >= opts.max_restarts {
             return Err(fail(
                 Exit::Crashing,
-                format!("llama-server crashed {} times within {} s; giving up", restarts.len() + 1, opts.restart_window.as_secs()),
+                format!(
+                    "llama-server crashed {} times within {} s; giving up",
+                    restarts.len() + 1,
+                    opts.restart_window.as_secs()
+                ),
             )
-            .fix(format!("read its log ({}) for the cause; raise --max-restarts to keep trying", opts.log.display()))
+            .fix(format!(
+                "read its log ({}) for the cause; raise --max-restarts to keep trying",
+                opts.log.display()
+            ))
             .into());
         }
         restarts.push(now);
-        event(opts, json!({"event": "restarting", "attempt": restarts.len(), "backoff_s": backoff.as_secs_f64()}), || {
-            format!("restarting in {:.1} s (restart {} of at most {} per {} s)", backoff.as_secs_f64(), restarts.len(), opts.max_restarts, opts.restart_window.as_secs())
-        });
+        event(
+            opts,
+            json!({"event": "restarting", "attempt": restarts.len(), "backoff_s": backoff.as_secs_f64()}),
+            || {
+                format!(
+                    "restarting in {:.1} s (restart {} of at most {} per {} s)",
+                    backoff.as_secs_f64(),
+                    restarts.len(),
+                    opts.max_restarts,
+                    opts.restart_window.as_secs()
+                )
+            },
+        );
         server::sleep_unless_stopped(backoff)?;
         backoff = (backoff * 2).min(opts.backoff_max);
     }
@@ -121,9 +167,11 @@ fn watch(srv: &mut Server, client: &Client, opts: &ServeOptions) -> Result<Strin
     loop {
         if let Some(sig) = server::stop_requested() {
             let st = srv.stop(Duration::from_secs(10));
-            event(opts, json!({"event": "stopped", "signal": sig, "status": st.map(|s| s.to_string())}), || {
-                format!("stopped llama-server (pid {}) on signal {sig}", srv.pid)
-            });
+            event(
+                opts,
+                json!({"event": "stopped", "signal": sig, "status": st.map(|s| s.to_string())}),
+                || format!("stopped llama-server (pid {}) on signal {sig}", srv.pid),
+            );
             return Err(server::stopped_error(sig));
         }
         if let Some(st) = srv.try_exit() {
@@ -137,7 +185,9 @@ fn watch(srv: &mut Server, client: &Client, opts: &ServeOptions) -> Result<Strin
                     failures += 1;
                     tracing::warn!("health check failed ({h:?}), {failures} in a row");
                     if failures >= opts.health_failures {
-                        return Ok(format!("stopped answering /health ({failures} checks failed): restarting it"));
+                        return Ok(format!(
+                            "stopped answering /health ({failures} checks failed): restarting it"
+                        ));
                     }
                 }
             }
@@ -147,16 +197,28 @@ fn watch(srv: &mut Server, client: &Client, opts: &ServeOptions) -> Result<Strin
 }
 
 /// A systemd user unit that runs `tbq-agent serve` with this profile.
-pub fn systemd_unit(profile_name: Option<&str>, config: Option<&Path>, profile: &Profile) -> Result<String> {
+pub fn systemd_unit(
+    profile_name: Option<&str>,
+    config: Option<&Path>,
+    profile: &Profile,
+) -> Result<String> {
     let exe = std::env::current_exe()?;
     let mut cmd = format!("{} serve", exe.display());
     if let Some(c) = config {
-        cmd.push_str(&format!(" --config {}", std::fs::canonicalize(c).unwrap_or(c.to_path_buf()).display()));
+        cmd.push_str(&format!(
+            " --config {}",
+            std::fs::canonicalize(c)
+                .unwrap_or(c.to_path_buf())
+                .display()
+        ));
     }
     if let Some(p) = profile_name {
         cmd.push_str(&format!(" --profile {p}"));
     }
-    let model = profile.model_path().map(|m| m.display().to_string()).unwrap_or_else(|| "(no model)".into());
+    let model = profile
+        .model_path()
+        .map(|m| m.display().to_string())
+        .unwrap_or_else(|| "(no model)".into());
     Ok(format!(
         "# ~/.config/systemd/user/tbq-agent{suffix}.service
 # Install: systemctl --user daemon-reload && systemctl --user enable --now tbq-agent{suffix}

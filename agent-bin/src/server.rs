@@ -35,24 +35,32 @@ pub fn install_signal_handlers() -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            let first = STOP_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-            let kill = if first { libc::SIGTERM } else { libc::SIGKILL };
-            tracing::info!(signal = sig, "stopping: forwarding {} to llama-server", if first { "SIGTERM" } else { "SIGKILL" });
-            for &g in GROUPS.lock().unwrap().iter() {
-                unsafe { libc::killpg(g, kill) };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let first = STOP_SIGNAL
+                    .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+                let kill = if first { libc::SIGTERM } else { libc::SIGKILL };
+                tracing::info!(
+                    signal = sig,
+                    "stopping: forwarding {} to llama-server",
+                    if first { "SIGTERM" } else { "SIGKILL" }
+                );
+                for &g in GROUPS.lock().unwrap().iter() {
+                    unsafe { libc::killpg(g, kill) };
+                }
+                if first {
+                    std::thread::spawn(|| {
+                        std::thread::sleep(Duration::from_secs(10));
+                        for &g in GROUPS.lock().unwrap().iter() {
+                            unsafe { libc::killpg(g, libc::SIGKILL) };
+                        }
+                    });
+                }
             }
-            if first {
-                std::thread::spawn(|| {
-                    std::thread::sleep(Duration::from_secs(10));
-                    for &g in GROUPS.lock().unwrap().iter() {
-                        unsafe { libc::killpg(g, libc::SIGKILL) };
-                    }
-                });
-            }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -66,8 +74,16 @@ pub fn stop_requested() -> Option<i32> {
 
 /// An error for "stopped by a signal", with the conventional exit code.
 pub fn stopped_error(sig: i32) -> anyhow::Error {
-    let exit = if sig == libc::SIGINT { Exit::Interrupted } else { Exit::Terminated };
-    fail(exit, format!("stopped by signal {sig}; llama-server was stopped")).into()
+    let exit = if sig == libc::SIGINT {
+        Exit::Interrupted
+    } else {
+        Exit::Terminated
+    };
+    fail(
+        exit,
+        format!("stopped by signal {sig}; llama-server was stopped"),
+    )
+    .into()
 }
 
 /// Returns an error if a stop was requested.
@@ -137,7 +153,9 @@ pub fn find_llama_server(explicit: Option<&Path>) -> Result<PathBuf> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
@@ -148,7 +166,10 @@ pub fn free_port() -> Result<u16> {
 
 /// Fails with [`Exit::PortInUse`] if `host:port` cannot be bound.
 pub fn check_port(host: &str, port: u16) -> Result<()> {
-    let addrs: Vec<_> = (host, port).to_socket_addrs().with_context(|| format!("resolving {host}"))?.collect();
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .collect();
     for a in addrs {
         if let Err(e) = TcpListener::bind(a) {
             if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -195,7 +216,8 @@ impl Server {
         check_stop()?;
         let mut profile = launch.profile.clone();
         let model = profile.model_path().ok_or_else(|| {
-            fail(Exit::Input, "no model given").fix("set model in the profile, or pass --model PATH")
+            fail(Exit::Input, "no model given")
+                .fix("set model in the profile, or pass --model PATH")
         })?;
         check_model(&model)?;
         let port = match profile.port {
@@ -207,11 +229,16 @@ impl Server {
         if let Some(dir) = launch.log.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let log = File::options().create(true).append(true).open(&launch.log)
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&launch.log)
             .with_context(|| format!("opening the server log {}", launch.log.display()))?;
         let mut cmd = Command::new(&launch.bin);
         cmd.args(profile.server_args()).args(&launch.extra);
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         unsafe {
             cmd.pre_exec(|| {
                 // Own process group: the terminal's SIGINT goes to the agent, which stops us.
@@ -221,7 +248,14 @@ impl Server {
                 // Die with the agent, even if it is SIGKILLed (Linux).
                 #[cfg(target_os = "linux")]
                 {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                    if libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGTERM as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    ) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     // The agent may have died between fork and prctl.
@@ -234,13 +268,20 @@ impl Server {
         }
         tracing::debug!(cmd = ?cmd, "starting llama-server");
         let child = cmd.spawn().map_err(|e| {
-            crate::error::wrap(e, fail(Exit::Server, format!("cannot run {}", launch.bin.display()))
-                .fix("check that the path is a llama-server executable (tbq-agent doctor)"))
+            crate::error::wrap(
+                e,
+                fail(Exit::Server, format!("cannot run {}", launch.bin.display()))
+                    .fix("check that the path is a llama-server executable (tbq-agent doctor)"),
+            )
         })?;
         let pid = child.id();
         GROUPS.lock().unwrap().push(pid as i32);
         let host = profile.host();
-        let host = if host == "0.0.0.0" || host == "::" { "127.0.0.1" } else { host };
+        let host = if host == "0.0.0.0" || host == "::" {
+            "127.0.0.1"
+        } else {
+            host
+        };
         Ok(Server {
             child,
             pid,
@@ -268,11 +309,23 @@ impl Server {
     /// Waits until `/health` answers 200. Fails at once if llama-server exits (naming the cause
     /// from its log), if a stop is requested, or after `timeout`. Shows a spinner with the
     /// server's state when `progress` is on.
-    pub fn wait_healthy(&mut self, client: &Client, timeout: Duration, progress: bool) -> Result<Duration> {
-        let pb = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    pub fn wait_healthy(
+        &mut self,
+        client: &Client,
+        timeout: Duration,
+        progress: bool,
+    ) -> Result<Duration> {
+        let pb = if progress {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
         pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap());
         pb.enable_steady_tick(Duration::from_millis(120));
-        pb.set_message(format!("starting llama-server (pid {}) on {}", self.pid, self.url));
+        pb.set_message(format!(
+            "starting llama-server (pid {}) on {}",
+            self.pid, self.url
+        ));
         let t0 = Instant::now();
         let result = loop {
             if let Some(sig) = stop_requested() {
@@ -283,8 +336,13 @@ impl Server {
             }
             match client.health(&self.url) {
                 Health::Ready => break Ok(t0.elapsed()),
-                Health::Loading => pb.set_message(format!("llama-server is loading the model (503) on {}", self.url)),
-                Health::Down(why) => pb.set_message(format!("waiting for llama-server on {} ({why})", self.url)),
+                Health::Loading => pb.set_message(format!(
+                    "llama-server is loading the model (503) on {}",
+                    self.url
+                )),
+                Health::Down(why) => {
+                    pb.set_message(format!("waiting for llama-server on {} ({why})", self.url))
+                }
             }
             if t0.elapsed() > timeout {
                 break Err(fail(
@@ -304,14 +362,33 @@ impl Server {
     pub fn exit_failure(&self, st: ExitStatus) -> anyhow::Error {
         let tail = log_tail(&self.log, 4000);
         let cause = diagnose(&tail);
-        let last: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).rev().take(6).collect();
+        let last: Vec<&str> = tail
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .rev()
+            .take(6)
+            .collect();
         let last: Vec<&str> = last.into_iter().rev().collect();
         let (exit, fix) = match &cause {
             Some((e, _, fix)) => (*e, fix.clone()),
-            None => (Exit::Server, format!("read the server log: {}", self.log.display())),
+            None => (
+                Exit::Server,
+                format!("read the server log: {}", self.log.display()),
+            ),
         };
-        let what = cause.map(|c| c.1).unwrap_or_else(|| "llama-server exited while starting".into());
-        fail(exit, format!("{what} ({st}); last lines of {}:\n    {}", self.log.display(), last.join("\n    "))).fix(fix).into()
+        let what = cause
+            .map(|c| c.1)
+            .unwrap_or_else(|| "llama-server exited while starting".into());
+        fail(
+            exit,
+            format!(
+                "{what} ({st}); last lines of {}:\n    {}",
+                self.log.display(),
+                last.join("\n    ")
+            ),
+        )
+        .fix(fix)
+        .into()
     }
 
     /// Stops llama-server: SIGTERM to its group, then SIGKILL after `grace`. Idempotent.
@@ -327,7 +404,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        tracing::warn!(pid = self.pid, "llama-server ignored SIGTERM for {} s: SIGKILL", grace.as_secs());
+        tracing::warn!(
+            pid = self.pid,
+            "llama-server ignored SIGTERM for {} s: SIGKILL",
+            grace.as_secs()
+        );
         unsafe { libc::killpg(self.pid as i32, libc::SIGKILL) };
         let st = self.child.wait().ok();
         self.exited = st;
@@ -339,7 +420,6 @@ impl Server {
     pub fn peak_rss(&self) -> Option<u64> {
         proc_status_kb(self.pid, "VmHWM:").map(|kb| kb * 1024)
     }
-
 }
 
 impl Drop for Server {
@@ -360,16 +440,21 @@ pub fn check_model(path: &Path) -> Result<()> {
     })?;
     let mut magic = [0u8; 4];
     if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-        return Err(fail(Exit::Input, format!("{} is not a GGUF file", path.display()))
-            .fix("llama-server needs a .gguf model; convert or download one")
-            .into());
+        return Err(fail(
+            Exit::Input,
+            format!("{} is not a GGUF file", path.display()),
+        )
+        .fix("llama-server needs a .gguf model; convert or download one")
+        .into());
     }
     Ok(())
 }
 
 /// The last `max` bytes of a file, as text.
 pub fn log_tail(path: &Path, max: u64) -> String {
-    let Ok(mut f) = File::open(path) else { return String::new() };
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
     let mut buf = Vec::new();
@@ -381,10 +466,16 @@ pub fn log_tail(path: &Path, max: u64) -> String {
 pub fn diagnose(log: &str) -> Option<(Exit, String, String)> {
     let l = log.to_ascii_lowercase();
     if l.contains("couldn't bind") || l.contains("address already in use") {
-        return Some((Exit::PortInUse, "llama-server could not listen: the port is already in use".into(),
-            "choose another port (--port N, or --port 0 for any free one)".into()));
+        return Some((
+            Exit::PortInUse,
+            "llama-server could not listen: the port is already in use".into(),
+            "choose another port (--port N, or --port 0 for any free one)".into(),
+        ));
     }
-    if l.contains("failed to load model") || l.contains("error loading model") || l.contains("failed to open gguf") {
+    if l.contains("failed to load model")
+        || l.contains("error loading model")
+        || l.contains("failed to open gguf")
+    {
         return Some((Exit::Input, "llama-server could not load the model".into(),
             "check that the file is a complete GGUF model this llama.cpp supports (tbq-agent doctor --model PATH)".into()));
     }
@@ -392,11 +483,17 @@ pub fn diagnose(log: &str) -> Option<(Exit, String, String)> {
         return Some((Exit::Input, "llama-server refused the tbq cache type for this model's head size".into(),
             "tbq4_0/tbq3_0 need heads that are a multiple of 128 wide: use f16, q8_0 or q4_0 for this model".into()));
     }
-    if l.contains("failed to allocate") || l.contains("out of memory") || l.contains("unable to allocate") {
+    if l.contains("failed to allocate")
+        || l.contains("out of memory")
+        || l.contains("unable to allocate")
+    {
         return Some((Exit::Server, "llama-server ran out of memory".into(),
             "lower ctx_size, use a smaller cache type (tbq4_0/tbq3_0), or offload fewer layers (tbq-agent plan shows what fits)".into()));
     }
-    if l.contains("invalid argument") || l.contains("error: unknown argument") || l.contains("unsupported cache type") {
+    if l.contains("invalid argument")
+        || l.contains("error: unknown argument")
+        || l.contains("unsupported cache type")
+    {
         return Some((Exit::Input, "llama-server rejected an argument".into(),
             "check the profile's settings against llama-server --help (is this the patched build with tbq types?)".into()));
     }
@@ -405,14 +502,25 @@ pub fn diagnose(log: &str) -> Option<(Exit, String, String)> {
 
 fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// `/proc/meminfo` fields, in bytes: (MemTotal, MemAvailable).
 pub fn meminfo() -> Option<(u64, u64)> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let get = |k: &str| -> Option<u64> {
-        s.lines().find(|l| l.starts_with(k))?.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+        s.lines()
+            .find(|l| l.starts_with(k))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
     };
     Some((get("MemTotal:")?, get("MemAvailable:")?))
 }
@@ -433,7 +541,10 @@ pub struct Gpu {
 /// The GPUs nvidia-smi lists (empty when there is no nvidia-smi or no GPU).
 pub fn nvidia_gpus() -> Vec<Gpu> {
     let out = Command::new("nvidia-smi")
-        .args(["--query-gpu=name,driver_version,memory.total,memory.used", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=name,driver_version,memory.total,memory.used",
+            "--format=csv,noheader,nounits",
+        ])
         .stderr(Stdio::null())
         .output();
     let Ok(out) = out else { return Vec::new() };
@@ -460,8 +571,20 @@ mod tests {
 
     #[test]
     fn diagnoses_common_failures() {
-        assert_eq!(diagnose("main: couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080").unwrap().0, Exit::PortInUse);
-        assert_eq!(diagnose("llama_model_load: error loading model: tensor data is not within the file bounds").unwrap().0, Exit::Input);
+        assert_eq!(
+            diagnose("main: couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080")
+                .unwrap()
+                .0,
+            Exit::PortInUse
+        );
+        assert_eq!(
+            diagnose(
+                "llama_model_load: error loading model: tensor data is not within the file bounds"
+            )
+            .unwrap()
+            .0,
+            Exit::Input
+        );
         assert!(diagnose("all good").is_none());
     }
 

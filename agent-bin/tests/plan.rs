@@ -12,14 +12,30 @@ use common::*;
 use serde_json::Value;
 
 /// Starts llama-server, waits for /health, returns its log: (cells, layers, MiB) per cache.
-fn server_kv(bin: &std::path::Path, model: &std::path::Path, args: &[&str]) -> Vec<(u64, u64, f64)> {
+fn server_kv(
+    bin: &std::path::Path,
+    model: &std::path::Path,
+    args: &[&str],
+) -> Vec<(u64, u64, f64)> {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
     let port = free_port();
     let f = std::fs::File::create(&log).unwrap();
     let child = Command::new(bin)
-        .arg("--model").arg(model)
-        .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--threads", "2", "--flash-attn", "on", "--log-verbosity", "4"])
+        .arg("--model")
+        .arg(model)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--threads",
+            "2",
+            "--flash-attn",
+            "on",
+            "--log-verbosity",
+            "4",
+        ])
         .args(args)
         .stdout(f.try_clone().unwrap())
         .stderr(f)
@@ -28,8 +44,15 @@ fn server_kv(bin: &std::path::Path, model: &std::path::Path, args: &[&str]) -> V
     let mut g = Guard(child);
     let t0 = Instant::now();
     while http_status(&format!("http://127.0.0.1:{port}/health")) != 200 {
-        assert!(g.0.try_wait().unwrap().is_none(), "llama-server exited: {}", std::fs::read_to_string(&log).unwrap());
-        assert!(t0.elapsed() < Duration::from_secs(120), "llama-server never healthy");
+        assert!(
+            g.0.try_wait().unwrap().is_none(),
+            "llama-server exited: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "llama-server never healthy"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(g);
@@ -46,12 +69,22 @@ fn server_kv(bin: &std::path::Path, model: &std::path::Path, args: &[&str]) -> V
             Some((cells, layers, mib))
         })
         .collect();
-    assert!(!lines.is_empty(), "no llama_kv_cache size line in the log:\n{text}");
+    assert!(
+        !lines.is_empty(),
+        "no llama_kv_cache size line in the log:\n{text}"
+    );
     lines
 }
 
 fn plan(model: &std::path::Path, args: &[&str]) -> Value {
-    let o = agent().arg("plan").arg(model).arg("--json").args(args).stderr(Stdio::inherit()).output().unwrap();
+    let o = agent()
+        .arg("plan")
+        .arg(model)
+        .arg("--json")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
     assert!(o.status.success());
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -76,16 +109,33 @@ fn planner_agrees_with_the_server_within_one_percent() {
                 .filter(|c| !c.is_null())
                 .map(|c| {
                     let bytes = c["k_bytes"].as_u64().unwrap() + c["v_bytes"].as_u64().unwrap();
-                    (c["cells"].as_u64().unwrap(), c["layers"].as_u64().unwrap(), bytes as f64 / 1048576.0)
+                    (
+                        c["cells"].as_u64().unwrap(),
+                        c["layers"].as_u64().unwrap(),
+                        bytes as f64 / 1048576.0,
+                    )
                 })
                 .collect();
-            eprintln!("{k}/{v} ctx {ctx} slots {}: server {server:?}, plan {mine:?}", slots.unwrap_or("auto (4, unified)"));
+            eprintln!(
+                "{k}/{v} ctx {ctx} slots {}: server {server:?}, plan {mine:?}",
+                slots.unwrap_or("auto (4, unified)")
+            );
             assert_eq!(server.len(), mine.len(), "number of caches");
             for (s, m) in server.iter().zip(&mine) {
-                assert_eq!((s.0, s.1), (m.0, m.1), "cells/layers differ: server {s:?} plan {m:?}");
-                assert!((s.2 - m.2).abs() <= 0.01 * s.2, "size differs by more than 1%: server {s:?} plan {m:?}");
+                assert_eq!(
+                    (s.0, s.1),
+                    (m.0, m.1),
+                    "cells/layers differ: server {s:?} plan {m:?}"
+                );
+                assert!(
+                    (s.2 - m.2).abs() <= 0.01 * s.2,
+                    "size differs by more than 1%: server {s:?} plan {m:?}"
+                );
             }
-            rows.push(format!("{k}/{v}, ctx {ctx}, slots {}: server {server:?} plan {mine:?}", slots.unwrap_or("auto")));
+            rows.push(format!(
+                "{k}/{v}, ctx {ctx}, slots {}: server {server:?} plan {mine:?}",
+                slots.unwrap_or("auto")
+            ));
         }
     }
     eprintln!("{}", rows.join("\n"));

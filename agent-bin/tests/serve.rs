@@ -8,10 +8,27 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn serve(bin: &std::path::Path, model: &std::path::Path, port: u16, extra: &[&str]) -> std::process::Command {
+fn serve(
+    bin: &std::path::Path,
+    model: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> std::process::Command {
     let mut c = agent();
-    c.args(["serve", "--json", "--llama-server"]).arg(bin).arg("--model").arg(model);
-    c.args(["-c", "512", "--threads", "2", "--parallel", "1", "--port", &port.to_string()]);
+    c.args(["serve", "--json", "--llama-server"])
+        .arg(bin)
+        .arg("--model")
+        .arg(model);
+    c.args([
+        "-c",
+        "512",
+        "--threads",
+        "2",
+        "--parallel",
+        "1",
+        "--port",
+        &port.to_string(),
+    ]);
     c.args(["--backoff", "0.3", "--health-interval", "1"]);
     c.args(extra);
     c
@@ -22,7 +39,11 @@ fn health_gate_restart_after_kill9_and_sigterm_stops_everything() {
     let Some((bin, model)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = serve(&bin, &model, port, &["--log"]).arg(dir.path().join("server.log")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = serve(&bin, &model, port, &["--log"])
+        .arg(dir.path().join("server.log"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let rx = lines(&mut child);
     let mut guard = Guard(child);
     let health = format!("http://127.0.0.1:{port}/health");
@@ -48,10 +69,22 @@ fn health_gate_restart_after_kill9_and_sigterm_stops_everything() {
     // never before: what the test saw before the event was refused or 503 until then.
     let statuses: Vec<u16> = seen_before_ready.iter().map(|s| s.1).collect();
     if let Some(first_200) = seen_before_ready.iter().find(|s| s.1 == 200) {
-        assert!(first_200.0.elapsed() < Duration::from_millis(1500), "the agent said ready late: {statuses:?}");
-        assert!(seen_before_ready.iter().skip_while(|s| s.1 != 200).all(|s| s.1 == 200), "{statuses:?}");
+        assert!(
+            first_200.0.elapsed() < Duration::from_millis(1500),
+            "the agent said ready late: {statuses:?}"
+        );
+        assert!(
+            seen_before_ready
+                .iter()
+                .skip_while(|s| s.1 != 200)
+                .all(|s| s.1 == 200),
+            "{statuses:?}"
+        );
     }
-    assert!(statuses.iter().any(|&s| s == 0 || s == 503), "no loading state observed: {statuses:?}");
+    assert!(
+        statuses.iter().any(|&s| s == 0 || s == 503),
+        "no loading state observed: {statuses:?}"
+    );
     assert_eq!(ready["pid"].as_u64().unwrap() as u32, pid1);
     assert_eq!(http_status(&health), 200);
 
@@ -71,7 +104,10 @@ fn health_gate_restart_after_kill9_and_sigterm_stops_everything() {
     signal(guard.0.id(), libc::SIGTERM);
     let st = guard.0.wait().unwrap();
     assert_eq!(st.code(), Some(143), "{st:?}");
-    assert!(wait_dead(pid2, Duration::from_secs(5)), "llama-server {pid2} outlived the agent");
+    assert!(
+        wait_dead(pid2, Duration::from_secs(5)),
+        "llama-server {pid2} outlived the agent"
+    );
     assert_eq!(http_status(&health), 0);
 }
 
@@ -80,14 +116,21 @@ fn agent_killed_with_sigkill_leaves_no_orphan() {
     let Some((bin, model)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = serve(&bin, &model, port, &["--log"]).arg(dir.path().join("server.log")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = serve(&bin, &model, port, &["--log"])
+        .arg(dir.path().join("server.log"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let rx = lines(&mut child);
     let mut guard = Guard(child);
     let ready = wait_event(&rx, "ready", Duration::from_secs(120));
     let pid = ready["pid"].as_u64().unwrap() as u32;
     guard.0.kill().unwrap(); // SIGKILL: no handler runs; PR_SET_PDEATHSIG must do the job
     guard.0.wait().unwrap();
-    assert!(wait_dead(pid, Duration::from_secs(10)), "llama-server {pid} was orphaned");
+    assert!(
+        wait_dead(pid, Duration::from_secs(10)),
+        "llama-server {pid} was orphaned"
+    );
 }
 
 fn run_serve_expect(args: &mut std::process::Command, code: i32, needle: &str) -> String {
@@ -95,7 +138,10 @@ fn run_serve_expect(args: &mut std::process::Command, code: i32, needle: &str) -
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     eprintln!("{stderr}");
     assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(stderr.to_lowercase().contains(&needle.to_lowercase()), "{needle:?} not in: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "{needle:?} not in: {stderr}"
+    );
     assert!(stderr.contains("fix:"), "no fix in: {stderr}");
     stderr
 }
@@ -107,7 +153,16 @@ fn startup_failures_have_clear_messages_and_exit_codes() {
     let log = dir.path().join("server.log");
 
     // Missing model: exit 3, before anything starts.
-    run_serve_expect(&mut serve(&bin, std::path::Path::new("/nonexistent/m.gguf"), free_port(), &[]), 3, "cannot open the model");
+    run_serve_expect(
+        &mut serve(
+            &bin,
+            std::path::Path::new("/nonexistent/m.gguf"),
+            free_port(),
+            &[],
+        ),
+        3,
+        "cannot open the model",
+    );
 
     // Port in use: exit 6.
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
@@ -117,12 +172,32 @@ fn startup_failures_have_clear_messages_and_exit_codes() {
 
     // Never healthy within the timeout: exit 5 (a real server that cannot load in 0 s), and
     // the server it started is stopped.
-    run_serve_expect(serve(&bin, &model, free_port(), &["--log"]).arg(&log).args(["--health-timeout", "0"]), 5, "did not become healthy");
+    run_serve_expect(
+        serve(&bin, &model, free_port(), &["--log"])
+            .arg(&log)
+            .args(["--health-timeout", "0"]),
+        5,
+        "did not become healthy",
+    );
 
     // The server exits while starting (tbq refused for 64-wide heads): exit 3, the cause named.
     if let Some(smol) = model_opt("smollm2-135m") {
         let err = run_serve_expect(
-            serve(&bin, &smol, free_port(), &["--ctk", "tbq4_0", "--ctv", "tbq3_0", "--flash-attn", "on", "--log"]).arg(&log),
+            serve(
+                &bin,
+                &smol,
+                free_port(),
+                &[
+                    "--ctk",
+                    "tbq4_0",
+                    "--ctv",
+                    "tbq3_0",
+                    "--flash-attn",
+                    "on",
+                    "--log",
+                ],
+            )
+            .arg(&log),
             3,
             "head size",
         );
@@ -130,7 +205,18 @@ fn startup_failures_have_clear_messages_and_exit_codes() {
     }
 
     // Not an executable llama-server: exit 4.
-    run_serve_expect(agent().args(["serve", "--llama-server", "/nonexistent/llama-server", "--model"]).arg(&model), 4, "llama-server not found");
+    run_serve_expect(
+        agent()
+            .args([
+                "serve",
+                "--llama-server",
+                "/nonexistent/llama-server",
+                "--model",
+            ])
+            .arg(&model),
+        4,
+        "llama-server not found",
+    );
 }
 
 fn model_opt(name: &str) -> Option<std::path::PathBuf> {
@@ -141,10 +227,26 @@ fn model_opt(name: &str) -> Option<std::path::PathBuf> {
 fn systemd_unit_names_the_profile() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, "default_profile = \"g\"\n[profiles.g]\nmodel = \"/m.gguf\"\nport = 8080\n").unwrap();
-    let out = agent().env("TBQ_AGENT_CONFIG", &cfg).args(["serve", "--systemd-unit"]).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "default_profile = \"g\"\n[profiles.g]\nmodel = \"/m.gguf\"\nport = 8080\n",
+    )
+    .unwrap();
+    let out = agent()
+        .env("TBQ_AGENT_CONFIG", &cfg)
+        .args(["serve", "--systemd-unit"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let unit = String::from_utf8(out.stdout).unwrap();
-    assert!(unit.contains("ExecStart=") && unit.contains("serve --config") && unit.contains("--profile g"), "{unit}");
-    assert!(unit.contains("[Install]") && unit.contains("WantedBy=default.target"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=")
+            && unit.contains("serve --config")
+            && unit.contains("--profile g"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("[Install]") && unit.contains("WantedBy=default.target"),
+        "{unit}"
+    );
 }

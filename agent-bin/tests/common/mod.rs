@@ -10,14 +10,20 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The tbq-agent binary under test.
 pub fn agent() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tbq-agent"));
     // Never read the developer's own config file.
-    c.env("TBQ_AGENT_CONFIG", repo().join("agent-bin/tests/data/empty-config.toml"));
+    c.env(
+        "TBQ_AGENT_CONFIG",
+        repo().join("agent-bin/tests/data/empty-config.toml"),
+    );
     c.env_remove("RUST_LOG");
     c
 }
@@ -32,7 +38,9 @@ fn required() -> bool {
 pub fn llama_server() -> Option<PathBuf> {
     let p = std::env::var_os("TBQ_LLAMA_SERVER")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("TBQ_BUILD_DIR").map(|d| PathBuf::from(d).join("bin/llama-server")))
+        .or_else(|| {
+            std::env::var_os("TBQ_BUILD_DIR").map(|d| PathBuf::from(d).join("bin/llama-server"))
+        })
         .unwrap_or_else(|| repo().join("build/bin/llama-server"));
     if p.is_file() {
         return Some(p);
@@ -50,9 +58,15 @@ pub fn model(name: &str) -> Option<PathBuf> {
             return Some(p.into());
         }
     }
-    let out = Command::new("bash").arg(repo().join("scripts/fetch-model.sh")).arg(name).stderr(Stdio::inherit()).output();
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/fetch-model.sh"))
+        .arg(name)
+        .stderr(Stdio::inherit())
+        .output();
     match out {
-        Ok(o) if o.status.success() => Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
+        Ok(o) if o.status.success() => {
+            Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        }
         _ => {
             let msg = format!("model {name} unavailable (scripts/fetch-model.sh {name} failed)");
             assert!(!required(), "{msg}");
@@ -69,7 +83,11 @@ pub fn setup() -> Option<(PathBuf, PathBuf)> {
 
 /// A free port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0)).unwrap().local_addr().unwrap().port()
+    TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Lines of a child's stdout, through a channel.
@@ -91,7 +109,9 @@ pub fn wait_event(rx: &Receiver<String>, want: &str, timeout: Duration) -> serde
     let end = Instant::now() + timeout;
     loop {
         let left = end.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no {want:?} event within {timeout:?}"));
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {want:?} event within {timeout:?}"));
         eprintln!("agent: {line}");
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
             if v["event"] == want {
@@ -113,7 +133,9 @@ pub fn http_status(url: &str) -> u16 {
 /// Whether a process is alive (a zombie counts as dead).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(s) => !s.lines().any(|l| l.starts_with("State:") && (l.contains('Z') || l.contains('X'))),
+        Ok(s) => !s
+            .lines()
+            .any(|l| l.starts_with("State:") && (l.contains('Z') || l.contains('X'))),
         Err(_) => false,
     }
 }
