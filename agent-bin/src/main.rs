@@ -110,7 +110,7 @@ Endpoints are base URLs (without /v1). Prompts go to /v1/completions (api = \"ch
     Compare(CompareArgs),
     /// KV-cache size of a model for given cache types, and the largest context that fits a budget
     #[command(after_long_help = "Examples:
-    tbq-agent plan model.gguf                              # every cache type at the training context
+    tbq-agent plan model.gguf                    # all cache types, training context
     tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 -c 32768
     tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 --budget 8GiB --json
     tbq-agent plan --profile gemma --budget 24GiB
