@@ -226,8 +226,8 @@ fn kld_bars(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<()> {
     Ok(())
 }
 
-/// A heat map: one panel per configuration, rows = depth, columns = context; cell = score in
-/// [0, 1] (green = found, red = missed), with the score written in it.
+/// A heat map: one panel per configuration, rows = depth (top = 0%), columns = context; cell =
+/// score in [0, 1] (green = found, red = missed), with the score written in it.
 pub fn heat_map(
     path: &Path,
     title: &str,
@@ -236,43 +236,28 @@ pub fn heat_map(
     contexts: &[u32],
 ) -> Result<()> {
     fonts();
-    let pw = 120 + 110 * contexts.len() as u32;
+    let pw = (130 + 110 * contexts.len() as u32).max(320);
     let ph = 140 + 60 * depths.len() as u32;
-    let root = BitMapBackend::new(path, (pw * panels.len() as u32, ph + 60)).into_drawing_area();
+    let root = BitMapBackend::new(path, ((pw * panels.len() as u32).max(900), ph + 60)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let (top, body) = root.split_vertically(60);
     top.draw_text(title, &(FONT, 20).into_font().color(&BLACK), (20, 18)).map_err(e)?;
     let areas = body.split_evenly((1, panels.len()));
+    let (nc, nd) = (contexts.len(), depths.len());
+    let label = (FONT, 14).into_font().color(&BLACK);
     for (area, (name, grid)) in areas.iter().zip(panels) {
-        let (nc, nd) = (contexts.len(), depths.len());
-        let mut c = ChartBuilder::on(area)
-            .margin(12)
-            .caption(name, (FONT, 18))
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d((0..nc - 1).into_segmented(), (0..nd - 1).into_segmented())
-            .map_err(e)?;
-        c.configure_mesh()
-            .disable_mesh()
-            .x_labels(nc)
-            .y_labels(nd)
-            .x_desc("context (tokens)")
-            .y_desc("needle depth")
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) if *i < nc => contexts[*i].to_string(),
-                _ => String::new(),
-            })
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) if *i < nd => format!("{:.0}%", 100.0 * depths[nd - 1 - *i]),
-                _ => String::new(),
-            })
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .draw()
-            .map_err(e)?;
+        // Drawn in pixels: a grid of nd × nc cells, depth labels left, contexts below.
+        let (w, h) = area.dim_in_pixel();
+        let (left, top, bottom, right) = (80i32, 40i32, 60i32, 20i32);
+        let cw = (w as i32 - left - right) / nc as i32;
+        let ch = (h as i32 - top - bottom) / nd as i32;
+        area.draw_text(name, &(FONT, 18).into_font().color(&BLACK), (left, 10)).map_err(e)?;
         for (di, row) in grid.iter().enumerate() {
+            let y0 = top + ch * di as i32;
+            area.draw_text(&format!("{:.0}%", 100.0 * depths[di]), &label, (left - 50, y0 + ch / 2 - 7))
+                .map_err(e)?;
             for (ci, cell) in row.iter().enumerate() {
-                let y = nd - 1 - di;
+                let x0 = left + cw * ci as i32;
                 let (col, text) = match cell {
                     Some(s) => {
                         let s = s.clamp(0.0, 1.0);
@@ -285,19 +270,18 @@ pub fn heat_map(
                     }
                     None => (RGBColor(200, 200, 200), "—".to_string()),
                 };
-                c.draw_series(std::iter::once(Rectangle::new(
-                    [(SegmentValue::Exact(ci), SegmentValue::Exact(y)), (SegmentValue::Exact(ci + 1), SegmentValue::Exact(y + 1))],
-                    col.filled(),
-                )))
-                .map_err(e)?;
-                c.draw_series(std::iter::once(Text::new(
-                    text,
-                    (SegmentValue::CenterOf(ci), SegmentValue::CenterOf(y)),
-                    (FONT, 15).into_font().color(&WHITE),
-                )))
-                .map_err(e)?;
+                area.draw(&Rectangle::new([(x0 + 2, y0 + 2), (x0 + cw - 2, y0 + ch - 2)], col.filled()))
+                    .map_err(e)?;
+                area.draw_text(&text, &(FONT, 16).into_font().color(&WHITE), (x0 + cw / 2 - 16, y0 + ch / 2 - 8))
+                    .map_err(e)?;
             }
         }
+        for (ci, x) in contexts.iter().enumerate() {
+            let x0 = left + cw * ci as i32;
+            area.draw_text(&x.to_string(), &label, (x0 + cw / 2 - 16, top + ch * nd as i32 + 8)).map_err(e)?;
+        }
+        area.draw_text("context (tokens)", &label, (left, top + ch * nd as i32 + 32)).map_err(e)?;
+        area.draw_text("depth", &label, (left - 60, top - 22)).map_err(e)?;
     }
     root.present().map_err(e)?;
     Ok(())

@@ -24,7 +24,7 @@ use crate::{plot, report};
 pub const DEFAULT_PAIRS: &str = "q8_0/q8_0,q4_0/q4_0,q4_0/q4_0:norot,tbq4_0/tbq4_0,tbq4_0/tbq3_0,\
 tbq3_0/tbq3_0,q8_0/tbq4_0,q8_0/tbq3_0";
 
-fn default_wikitext() -> String {
+pub fn default_wikitext() -> String {
     std::env::var("TBQ_WIKITEXT").unwrap_or_else(|_| {
         crate::common::repo_root()
             .join("../shared/data/wikitext-2-raw/wiki.test.raw")
