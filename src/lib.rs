@@ -10,13 +10,17 @@
 //! - [`packing`]: how codes are laid out for the GPU;
 //! - [`reference`]: quantize, dequantize and dot products on the CPU — the definition every
 //!   other implementation matches bit for bit;
-//! - [`ffi`]: the C ABI of `ffi/include/tbq.h`, exported by `libtbq.a`.
+//! - [`ffi`]: the C ABI of `ffi/include/tbq.h`, exported by `libtbq.a`;
+//! - [`gguf`] and [`plan`]: a GGUF metadata reader and the KV-cache planner (bytes per token,
+//!   cache size as llama.cpp allocates it, the largest context for a memory budget).
 
 pub mod codebook;
 pub mod error;
 pub mod ffi;
 pub mod format;
+pub mod gguf;
 pub mod packing;
+pub mod plan;
 pub mod reference;
 pub mod rotation;
 

@@ -1,0 +1,907 @@
+//! KV-cache planner: how many bytes llama.cpp allocates for a model's K/V cache, and the largest
+//! context that fits a memory budget.
+//!
+//! The numbers follow the pinned llama.cpp (`src/llama-context.cpp`, `src/llama-kv-cache.cpp`,
+//! `src/llama-kv-cache-iswa.cpp`) rule for rule, so that they agree with what the server prints
+//! (`llama_kv_cache: size = … MiB (… cells, … layers, …)`):
+//!
+//! - the context is padded to a multiple of 256 cells (`GGML_PAD(n_ctx, 256)`);
+//! - with a unified cache (llama-server's default) all sequences share one stream of `n_ctx`
+//!   cells; otherwise each of the `n_seq_max` streams holds `pad(n_ctx / n_seq_max, 256)` cells;
+//! - each layer stores one K row of `n_head_kv · head_k` elements and one V row of
+//!   `n_head_kv · head_v` elements per cell, in the cache type's blocks
+//!   (`ggml_row_size = type_size · n / block_size`);
+//! - models with sliding-window attention (Gemma 2/3, Cohere 2, gpt-oss, …) keep two caches: the
+//!   full-attention layers get `n_ctx` cells, the sliding-window layers
+//!   `pad(min(n_ctx_seq, n_swa · (unified ? n_seq_max : 1) + n_ubatch), 256)` cells
+//!   (all `n_ctx` with `--swa-full`). `n_ubatch` is first clamped to `n_batch`, itself clamped to
+//!   the requested (unpadded) context.
+//!
+//! ```no_run
+//! use tbq::plan::{CacheConfig, CacheType, ModelShape};
+//! let shape = ModelShape::open("gemma-3-270m.gguf")?;
+//! let (k, v) = (CacheType::parse("tbq4_0")?, CacheType::parse("tbq3_0")?);
+//! let size = tbq::plan::kv_bytes(&shape, k, v, &CacheConfig::server(32768))?;
+//! println!("{} MiB", size.total() as f64 / 1048576.0);
+//! let fit = tbq::plan::max_context(&shape, k, v, &CacheConfig::server(0), 8 << 30)?;
+//! # Ok::<(), tbq::plan::PlanError>(())
+//! ```
+//!
+//! What is not modelled: recurrent and hybrid state (Mamba, RWKV, LFM2), MLA caches
+//! (DeepSeek 2/3), layers that share another layer's cache (Gemma 3n), and the compute buffers
+//! and weights — this is the KV cache only. [`ModelShape::notes`] says when a model falls outside
+//! what is modelled.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::format::{TbqType, BLOCK_ELEMS};
+use crate::gguf::{GgufError, Metadata, Value};
+
+/// llama.cpp pads contexts and sliding-window caches to this many cells.
+pub const CELL_PAD: u32 = 256;
+
+/// A K or V cache type llama.cpp accepts (`-ctk` / `-ctv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CacheType {
+    /// 32-bit float.
+    F32,
+    /// IEEE half (llama.cpp's default).
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// ggml q8_0: 32 elements in 34 bytes.
+    Q8_0,
+    /// ggml q4_0: 32 elements in 18 bytes.
+    Q4_0,
+    /// ggml q4_1: 32 elements in 20 bytes.
+    Q4_1,
+    /// ggml q5_0: 32 elements in 22 bytes.
+    Q5_0,
+    /// ggml q5_1: 32 elements in 24 bytes.
+    Q5_1,
+    /// ggml iq4_nl: 32 elements in 18 bytes.
+    Iq4Nl,
+    /// A tbq type (sizes from [`crate::format`]).
+    Tbq(TbqType),
+}
+
+impl CacheType {
+    /// Every type, in the order llama.cpp lists them.
+    pub const ALL: [CacheType; 11] = [
+        CacheType::F32,
+        CacheType::F16,
+        CacheType::Bf16,
+        CacheType::Q8_0,
+        CacheType::Q4_0,
+        CacheType::Q4_1,
+        CacheType::Iq4Nl,
+        CacheType::Q5_0,
+        CacheType::Q5_1,
+        CacheType::Tbq(TbqType::Tbq4_0),
+        CacheType::Tbq(TbqType::Tbq3_0),
+    ];
+
+    /// The type llama.cpp calls `name` (`"f16"`, `"q8_0"`, `"tbq4_0"`, …).
+    pub fn parse(name: &str) -> Result<CacheType, PlanError> {
+        let lower = name.trim().to_ascii_lowercase();
+        CacheType::ALL
+            .into_iter()
+            .find(|t| t.name() == lower)
+            .ok_or_else(|| PlanError::UnknownType(name.to_string()))
+    }
+
+    /// The name llama.cpp uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F32 => "f32",
+            CacheType::F16 => "f16",
+            CacheType::Bf16 => "bf16",
+            CacheType::Q8_0 => "q8_0",
+            CacheType::Q4_0 => "q4_0",
+            CacheType::Q4_1 => "q4_1",
+            CacheType::Q5_0 => "q5_0",
+            CacheType::Q5_1 => "q5_1",
+            CacheType::Iq4Nl => "iq4_nl",
+            CacheType::Tbq(t) => t.spec().name,
+        }
+    }
+
+    /// Elements per block (`ggml_blck_size`).
+    pub fn block_elems(self) -> u64 {
+        match self {
+            CacheType::F32 | CacheType::F16 | CacheType::Bf16 => 1,
+            CacheType::Tbq(_) => BLOCK_ELEMS as u64,
+            _ => 32,
+        }
+    }
+
+    /// Bytes per block (`ggml_type_size`).
+    pub fn block_bytes(self) -> u64 {
+        match self {
+            CacheType::F32 => 4,
+            CacheType::F16 | CacheType::Bf16 => 2,
+            CacheType::Q8_0 => 34,
+            CacheType::Q4_0 | CacheType::Iq4Nl => 18,
+            CacheType::Q4_1 => 20,
+            CacheType::Q5_0 => 22,
+            CacheType::Q5_1 => 24,
+            CacheType::Tbq(t) => t.spec().block_bytes() as u64,
+        }
+    }
+
+    /// Bits per element.
+    pub fn bits_per_element(self) -> f64 {
+        self.block_bytes() as f64 * 8.0 / self.block_elems() as f64
+    }
+
+    /// Whether llama.cpp needs flash attention for this type as a V cache (every quantized type).
+    pub fn needs_flash_attn_as_v(self) -> bool {
+        !matches!(self, CacheType::F32 | CacheType::F16 | CacheType::Bf16)
+    }
+
+    /// Bytes of one row of `n` elements (`ggml_row_size`); `None` if `n` is not a whole number
+    /// of blocks.
+    pub fn row_bytes(self, n: u64) -> Option<u64> {
+        (n % self.block_elems() == 0).then(|| n / self.block_elems() * self.block_bytes())
+    }
+}
+
+impl fmt::Display for CacheType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CacheType {
+    type Err = PlanError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CacheType::parse(s)
+    }
+}
+
+/// The attention shape of one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerShape {
+    /// KV heads of this layer (0 = no attention, no cache).
+    pub n_head_kv: u32,
+    /// Elements per K head.
+    pub head_k: u32,
+    /// Elements per V head.
+    pub head_v: u32,
+    /// Whether the layer uses sliding-window attention (and so lives in the SWA cache).
+    pub swa: bool,
+}
+
+impl LayerShape {
+    /// Elements of one cell's K row in this layer.
+    pub fn k_elems(&self) -> u64 {
+        self.n_head_kv as u64 * self.head_k as u64
+    }
+
+    /// Elements of one cell's V row in this layer.
+    pub fn v_elems(&self) -> u64 {
+        self.n_head_kv as u64 * self.head_v as u64
+    }
+}
+
+/// What the planner needs to know about a model: its attention layers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelShape {
+    /// `general.architecture`.
+    pub arch: String,
+    /// `general.name`, if the file has one.
+    pub name: Option<String>,
+    /// One entry per layer, in order.
+    pub layers: Vec<LayerShape>,
+    /// Sliding-window size in tokens (0 = no sliding window).
+    pub n_swa: u32,
+    /// The context the model was trained for (`<arch>.context_length`; 0 if absent).
+    pub n_ctx_train: u32,
+    /// Caveats: when the model has features the planner does not model.
+    pub notes: Vec<String>,
+}
+
+/// Sliding-window layer patterns llama.cpp's model code sets when the GGUF has none
+/// (`load_swa_pattern(ml, n_pattern, dense_first)` in `src/models/<arch>.cpp`): the architecture,
+/// the pattern period, whether the dense layer comes first, and the default window if the GGUF
+/// has no `sliding_window` key.
+const SWA_PATTERNS: &[(&str, u32, bool, u32)] = &[
+    ("gemma2", 2, false, 4096),
+    ("gemma3", 6, false, 0),
+    ("gemma3n", 5, false, 0),
+    ("gemma-embedding", 6, false, 0),
+    ("cohere2", 4, false, 0),
+    ("cohere2moe", 4, true, 0),
+    ("exaone4", 4, false, 0),
+    ("exaone-moe", 4, false, 0),
+    ("gpt-oss", 2, false, 0),
+    ("llama4", 4, false, 8192),
+    ("olmo2", 4, false, 0),
+    ("afmoe", 4, false, 0),
+    ("plamo3", 8, false, 0),
+    ("smallthinker", 4, true, 0),
+    ("mellum", 4, false, 0),
+    ("laguna", 4, true, 0),
+    ("muse-glimmer", 4, false, 0),
+];
+
+/// Architectures whose KV cache the planner does not size correctly (recurrent or hybrid state,
+/// MLA, shared layers); planning them gives an estimate with a note.
+const NOT_MODELLED: &[&str] = &[
+    "mamba",
+    "mamba2",
+    "rwkv6",
+    "rwkv7",
+    "rwkv6qwen2",
+    "rwkv7qwen2",
+    "jamba",
+    "falcon-h1",
+    "granitehybrid",
+    "lfm2",
+    "lfm2moe",
+    "nemotron_h",
+    "qwen3next",
+    "deepseek2",
+    "deepseek3",
+    "minimax-m3",
+    "kimi-linear",
+    "gemma3n",
+    "gemma4",
+    "plamo2",
+];
+
+impl ModelShape {
+    /// Reads the shape from a GGUF file's metadata (a few kilobytes are read).
+    pub fn open(path: impl AsRef<Path>) -> Result<ModelShape, PlanError> {
+        let meta = Metadata::open(path.as_ref()).map_err(PlanError::Gguf)?;
+        ModelShape::from_metadata(&meta)
+    }
+
+    /// Builds the shape from parsed metadata, following llama.cpp's `load_hparams`:
+    /// `<arch>.block_count`, `attention.head_count` and `attention.head_count_kv` (a number or a
+    /// per-layer array; KV heads default to the query heads), `attention.key_length` /
+    /// `value_length` (default `embedding_length / head_count`), their `_swa` variants,
+    /// `attention.sliding_window` and `attention.sliding_window_pattern` (a per-layer bool array
+    /// or a period; else the architecture's default).
+    pub fn from_metadata(meta: &Metadata) -> Result<ModelShape, PlanError> {
+        let arch = meta
+            .architecture()
+            .ok_or_else(|| PlanError::MissingKey("general.architecture".into()))?
+            .to_string();
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_layer =
+            meta.get_u64(&key("block_count"))
+                .ok_or_else(|| PlanError::MissingKey(key("block_count")))? as usize;
+        if n_layer == 0 || n_layer > 4096 {
+            return Err(PlanError::Invalid(format!(
+                "{} = {n_layer}",
+                key("block_count")
+            )));
+        }
+        let per_layer = |k: &str| -> Result<Option<Vec<u32>>, PlanError> {
+            match meta.get(&key(k)) {
+                None => Ok(None),
+                Some(Value::Array(items)) => {
+                    if items.len() != n_layer {
+                        return Err(PlanError::Invalid(format!(
+                            "{} has {} entries for {n_layer} layers",
+                            key(k),
+                            items.len()
+                        )));
+                    }
+                    items
+                        .iter()
+                        .map(|v| v.as_u64().map(|x| x as u32))
+                        .collect::<Option<Vec<_>>>()
+                        .map(Some)
+                        .ok_or_else(|| PlanError::Invalid(format!("{} is not integers", key(k))))
+                }
+                Some(v) => v
+                    .as_u64()
+                    .map(|x| Some(vec![x as u32; n_layer]))
+                    .ok_or_else(|| PlanError::Invalid(format!("{} is not an integer", key(k)))),
+            }
+        };
+        let n_head = per_layer("attention.head_count")?
+            .ok_or_else(|| PlanError::MissingKey(key("attention.head_count")))?;
+        let n_head_kv = per_layer("attention.head_count_kv")?.unwrap_or_else(|| n_head.clone());
+        let n_embd = meta.get_u64(&key("embedding_length")).unwrap_or(0) as u32;
+        let default_head = if n_head[0] > 0 { n_embd / n_head[0] } else { 0 };
+        let get32 = |k: &str, d: u32| meta.get_u64(&key(k)).map(|x| x as u32).unwrap_or(d);
+        let head_k = get32("attention.key_length", default_head);
+        let head_v = get32("attention.value_length", default_head);
+        let head_k_swa = get32("attention.key_length_swa", head_k);
+        let head_v_swa = get32("attention.value_length_swa", head_v);
+        if head_k == 0 || head_v == 0 {
+            return Err(PlanError::MissingKey(key("attention.key_length")));
+        }
+
+        let mut notes = Vec::new();
+        let known = SWA_PATTERNS.iter().find(|p| p.0 == arch);
+        let mut n_swa = get32("attention.sliding_window", known.map_or(0, |p| p.3));
+        let explicit: Option<Vec<bool>> = match meta.get(&key("attention.sliding_window_pattern")) {
+            Some(Value::Array(items)) if items.len() == n_layer => {
+                Some(items.iter().map(|v| v.as_u64().unwrap_or(0) != 0).collect())
+            }
+            _ => None,
+        };
+        let period = meta
+            .get_u64(&key("attention.sliding_window_pattern"))
+            .map(|x| x as u32);
+        let swa: Vec<bool> = if n_swa == 0 {
+            vec![false; n_layer]
+        } else if let Some(flags) = explicit {
+            flags
+        } else if let Some(&(_, default_period, dense_first, _)) = known {
+            let p = period.unwrap_or(default_period);
+            (0..n_layer as u32)
+                .map(|il| match (p, dense_first) {
+                    (0, _) => true,
+                    (p, true) => il % p != 0,
+                    (p, false) => il % p < p - 1,
+                })
+                .collect()
+        } else {
+            notes.push(format!(
+                "{arch} has a sliding window of {n_swa} tokens but no layer pattern the planner \
+                 knows: every layer is sized as full attention (an upper bound)"
+            ));
+            n_swa = 0;
+            vec![false; n_layer]
+        };
+        if NOT_MODELLED.contains(&arch.as_str()) {
+            notes.push(format!(
+                "{arch}: recurrent/hybrid state, MLA or shared layers are not modelled; the size \
+                 is an estimate"
+            ));
+        }
+
+        let layers = (0..n_layer)
+            .map(|il| LayerShape {
+                n_head_kv: n_head_kv[il],
+                head_k: if swa[il] { head_k_swa } else { head_k },
+                head_v: if swa[il] { head_v_swa } else { head_v },
+                swa: swa[il],
+            })
+            .collect();
+        Ok(ModelShape {
+            name: meta.get_str("general.name").map(str::to_string),
+            n_ctx_train: get32("context_length", 0),
+            arch,
+            layers,
+            n_swa,
+            notes,
+        })
+    }
+
+    /// Whether the model keeps a separate sliding-window cache.
+    pub fn has_swa(&self) -> bool {
+        self.n_swa > 0 && self.layers.iter().any(|l| l.swa)
+    }
+
+    /// Checks that `t` can hold this model's K (`is_v = false`) or V rows: whole blocks per row,
+    /// and for tbq types a head size that is a multiple of 128 (the patched llama.cpp refuses
+    /// others when the context is created).
+    pub fn check_type(&self, t: CacheType, is_v: bool) -> Result<(), PlanError> {
+        for l in self.layers.iter().filter(|l| l.n_head_kv > 0) {
+            let head = if is_v { l.head_v } else { l.head_k };
+            let bad = match t {
+                CacheType::Tbq(_) => head as u64 % BLOCK_ELEMS as u64 != 0,
+                _ => (l.n_head_kv as u64 * head as u64) % t.block_elems() != 0,
+            };
+            if bad {
+                return Err(PlanError::HeadSize { ty: t, head, is_v });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How llama.cpp was asked to size its context: the settings that change the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Requested context (`-c`); 0 = the model's training context.
+    pub n_ctx: u32,
+    /// Sequences (`-np`, server slots); llama-server's default is 4.
+    pub n_seq_max: u32,
+    /// Logical batch (`-b`); default 2048.
+    pub n_batch: u32,
+    /// Physical batch (`-ub`); default 512.
+    pub n_ubatch: u32,
+    /// One KV stream shared by all sequences (`-kvu`); llama-server's default.
+    pub kv_unified: bool,
+    /// Full-size sliding-window cache (`--swa-full`).
+    pub swa_full: bool,
+}
+
+impl CacheConfig {
+    /// llama-server's defaults (4 slots, unified cache, batch 2048, ubatch 512) with context
+    /// `n_ctx`.
+    pub fn server(n_ctx: u32) -> CacheConfig {
+        CacheConfig {
+            n_ctx,
+            n_seq_max: 4,
+            n_batch: 2048,
+            n_ubatch: 512,
+            kv_unified: true,
+            swa_full: false,
+        }
+    }
+
+    /// One sequence (llama-cli, llama-perplexity) with context `n_ctx`.
+    pub fn single(n_ctx: u32) -> CacheConfig {
+        CacheConfig {
+            n_seq_max: 1,
+            kv_unified: false,
+            ..CacheConfig::server(n_ctx)
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig::server(0)
+    }
+}
+
+/// The size of one of llama.cpp's KV caches (the full-attention one or the sliding-window one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheSize {
+    /// Cells per stream (what llama.cpp prints as `cells`).
+    pub cells: u32,
+    /// Streams (1 with a unified cache, else `n_seq_max`).
+    pub streams: u32,
+    /// Layers stored in this cache.
+    pub layers: u32,
+    /// Bytes of K.
+    pub k_bytes: u64,
+    /// Bytes of V.
+    pub v_bytes: u64,
+}
+
+impl CacheSize {
+    /// K + V bytes.
+    pub fn bytes(&self) -> u64 {
+        self.k_bytes + self.v_bytes
+    }
+}
+
+/// What llama.cpp allocates for the KV cache of one context.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvSize {
+    /// The context after padding (what llama.cpp prints as `n_ctx`).
+    pub n_ctx: u32,
+    /// The full-attention cache (every layer, for models without a sliding window).
+    pub full: CacheSize,
+    /// The sliding-window cache, for models that have one.
+    pub swa: Option<CacheSize>,
+}
+
+impl KvSize {
+    /// Bytes of both caches.
+    pub fn total(&self) -> u64 {
+        self.full.bytes() + self.swa.map_or(0, |s| s.bytes())
+    }
+}
+
+/// Bytes each additional token of context costs, once the sliding-window cache is full: the K+V
+/// rows of every full-attention layer (sliding-window layers cost nothing more past their
+/// window). For a model without a sliding window this is the whole per-token cost.
+pub fn bytes_per_token(shape: &ModelShape, k: CacheType, v: CacheType) -> Result<u64, PlanError> {
+    shape.check_type(k, false)?;
+    shape.check_type(v, true)?;
+    let (kb, vb, _) = per_cell(shape, k, v, |l| !shape.has_swa() || !l.swa);
+    Ok(kb + vb)
+}
+
+/// K and V bytes of one cell over the layers `pick` selects.
+fn per_cell(
+    shape: &ModelShape,
+    k: CacheType,
+    v: CacheType,
+    pick: impl Fn(&LayerShape) -> bool,
+) -> (u64, u64, u32) {
+    let mut kb = 0;
+    let mut vb = 0;
+    let mut n = 0;
+    for l in shape.layers.iter().filter(|l| pick(l)) {
+        // Rows are checked by check_type. A layer with no KV heads still gets (empty) tensors in
+        // llama.cpp, so it counts as a layer.
+        kb += k.row_bytes(l.k_elems()).unwrap_or(0);
+        vb += v.row_bytes(l.v_elems()).unwrap_or(0);
+        n += 1;
+    }
+    (kb, vb, n)
+}
+
+fn pad(x: u32, to: u32) -> u32 {
+    x.div_ceil(to) * to
+}
+
+/// The KV cache llama.cpp allocates for `shape` with K type `k`, V type `v` and settings `cfg`.
+pub fn kv_bytes(
+    shape: &ModelShape,
+    k: CacheType,
+    v: CacheType,
+    cfg: &CacheConfig,
+) -> Result<KvSize, PlanError> {
+    shape.check_type(k, false)?;
+    shape.check_type(v, true)?;
+    let n_seq_max = cfg.n_seq_max.max(1);
+    let requested = if cfg.n_ctx == 0 {
+        shape.n_ctx_train
+    } else {
+        cfg.n_ctx
+    };
+    if requested == 0 {
+        return Err(PlanError::Invalid(
+            "context 0 means the training context, but the model has no context_length".into(),
+        ));
+    }
+    // llama-context.cpp: n_batch and n_ubatch are clamped before n_ctx is padded.
+    let n_batch = cfg.n_batch.min(requested);
+    let n_ubatch = if cfg.n_ubatch == 0 {
+        n_batch
+    } else {
+        cfg.n_ubatch.min(n_batch)
+    };
+    let mut n_ctx = pad(requested, CELL_PAD);
+    let n_ctx_seq = if cfg.kv_unified {
+        n_ctx
+    } else {
+        let s = pad(n_ctx / n_seq_max, CELL_PAD);
+        n_ctx = s * n_seq_max;
+        s
+    };
+    let streams = if cfg.kv_unified { 1 } else { n_seq_max };
+    let sized = |cells: u32, pick: &dyn Fn(&LayerShape) -> bool| {
+        let (kb, vb, layers) = per_cell(shape, k, v, pick);
+        let n = cells as u64 * streams as u64;
+        CacheSize {
+            cells,
+            streams,
+            layers,
+            k_bytes: kb * n,
+            v_bytes: vb * n,
+        }
+    };
+    if !shape.has_swa() {
+        return Ok(KvSize {
+            n_ctx,
+            full: sized(n_ctx_seq, &|_| true),
+            swa: None,
+        });
+    }
+    let swa_cells = if cfg.swa_full {
+        n_ctx_seq
+    } else {
+        let per = if cfg.kv_unified { n_seq_max } else { 1 };
+        pad(
+            n_ctx_seq.min(shape.n_swa.saturating_mul(per).saturating_add(n_ubatch)),
+            CELL_PAD,
+        )
+    };
+    Ok(KvSize {
+        n_ctx,
+        full: sized(n_ctx_seq, &|l| !l.swa),
+        swa: Some(sized(swa_cells, &|l| l.swa)),
+    })
+}
+
+/// The largest context (a multiple of 256, as llama.cpp pads it) whose KV cache fits in
+/// `budget` bytes, with the other settings of `cfg` (its `n_ctx` is ignored). `None` if not even
+/// 256 cells fit. Not capped at the training context: compare with
+/// [`ModelShape::n_ctx_train`].
+pub fn max_context(
+    shape: &ModelShape,
+    k: CacheType,
+    v: CacheType,
+    cfg: &CacheConfig,
+    budget: u64,
+) -> Result<Option<u32>, PlanError> {
+    let at = |n: u32| kv_bytes(shape, k, v, &CacheConfig { n_ctx: n, ..*cfg }).map(|s| s.total());
+    let step = if cfg.kv_unified {
+        CELL_PAD
+    } else {
+        CELL_PAD * cfg.n_seq_max.max(1)
+    };
+    if at(step)? > budget {
+        return Ok(None);
+    }
+    // Sizes grow with the context: binary search over multiples of `step`.
+    let (mut lo, mut hi) = (1u64, (u32::MAX / step) as u64);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if at((mid * step as u64) as u32)? <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(Some((lo * step as u64) as u32))
+}
+
+/// Why a plan could not be made.
+#[derive(Debug)]
+pub enum PlanError {
+    /// The GGUF file could not be read.
+    Gguf(GgufError),
+    /// A metadata key the planner needs is absent.
+    MissingKey(String),
+    /// A metadata value that makes no sense.
+    Invalid(String),
+    /// A cache type llama.cpp does not know.
+    UnknownType(String),
+    /// The type cannot hold this model's heads.
+    HeadSize {
+        /// The type.
+        ty: CacheType,
+        /// The head size that does not fit it.
+        head: u32,
+        /// Whether the V cache (else K).
+        is_v: bool,
+    },
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::Gguf(e) => write!(f, "{e}"),
+            PlanError::MissingKey(k) => write!(f, "the GGUF metadata has no {k:?}"),
+            PlanError::Invalid(what) => write!(f, "unexpected GGUF metadata: {what}"),
+            PlanError::UnknownType(t) => write!(
+                f,
+                "unknown cache type {t:?} (known: {})",
+                CacheType::ALL.map(CacheType::name).join(", ")
+            ),
+            PlanError::HeadSize {
+                ty: ty @ CacheType::Tbq(_),
+                head,
+                is_v,
+            } => write!(
+                f,
+                "{ty} needs a head size that is a multiple of 128, and this model's {} heads are \
+                 {head} wide: use f16, q8_0 or q4_0 for it",
+                if *is_v { "V" } else { "K" }
+            ),
+            PlanError::HeadSize { ty, head, is_v } => write!(
+                f,
+                "{ty} stores blocks of {} elements, and this model's {} rows ({head}-wide heads) \
+                 are not a whole number of blocks",
+                ty.block_elems(),
+                if *is_v { "V" } else { "K" }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PlanError::Gguf(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::write::{metadata_only, WValue};
+
+    /// Gemma 3 270M's attention metadata, as its GGUF holds it.
+    fn gemma3_270m() -> Vec<u8> {
+        let mut buf = Vec::new();
+        metadata_only(
+            &mut buf,
+            &[
+                ("general.architecture", WValue::Str("gemma3".into())),
+                ("gemma3.block_count", WValue::U32(18)),
+                ("gemma3.context_length", WValue::U32(32768)),
+                ("gemma3.embedding_length", WValue::U32(640)),
+                ("gemma3.attention.head_count", WValue::U32(4)),
+                ("gemma3.attention.head_count_kv", WValue::U32(1)),
+                ("gemma3.attention.key_length", WValue::U32(256)),
+                ("gemma3.attention.value_length", WValue::U32(256)),
+                ("gemma3.attention.sliding_window", WValue::U32(512)),
+                (
+                    "tokenizer.ggml.tokens",
+                    WValue::ArrStr(vec!["<pad>".into(); 100]),
+                ),
+            ],
+        )
+        .unwrap();
+        buf
+    }
+
+    fn shape_of(buf: &[u8]) -> ModelShape {
+        ModelShape::from_metadata(&Metadata::read(&mut &buf[..]).unwrap()).unwrap()
+    }
+
+    const MIB: f64 = 1048576.0;
+
+    #[test]
+    fn gemma3_reads_its_sliding_window_pattern() {
+        let s = shape_of(&gemma3_270m());
+        assert_eq!(s.layers.len(), 18);
+        assert_eq!(s.n_swa, 512);
+        // Period 6: layers 5, 11, 17 are full attention.
+        let full: Vec<usize> = (0..18).filter(|&i| !s.layers[i].swa).collect();
+        assert_eq!(full, vec![5, 11, 17]);
+        assert!(s.notes.is_empty());
+    }
+
+    /// The numbers llama-server printed for Gemma 3 270M with `-c 5000 -fa on -ctk tbq4_0
+    /// -ctv tbq3_0` (4 slots, unified): 5120 cells × 3 layers = 3.40 MiB (K 1.93, V 1.46), and the
+    /// SWA cache 2560 cells × 15 layers = 8.50 MiB (K 4.83, V 3.66).
+    #[test]
+    fn gemma3_matches_the_server_log() {
+        let s = shape_of(&gemma3_270m());
+        let k = CacheType::parse("tbq4_0").unwrap();
+        let v = CacheType::parse("tbq3_0").unwrap();
+        let size = kv_bytes(&s, k, v, &CacheConfig::server(5000)).unwrap();
+        assert_eq!(size.n_ctx, 5120);
+        assert_eq!((size.full.cells, size.full.layers), (5120, 3));
+        let swa = size.swa.unwrap();
+        assert_eq!((swa.cells, swa.layers), (2560, 15));
+        let r = |b: u64| (b as f64 / MIB * 100.0).round() / 100.0;
+        assert_eq!((r(size.full.k_bytes), r(size.full.v_bytes)), (1.93, 1.46));
+        assert_eq!((r(swa.k_bytes), r(swa.v_bytes)), (4.83, 3.66));
+        // Exact: 5120 cells × 3 layers × 2 blocks × 66 bytes.
+        assert_eq!(size.full.k_bytes, 5120 * 3 * 2 * 66);
+        assert_eq!(swa.v_bytes, 2560 * 15 * 2 * 50);
+    }
+
+    #[test]
+    fn swa_cache_is_clamped_and_padded() {
+        let s = shape_of(&gemma3_270m());
+        let f16 = CacheType::F16;
+        // A context smaller than the window: the SWA cache is the whole context.
+        let small = kv_bytes(&s, f16, f16, &CacheConfig::server(300)).unwrap();
+        assert_eq!(small.n_ctx, 512);
+        // n_batch = n_ubatch = 300 (clamped to the requested context); 512·4+300 > 512 → 512.
+        assert_eq!(small.swa.unwrap().cells, 512);
+        // One sequence, not unified: n_swa + n_ubatch = 1024.
+        let one = kv_bytes(&s, f16, f16, &CacheConfig::single(8192)).unwrap();
+        assert_eq!(one.swa.unwrap().cells, 1024);
+        // --swa-full: every layer gets the full context.
+        let full = kv_bytes(
+            &s,
+            f16,
+            f16,
+            &CacheConfig {
+                swa_full: true,
+                ..CacheConfig::server(8192)
+            },
+        )
+        .unwrap();
+        assert_eq!(full.swa.unwrap().cells, 8192);
+        assert_eq!(full.total(), 8192 * 18 * 2 * 256 * 2);
+    }
+
+    #[test]
+    fn non_unified_streams() {
+        let s = shape_of(&gemma3_270m());
+        let cfg = CacheConfig {
+            kv_unified: false,
+            ..CacheConfig::server(5000)
+        };
+        let size = kv_bytes(&s, CacheType::F16, CacheType::F16, &cfg).unwrap();
+        // n_ctx_seq = pad(5120 / 4, 256) = 1280, 4 streams.
+        assert_eq!(
+            (size.full.cells, size.full.streams, size.n_ctx),
+            (1280, 4, 5120)
+        );
+        // Per stream: pad(min(1280, n_swa + n_ubatch), 256) = 1024.
+        assert_eq!(
+            (size.swa.unwrap().cells, size.swa.unwrap().streams),
+            (1024, 4)
+        );
+    }
+
+    #[test]
+    fn per_layer_kv_heads_and_no_swa() {
+        // A llama-style model with per-layer KV heads (some layers without attention).
+        let mut buf = Vec::new();
+        metadata_only(
+            &mut buf,
+            &[
+                ("general.architecture", WValue::Str("llama".into())),
+                ("llama.block_count", WValue::U32(4)),
+                ("llama.context_length", WValue::U32(4096)),
+                ("llama.embedding_length", WValue::U32(1024)),
+                ("llama.attention.head_count", WValue::U32(8)),
+                (
+                    "llama.attention.head_count_kv",
+                    WValue::ArrI32(vec![2, 0, 2, 4]),
+                ),
+                // sliding_window on an arch whose code never reads it: ignored, with a note.
+                ("llama.attention.sliding_window", WValue::U32(256)),
+            ],
+        )
+        .unwrap();
+        let s = shape_of(&buf);
+        assert_eq!(s.layers[0].head_k, 128);
+        assert!(!s.has_swa());
+        assert_eq!(s.notes.len(), 1);
+        let bpt = bytes_per_token(&s, CacheType::Q8_0, CacheType::F16).unwrap();
+        // K: (2+0+2+4)·128/32·34; V: (8)·128·2.
+        assert_eq!(bpt, 8 * 4 * 34 + 8 * 128 * 2);
+        let size = kv_bytes(&s, CacheType::Q8_0, CacheType::F16, &CacheConfig::server(0)).unwrap();
+        assert_eq!(size.n_ctx, 4096);
+        assert_eq!(size.total(), 4096 * bpt);
+    }
+
+    #[test]
+    fn max_context_is_the_largest_that_fits() {
+        let s = shape_of(&gemma3_270m());
+        let (k, v) = (
+            CacheType::Tbq(TbqType::Tbq4_0),
+            CacheType::Tbq(TbqType::Tbq3_0),
+        );
+        let cfg = CacheConfig::server(0);
+        let budget = 64 << 20;
+        let n = max_context(&s, k, v, &cfg, budget).unwrap().unwrap();
+        assert_eq!(n % 256, 0);
+        let fits = |n| {
+            kv_bytes(&s, k, v, &CacheConfig { n_ctx: n, ..cfg })
+                .unwrap()
+                .total()
+        };
+        assert!(fits(n) <= budget);
+        assert!(fits(n + 256) > budget);
+        // tbq4_0/tbq3_0 holds 2·256·2/(66+50)·… ≈ 4.4× the f16 context past the SWA part.
+        let nf = max_context(&s, CacheType::F16, CacheType::F16, &cfg, budget)
+            .unwrap()
+            .unwrap();
+        assert!(n > 4 * nf, "{n} vs {nf}");
+        assert_eq!(max_context(&s, k, v, &cfg, 1000).unwrap(), None);
+    }
+
+    #[test]
+    fn tbq_refuses_64_wide_heads() {
+        let mut buf = Vec::new();
+        metadata_only(
+            &mut buf,
+            &[
+                ("general.architecture", WValue::Str("llama".into())),
+                ("llama.block_count", WValue::U32(2)),
+                ("llama.embedding_length", WValue::U32(576)),
+                ("llama.attention.head_count", WValue::U32(9)),
+                ("llama.attention.head_count_kv", WValue::U32(3)),
+            ],
+        )
+        .unwrap();
+        let s = shape_of(&buf);
+        let e = kv_bytes(
+            &s,
+            CacheType::Tbq(TbqType::Tbq4_0),
+            CacheType::F16,
+            &CacheConfig::server(512),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("multiple of 128"), "{e}");
+        assert!(kv_bytes(
+            &s,
+            CacheType::Q8_0,
+            CacheType::Q4_0,
+            &CacheConfig::server(512)
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn type_table() {
+        assert_eq!(CacheType::parse("TBQ4_0").unwrap().block_bytes(), 66);
+        assert_eq!(
+            CacheType::parse("tbq3_0").unwrap().bits_per_element(),
+            3.125
+        );
+        assert_eq!(CacheType::Q8_0.bits_per_element(), 8.5);
+        assert_eq!(CacheType::Q4_0.row_bytes(256), Some(144));
+        assert_eq!(CacheType::Q4_0.row_bytes(100), None);
+        assert!(CacheType::parse("q3_k").is_err());
+    }
+}
