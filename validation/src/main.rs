@@ -21,14 +21,16 @@ use clap::{Parser, Subcommand};
     long_about = "Validate KV-cache types (tbq4_0, tbq3_0 and llama.cpp's own) on a GGUF model, \
 with the patched llama.cpp's tools:\n\n\
   ppl     WikiText-2 perplexity and KL divergence of each K/V pair against f16/f16\n\
-  needle  needle-in-a-haystack retrieval through llama-server, per context and depth\n\n\
+  needle  needle-in-a-haystack retrieval through llama-server, per context and depth\n\
+  memory  KV bytes llama.cpp allocates beside the crate planner's prediction; context per budget\n\n\
 Every subcommand writes JSON, a markdown table and PNG plots into its output folder, keeps \
 the llama.cpp logs beside them, and resumes a killed run without redoing finished work.",
     after_help = "Examples:\n  \
 tbq-validate ppl --chunks 20                         # the issue's matrix on Gemma 3 270M\n  \
 tbq-validate ppl -m model.gguf -p tbq4_0/tbq3_0,q4_0/q4_0:norot --chunks 40\n  \
 tbq-validate ppl --report-only -o validation/results/gemma-3-270m/ppl\n  \
-tbq-validate needle -c 512,1024 -p f16/f16,tbq4_0/tbq3_0"
+tbq-validate needle -c 512,1024 -p f16/f16,tbq4_0/tbq3_0\n  \
+tbq-validate memory --budgets 16,24 --no-measure"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +45,10 @@ enum Cmd {
     /// Needle-in-a-haystack through llama-server: a number planted at several depths of filler
     /// at several context sizes, asked for with greedy decoding; a grid per K/V pair.
     Needle(needle::NeedleArgs),
+    /// KV memory: what llama-server allocates per type and context beside what the crate's
+    /// planner predicts (within 1%), and the largest context per memory budget for a model
+    /// shape (default MiniMax-M2.5-like: 62 layers, 8 KV heads, head_dim 128).
+    Memory(memory::MemoryArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +56,7 @@ fn main() -> std::process::ExitCode {
     let res = match cli.cmd {
         Cmd::Ppl(a) => ppl::run(&a).map(|rs| rs.iter().all(|r| r.ok)),
         Cmd::Needle(a) => needle::run(&a),
+        Cmd::Memory(a) => memory::run(&a),
     };
     match res {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -295,6 +295,7 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
                 seed: args.seeds[0],
                 log: &log,
                 ready_timeout: Duration::from_secs(300),
+                parallel: 1,
             }) {
                 Ok(s) => s,
                 Err(e) => {

@@ -6,7 +6,7 @@
 //! once as `runs/<slug>.json` beside its log, so a killed run resumes where it stopped; a
 //! configuration that fails is recorded as failed and the others go on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -366,16 +366,4 @@ fn report_one(pb: &ProgressBar, r: &RunResult) {
             ),
         );
     }
-}
-
-/// Loads every stored result under `out/runs` (for other subcommands and tests).
-pub fn load_results(out: &Path) -> Result<Vec<RunResult>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(out.join("runs"))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "json") {
-            v.push(serde_json::from_str(&std::fs::read_to_string(&p)?)?);
-        }
-    }
-    Ok(v)
 }

@@ -156,6 +156,8 @@ pub fn write_ppl(out: &Path, settings: &Settings, threads: usize, results: &[Run
                 v["delta_ppl_pct_err"] = json!(e);
             }
             v["kv_mib"] = json!(r.kv.total_mib());
+            v["kv_k_mib"] = json!(r.kv.k_mib());
+            v["kv_v_mib"] = json!(r.kv.v_mib());
             v
         }).collect::<Vec<_>>(),
     });

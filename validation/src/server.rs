@@ -37,6 +37,8 @@ pub struct ServerOpts<'a> {
     pub log: &'a Path,
     /// How long loading may take before we give up.
     pub ready_timeout: Duration,
+    /// Slots (`-np`).
+    pub parallel: u32,
 }
 
 impl Server {
@@ -45,7 +47,7 @@ impl Server {
         let mut cmd = Command::new(o.tools.exe("llama-server")?);
         cmd.arg("-m").arg(o.model);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
-        cmd.args(["-c", &o.ctx.to_string(), "-np", "1", "-fa", "on"]);
+        cmd.args(["-c", &o.ctx.to_string(), "-np", &o.parallel.to_string(), "-fa", "on"]);
         cmd.args(["-ctk", &o.config.k, "-ctv", &o.config.v]);
         cmd.args(["-t", &o.threads.to_string(), "--seed", &o.seed.to_string()]);
         // Every request is a new haystack: no prompt cache to reuse, nothing to keep in RAM.
