@@ -327,7 +327,11 @@ pub fn run(args: &PplArgs) -> Result<Vec<RunResult>> {
         }
     }
 
-    let results: Vec<RunResult> = all.iter().filter_map(|c| m.stored(c)).collect();
+    let mut results: Vec<RunResult> = all.iter().filter_map(|c| m.stored(c)).collect();
+    // Results stored before the crate had a planner get its prediction now (it needs no run).
+    for r in results.iter_mut().filter(|r| r.planned_kv_mib.is_none()) {
+        r.planned_kv_mib = crate::memory::planned_kv_mib(&m.model, &r.config, args.ctx);
+    }
     if results.is_empty() {
         bail!("no stored results in {} for these settings", out.display());
     }
