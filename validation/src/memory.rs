@@ -346,3 +346,17 @@ fn describe(s: &ModelShape) -> String {
     }
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_context_settings_llama_cpp_reports() {
+        let log = include_str!("../tests/data/kld-tbq4_0-tbq3_0.log");
+        assert_eq!(ctx_setting(log, "n_seq_max").as_deref(), Some("1"));
+        assert_eq!(ctx_setting(log, "n_batch").as_deref(), Some("512"));
+        assert_eq!(ctx_setting(log, "n_ubatch").as_deref(), Some("512"));
+        assert_eq!(ctx_setting(log, "kv_unified").as_deref(), Some("false"));
+    }
+}

@@ -491,3 +491,39 @@ fn write_report(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hay() -> Haystack {
+        // 1000 tokens, a sentence ending every 10 tokens
+        Haystack { tokens: (1000..2000).collect(), boundaries: (0..=100).map(|i| i * 10).collect() }
+    }
+
+    #[test]
+    fn prompt_fits_and_places_the_needle() {
+        let (bos, needle, q) = (vec![2], vec![7, 7, 7], vec![9; 20]);
+        for (depth, ctx) in [(0.0, 512), (0.5, 512), (1.0, 512), (0.25, 300)] {
+            let p = build_prompt(&hay(), &bos, &needle, &q, ctx, 12, depth).unwrap();
+            assert!(p.tokens.len() <= ctx as usize - 12, "{} > {}", p.tokens.len(), ctx - 12);
+            assert_eq!(p.tokens[0], 2);
+            assert_eq!(&p.tokens[p.needle_pos..p.needle_pos + 3], &[7, 7, 7]);
+            assert_eq!(&p.tokens[p.tokens.len() - 20..], &q[..]);
+            let filler = p.tokens.len() - 1 - 3 - 20;
+            let at = p.needle_pos - 1;
+            assert_eq!(at % 10, 0, "the needle sits at a sentence boundary");
+            assert!((at as f64 - depth * filler as f64).abs() <= 10.0, "depth {depth}: at {at} of {filler}");
+        }
+        assert_eq!(build_prompt(&hay(), &[2], &[7], &[9], 512, 12, 0.0).unwrap().needle_pos, 1);
+        assert!(build_prompt(&hay(), &[2], &[7; 10], &[9; 10], 40, 12, 0.5).is_err());
+    }
+
+    #[test]
+    fn needle_numbers_depend_on_the_trial_only() {
+        assert_eq!(needle_number(1, 512, 0.5), needle_number(1, 512, 0.5));
+        assert_ne!(needle_number(1, 512, 0.5), needle_number(2, 512, 0.5));
+        assert_ne!(needle_number(1, 512, 0.5), needle_number(1, 1024, 0.5));
+        assert_eq!(needle_number(3, 2048, 1.0).len(), 5);
+    }
+}
