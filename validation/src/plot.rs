@@ -72,7 +72,7 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         )
         .map_err(e)?;
     let panels = body.split_evenly((1, 2));
-    let xmax = rows.iter().map(|r| r.bits_per_element).fold(0.0, f64::max) + 1.0;
+    let xmax = rows.iter().map(|r| r.bits_per_element).fold(0.0, f64::max) + 1.6;
     let xmin = rows.iter().map(|r| r.bits_per_element).fold(f64::MAX, f64::min) - 0.5;
 
     // Left: mean KLD, log scale.
@@ -92,9 +92,11 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(e)?;
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let k = r.kld.as_ref().unwrap();
         let col = colour(r);
+        // Neighbouring points alternate their labels above and below, so close ones stay legible.
+        let nudge = if i % 2 == 0 { 1.12 } else { 0.88 };
         c.draw_series(std::iter::once(Circle::new((r.bits_per_element, k.kld_mean), 6, col.filled())))
             .map_err(e)?;
         c.draw_series(std::iter::once(PathElement::new(
@@ -107,7 +109,7 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         .map_err(e)?;
         c.draw_series(std::iter::once(Text::new(
             r.label.clone(),
-            (r.bits_per_element + 0.12, k.kld_mean),
+            (r.bits_per_element + 0.12, k.kld_mean * nudge),
             (FONT, 13).into_font().color(&col),
         )))
         .map_err(e)?;
@@ -134,8 +136,9 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         .map_err(e)?;
     c.draw_series(std::iter::once(PathElement::new(vec![(xmin, 0.0), (xmax, 0.0)], BLACK.mix(0.4))))
         .map_err(e)?;
-    for (r, (v, err)) in rows.iter().zip(&d) {
+    for (i, (r, (v, err))) in rows.iter().zip(&d).enumerate() {
         let col = colour(r);
+        let nudge = if i % 2 == 0 { 0.02 } else { -0.02 } * (dmax - dmin + 2.0 * pad);
         c.draw_series(std::iter::once(Circle::new((r.bits_per_element, *v), 6, col.filled())))
             .map_err(e)?;
         c.draw_series(std::iter::once(PathElement::new(
@@ -145,7 +148,7 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         .map_err(e)?;
         c.draw_series(std::iter::once(Text::new(
             r.label.clone(),
-            (r.bits_per_element + 0.12, *v),
+            (r.bits_per_element + 0.12, *v + nudge),
             (FONT, 13).into_font().color(&col),
         )))
         .map_err(e)?;
