@@ -287,7 +287,7 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
     let _ = writeln!(
         md,
         "Largest context whose KV cache fits a memory budget — {} ({} layers × {} KV heads × head_dim {}, \
-         all full attention), one llama-server slot (`-np 1`, unified cache), contexts padded to 256 as llama.cpp does \
+         all full attention), one sequence (`-np 1`), contexts padded to 256 as llama.cpp does \
          (`tbq::plan::max_context`). Budgets are what is left for the cache beside weights and compute buffers; contexts are not capped at the model's training context.\n",
         args.shape_name, args.layers, args.kv_heads, args.head_dim
     );
