@@ -312,8 +312,8 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
             let mut failed = None;
             for (ctx, depth, seed) in g {
                 pb.set_message(format!("{c} ctx {ctx} depth {:.0}% seed {seed}", depth * 100.0));
-                if !hay.contains_key(&seed) {
-                    hay.insert(seed, haystack(&server, &filler, seed, max_ctx as usize)?);
+                if let std::collections::hash_map::Entry::Vacant(e) = hay.entry(seed) {
+                    e.insert(haystack(&server, &filler, seed, max_ctx as usize)?);
                 }
                 let number = needle_number(seed, ctx, depth);
                 let needle_text = format!(" {} ", NEEDLE.replace("{N}", &number));
