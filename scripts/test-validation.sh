@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The validation suite, short, on the CPU: builds tbq-validate and the Python bindings, runs their
+# tests, then a small version of each measurement on Gemma 3 270M and asserts the orderings the
+# project claims — only orderings that hold with a margin on the measured numbers, written beside
+# each assertion. ~10 minutes on 2 cores once llama.cpp is built (scripts/build-llama.sh, which
+# this script runs: a no-op when the build is up to date).
+#
+#   scripts/test-validation.sh            everything
+#   scripts/test-validation.sh --no-llama only the crates and the bindings (no model, no llama.cpp)
+#
+# Environment: TBQ_BUILD_DIR (the llama.cpp build, as for test.sh), TBQ_VALIDATION_OUT (outputs and
+# the Python venv; default $BUILD_DIR/validation-ci), TBQ_SKIP_LLAMA_BUILD=1 (use the build as it
+# is, e.g. one made by test.sh or by another checkout). Ends with "N passed, N failed"; non-zero if
+# any failed.
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OUT=${TBQ_VALIDATION_OUT:-$BUILD_DIR/validation-ci}
+PY=$OUT/py
+mkdir -p "$OUT"
+passed=0 failed=0 failures=()
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name"
+    local start=$(date +%s)
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== ok: $name ($(($(date +%s) - start)) s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== FAILED: $name ($(($(date +%s) - start)) s)"
+    fi
+}
+finish() {
+    echo
+    [ ${#failures[@]} -eq 0 ] || printf 'failed: %s\n' "${failures[@]}"
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+# --- the crates -----------------------------------------------------------------------------------
+step "cargo test -p tbq-validate -p tbq-py (log parsers, reports; the bindings link)" \
+    cargo test --release --locked -p tbq-validate -p tbq-py
+TV=$REPO/target/release/tbq-validate
+step "tbq-validate --help" "$TV" --help
+
+# --- the Python bindings: a maturin wheel, installed into a venv, tested with pytest --------------
+bindings() {
+    [ -x "$PY/bin/python" ] || python3 -m venv "$PY" || return 1
+    "$PY/bin/pip" install -q --disable-pip-version-check "maturin>=1.5,<2" numpy pytest matplotlib || return 1
+    (cd "$REPO/validation/tbq-py" && "$PY/bin/maturin" build --release --locked -q -o "$OUT/wheels") || return 1
+    "$PY/bin/pip" install -q --force-reinstall --no-deps "$OUT"/wheels/tbq-*.whl || return 1
+    "$PY/bin/python" -m pytest -q "$REPO/validation/tbq-py/tests"
+}
+step "Python bindings: maturin wheel + pytest" bindings
+[ "${1:-}" = "--no-llama" ] && finish
+
+# --- llama.cpp and the model ----------------------------------------------------------------------
+need_wikitext
+[ "${TBQ_SKIP_LLAMA_BUILD:-0}" = 1 ] ||
+    step "build patched llama.cpp (CPU; incremental)" "$REPO/scripts/build-llama.sh" "$BUILD_DIR"
+[ -x "$BIN/llama-perplexity" ] && [ -x "$BIN/llama-server" ] || finish
+gemma=$("$REPO/scripts/fetch-model.sh" gemma3-270m) || finish
+export TBQ_BIN_DIR=$BIN TBQ_MODEL=$gemma TBQ_WIKITEXT=$WIKI TBQ_THREADS=$THREADS
+
+# json FILE PYTHON-EXPRESSION: evaluates an assertion over the JSON document `d`, prints it.
+json_assert() {
+    python3 - "$@" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for expr in sys.argv[2:]:
+    ok = eval(expr, {"d": d, "r": {x["config"]["k"] + "/" + x["config"]["v"] + ("" if x["config"]["attn_rot"] else ":norot"): x for x in d.get("results", [])}})
+    print(("ok   " if ok else "FAIL ") + expr)
+    if not ok:
+        sys.exit(1)
+EOF
+}
+
+# Perplexity + KL divergence, 3 chunks of 512 (the full matrix: validation/results/). Mean KLD
+# measured here (2 threads), 3 chunks / 20 chunks: q4_0/q4_0 no rot 0.1406 / 0.1384, q4_0/q4_0
+# attn_rot 0.1080 / 0.1061, tbq4_0/tbq4_0 0.1325 / 0.1316, tbq3_0/tbq3_0 0.6389, q8_0/tbq3_0
+# 0.0380. So tbq4_0 keys+values beat q4_0 without attn_rot by ~6% (both chunk counts), not q4_0
+# with it; 4-bit tbq is ~5x better than 3-bit; tbq3_0 values under q8_0 keys cost a third of
+# q4_0/q4_0's KLD. The asserted orderings hold with those margins.
+ppl_short() {
+    local o=$OUT/ppl
+    "$TV" ppl --chunks 3 --fresh -o "$o" \
+        -p q4_0/q4_0:norot,q4_0/q4_0,tbq4_0/tbq4_0,tbq3_0/tbq3_0,q8_0/tbq3_0 || return 1
+    cat "$o/results.md"
+    json_assert "$o/results.json" \
+        'all(x["ok"] for x in d["results"])' \
+        'r["tbq4_0/tbq4_0"]["kld"]["kld_mean"] < r["q4_0/q4_0:norot"]["kld"]["kld_mean"]' \
+        'r["tbq4_0/tbq4_0"]["kld"]["kld_mean"] < 0.5 * r["tbq3_0/tbq3_0"]["kld"]["kld_mean"]' \
+        'r["q8_0/tbq3_0"]["kld"]["kld_mean"] < 0.5 * r["q4_0/q4_0"]["kld"]["kld_mean"]' \
+        'all(abs(x["kv_mib"] - x["planned_kv_mib"]) <= 0.01 * x["planned_kv_mib"] for x in d["results"])'
+}
+step "ppl: 3 chunks × 512, KLD orderings and KV MiB = planner" ppl_short
+
+# Needle in a haystack at 512 and 1024 tokens, 3 depths: f16 and tbq4_0/tbq3_0 both retrieve all
+# (measured: 6/6 each).
+needle_short() {
+    local o=$OUT/needle
+    "$TV" needle --fresh -o "$o" -c 512,1024 -d 0,0.5,1 -p f16/f16,tbq4_0/tbq3_0 || return 1
+    cat "$o/needle.md"
+    json_assert "$o/needle.json" \
+        'all(s["found"] == s["trials"] == 6 for s in d["summary"])'
+}
+step "needle: 512 and 1024 tokens, f16 and tbq4_0/tbq3_0 retrieve every needle" needle_short
+
+# KV memory: llama-server's KV bytes agree with the crate's planner within 1%, for every type
+# and for one and four slots (measured: exact to llama.cpp's two printed decimals).
+memory_short() {
+    local o=$OUT/memory
+    "$TV" memory -o "$o" -c 4096,32768 --parallel 1,4 \
+        -p f16/f16,q8_0/q8_0,q4_0/q4_0,tbq4_0/tbq4_0,tbq4_0/tbq3_0,tbq3_0/tbq3_0 || return 1
+    cat "$o/memory.md"
+}
+step "memory: llama.cpp's KV bytes = planner (within 1%), desktop table" memory_short
+
+# Real K/V rows of Gemma through the eval callback, and the codec analysis. Measured on 1 chunk,
+# relative MSE: real K q4_0 0.01575, tbq4_0 0.00857, tbq3_0 0.03055; real V tbq3_0 0.03297;
+# Lloyd-Max theory 0.00950 / 0.03455. (q4_0 after a rotation is 0.00667: better than tbq4_0.)
+codec_short() {
+    local o=$OUT/codec cap
+    cap=$("$REPO/validation/capture/build.sh" "$BUILD_DIR" "$OUT/capture-kv") || return 1
+    "$cap" "$gemma" "$WIKI" "$OUT/gemma-kv.bin" 512 1 || return 1
+    "$PY/bin/python" "$REPO/validation/analysis/codec.py" --kv "$OUT/gemma-kv.bin" --model "Gemma 3 270M" --out "$o" || return 1
+    json_assert "$o/codec.json" \
+        'd["sets"]["real K"]["rel_mse"]["tbq4_0"] < 0.75 * d["sets"]["real K"]["rel_mse"]["q4_0"]' \
+        'd["sets"]["real K"]["rel_mse"]["tbq4_0"] <= 1.05 * d["lloyd_max_mse"]["tbq4_0"]' \
+        'd["sets"]["real V"]["rel_mse"]["tbq3_0"] <= 1.05 * d["lloyd_max_mse"]["tbq3_0"]' \
+        'd["sets"]["real K"]["rel_mse"]["tbq3_0"] > 2.5 * d["sets"]["real K"]["rel_mse"]["tbq4_0"]'
+}
+step "codec: real K/V rows (eval callback), tbq vs q4_0 and Lloyd-Max theory" codec_short
+
+finish
