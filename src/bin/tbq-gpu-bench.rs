@@ -106,7 +106,10 @@ fn main() {
         .position(|a| a == "--shape")
         .and_then(|i| args.get(i + 1))
         .map(|v| {
-            let n: Vec<usize> = v.split(',').map(|x| x.parse().expect("--shape D,GQA,N_KV")).collect();
+            let n: Vec<usize> = v
+                .split(',')
+                .map(|x| x.parse().expect("--shape D,GQA,N_KV"))
+                .collect();
             assert_eq!(n.len(), 3, "--shape D,GQA,N_KV");
             (n[0], n[1], n[2])
         });
@@ -142,7 +145,11 @@ fn main() {
     ));
 
     // ---- set_rows (quantize) and dequantize: 256K rows of 128 (8 heads × 32K tokens) ----
-    let row_types: &[(i32, &str)] = if shape.is_some() { &[] } else { &[(0, "tbq4_0"), (1, "tbq3_0")] };
+    let row_types: &[(i32, &str)] = if shape.is_some() {
+        &[]
+    } else {
+        &[(0, "tbq4_0"), (1, "tbq3_0")]
+    };
     for &(ty, tn) in row_types {
         let n_rows = if quick { 1 << 16 } else { 1 << 18 };
         let bb = cuda::unit_bytes(ty).unwrap().0;

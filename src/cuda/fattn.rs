@@ -9,9 +9,11 @@
 //! mma.sync QK^T and PV, always 8 rows per block; splits of at least 128 tokens, multiples of
 //! 64); f16 / q8_0 keys use the one-warp-per-token kernel below.
 //!
-//! Split-K policy: aim for about 4 thread blocks per SM over the whole grid, but never splits
-//! shorter than 256 tokens; a split length is a multiple of 16 tokens (4 warps × 4 tokens in
-//! flight). With one split the kernel writes the output directly; otherwise each split writes
+//! Split-K policy: one full wave — as many thread blocks as the GPU holds at once (SMs × the
+//! kernel's resident blocks per SM, from the occupancy calculator), never more: a grid of 1.3
+//! waves runs as two (measured on the H100: 512 blocks on 396 slots took 1.3× as long as 392
+//! blocks of longer splits). Splits are never shorter than 256 tokens (128 for the tensor-core
+//! kernel) and are multiples of the kernel's token step. With one split the kernel writes the output directly; otherwise each split writes
 //! (max, sum, rotated accumulator) per row to scratch and `k_tbq_fattn_combine` merges them.
 
 use std::collections::HashMap;
@@ -208,13 +210,13 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
 }
 
 struct Plan {
-    /// The tensor-core kernel (tbq K and V): 16-token tiles, always 8 rows per block.
-    mma: bool,
     d: i64,
-    r: i64,
     row_groups: i64,
     splits: i64,
     split_len: i64,
+    /// The decode kernel and its dynamic shared memory.
+    kernel: &'static str,
+    smem: u32,
 }
 
 fn sm_count() -> Result<i64, CudaError> {
@@ -232,7 +234,66 @@ fn sm_count() -> Result<i64, CudaError> {
     Ok(n)
 }
 
-fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Plan {
+/// The decode kernel for `a` with `r` rows per block, and its dynamic shared memory in bytes.
+fn kernel_for(a: &FattnArgs, mma: bool, d: i64, r: i64) -> (&'static str, u32) {
+    if mma {
+        let ds = format!("d{d}");
+        let name = kernel_name(&[
+            "k_tbq_fattn_mma",
+            ktype_name(a.k.type_).unwrap(),
+            vtype_name(a.v.type_).unwrap(),
+            &ds,
+        ]);
+        let entries = |t: i32| if t == 0 { 256 } else { 64 };
+        let tables = 32 * (entries(a.k.type_) + entries(a.v.type_));
+        let words = tables.max(WARPS * r * (d + 2)).max(r * d);
+        (name, (words * 4) as u32)
+    } else {
+        let rs = format!("d{d}_r{r}");
+        let name = kernel_name(&[
+            "k_tbq_fattn",
+            ktype_name(a.k.type_).unwrap(),
+            vtype_name(a.v.type_).unwrap(),
+            &rs,
+        ]);
+        (name, ((r * d).max(WARPS * r * (d + 2)) * 4) as u32)
+    }
+}
+
+/// Thread blocks of `name` one SM holds at once (registers, shared memory, warps), cached.
+fn resident_blocks(name: &'static str, smem: u32) -> Result<i64, CudaError> {
+    static RES: OnceLock<Mutex<HashMap<(usize, u32), i64>>> = OnceLock::new();
+    let f = function(name)?;
+    let key = (f as usize, smem);
+    if let Some(&n) = RES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return Ok(n);
+    }
+    if smem > 48 * 1024 {
+        allow_smem(f, smem)?;
+    }
+    let mut n = 0;
+    super::check("cuOccupancyMaxActiveBlocksPerMultiprocessor", unsafe {
+        sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            &mut n,
+            f,
+            (WARPS * 32) as i32,
+            smem as usize,
+        )
+    })?;
+    let n = (n as i64).max(1);
+    RES.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, n);
+    Ok(n)
+}
+
+fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Result<Plan, CudaError> {
     let d = a.q.ne[0];
     let g = a.q.ne[2] / a.k.ne[2];
     let rows = g * a.q.ne[1];
@@ -245,6 +306,7 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Plan {
             .find(|&r| r >= rows.min(MAX_ROWS))
             .unwrap()
     };
+    let (kernel, smem) = kernel_for(a, mma, d, r);
     let row_groups = cdiv(rows, r);
     let n_kv = a.k.ne[1];
     let base = a.k.ne[2] * a.q.ne[3] * row_groups;
@@ -253,19 +315,20 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Plan {
     let max_by_len = cdiv(n_kv, min_split).max(1);
     let want = match force_splits {
         Some(s) => (s as i64).clamp(1, cdiv(n_kv, step)),
-        None => cdiv(4 * n_sm, base).clamp(1, max_by_len),
+        // one full wave: floor, so that the grid never spills into a second, mostly idle one
+        None => (resident_blocks(kernel, smem)? * n_sm / base).clamp(1, max_by_len),
     }
     .min(MAX_SPLITS);
     let split_len = cdiv(cdiv(n_kv, want), step) * step;
     let splits = cdiv(n_kv, split_len);
-    Plan {
-        mma,
+    Ok(Plan {
         d,
-        r,
         row_groups,
         splits,
         split_len,
-    }
+        kernel,
+        smem,
+    })
 }
 
 fn scratch_for(a: &FattnArgs, p: &Plan) -> usize {
@@ -279,7 +342,7 @@ fn scratch_for(a: &FattnArgs, p: &Plan) -> usize {
 /// arguments on the same device give the same number, and the launch uses exactly this plan.
 pub fn fattn_scratch_bytes(a: &FattnArgs) -> Result<usize, CudaError> {
     fattn_supported(a)?;
-    Ok(scratch_for(a, &plan(a, sm_count()?, None)))
+    Ok(scratch_for(a, &plan(a, sm_count()?, None)?))
 }
 
 /// FLASH_ATTN_EXT on `stream`. `scratch`: device memory of at least [`fattn_scratch_bytes`]
@@ -306,7 +369,7 @@ pub unsafe fn flash_attn_ext_with(
     opt: FattnOptions,
 ) -> Result<(), CudaError> {
     fattn_supported(a)?;
-    let pl = plan(a, sm_count()?, opt.splits);
+    let pl = plan(a, sm_count()?, opt.splits)?;
     let need = scratch_for(a, &pl);
     let partial = if need == 0 {
         0
@@ -376,28 +439,7 @@ pub unsafe fn flash_attn_ext_with(
             .unwrap_or_else(|| f32::from_bits(SPARSE_V.load(Ordering::Relaxed))),
     };
     let d = pl.d;
-    let (name, smem) = if pl.mma {
-        let ds = format!("d{d}");
-        let name = kernel_name(&[
-            "k_tbq_fattn_mma",
-            ktype_name(a.k.type_).unwrap(),
-            vtype_name(a.v.type_).unwrap(),
-            &ds,
-        ]);
-        let entries = |t: i32| if t == 0 { 256 } else { 64 };
-        let tables = 32 * (entries(a.k.type_) + entries(a.v.type_));
-        let words = tables.max(WARPS * pl.r * (d + 2)).max(pl.r * d);
-        (name, (words * 4) as u32)
-    } else {
-        let rs = format!("d{d}_r{}", pl.r);
-        let name = kernel_name(&[
-            "k_tbq_fattn",
-            ktype_name(a.k.type_).unwrap(),
-            vtype_name(a.v.type_).unwrap(),
-            &rs,
-        ]);
-        (name, ((pl.r * d).max(WARPS * pl.r * (d + 2)) * 4) as u32)
-    };
+    let (name, smem) = (pl.kernel, pl.smem);
     let f = function(name)?;
     if smem > 48 * 1024 {
         allow_smem(f, smem)?;
