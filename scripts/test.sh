@@ -36,8 +36,8 @@ finish() {
 }
 
 # --- the crate ---------------------------------------------------------------------------------
-step "cargo test (crate, golden vectors, C ABI program, bindgen layout)" \
-    cargo test --release --workspace --locked
+step "cargo test (crate, golden vectors, C ABI program, bindgen layout, planner, validation tool)" \
+    cargo test --release --workspace --locked --exclude tbq-agent
 [ "${1:-}" = "--crate" ] && finish
 
 # --- the CUDA kernels, compiled without a GPU ---------------------------------------------------
@@ -112,5 +112,11 @@ ppl_smoke() {
     done
 }
 step "perplexity smoke: f16 vs f16/tbq3_0 vs tbq4_0/tbq3_0 (Gemma 3 270M)" ppl_smoke
+
+# tbq-agent against the real patched llama-server: serve, research (kill + resume), compare, plan
+step "tbq-agent: serve, research, compare, plan vs llama-server" env TBQ_BUILD_DIR="$BUILD_DIR" "$REPO/scripts/test-agent.sh"
+
+# the validation suite, short: ppl/KLD orderings, needle, planner vs llama-server, Python bindings
+step "validation suite (short)" env TBQ_BUILD_DIR="$BUILD_DIR" TBQ_SKIP_LLAMA_BUILD=1 "$REPO/scripts/test-validation.sh"
 
 finish
