@@ -43,8 +43,8 @@ finish() {
 }
 
 # --- the crates -----------------------------------------------------------------------------------
-step "cargo test -p tbq-validate -p tbq-py (log parsers, reports; the bindings link)" \
-    cargo test --release --locked -p tbq-validate -p tbq-py
+step "cargo build + test -p tbq-validate -p tbq-py (log parsers, reports; the bindings link)" \
+    bash -c "cargo build --release --locked -p tbq-validate && cargo test --release --locked -p tbq-validate -p tbq-py"
 TV=$REPO/target/release/tbq-validate
 step "tbq-validate --help" "$TV" --help
 

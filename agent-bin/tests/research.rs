@@ -148,10 +148,13 @@ fn killed_mid_research_then_resumed_to_a_report() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "an experiment was run twice");
-    // Phase 1: base, tbq4_0 keys, 1 thread; phase 2: the combination (and neighbours, deduplicated).
+    // Phase 1: base, tbq4_0 keys, 1 thread. Phase 2 runs the combination of the best values and
+    // its neighbours only where phase 1 did not already run them: which values win depends on
+    // speeds measured on a shared machine, so phase 2 may have nothing new (the unit test
+    // phase2_combines_the_best_values pins its planning); anything it ran is new (ids are unique, checked above).
     let p1 = exps.iter().filter(|r| r["phase"] == 1).count();
     assert_eq!(p1, 3);
-    assert!(exps.iter().any(|r| r["phase"] == 2));
+    assert!(exps.iter().all(|r| r["phase"] == 1 || r["phase"] == 2));
     let run_recs: Vec<&Value> = after.iter().filter(|r| r["kind"] == "run").collect();
     assert_eq!(
         run_recs.last().unwrap()["finished_before"]
