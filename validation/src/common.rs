@@ -11,7 +11,10 @@ use crate::llama::Tools;
 
 /// The repository this binary was built from (its default places are relative to it).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `$TBQ_CACHE` or `~/.cache/tbq`: where scripts/fetch-model.sh keeps models.
@@ -38,7 +41,9 @@ fn default_model() -> String {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 #[derive(Args, Clone, Debug)]
@@ -103,7 +108,10 @@ impl FileId {
     pub fn of(p: &Path) -> Result<FileId> {
         let meta = std::fs::metadata(p)?;
         let path = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        Ok(FileId { path: path.display().to_string(), bytes: meta.len() })
+        Ok(FileId {
+            path: path.display().to_string(),
+            bytes: meta.len(),
+        })
     }
 
     pub fn name(&self) -> String {

@@ -75,9 +75,9 @@ impl FromStr for KvConfig {
             Some((p, o)) => (p, Some(o)),
             None => (s, None),
         };
-        let (k, v) = pair
-            .split_once('/')
-            .with_context(|| format!("'{s}' is not a K/V pair (like tbq4_0/tbq3_0 or q4_0/q4_0:norot)"))?;
+        let (k, v) = pair.split_once('/').with_context(|| {
+            format!("'{s}' is not a K/V pair (like tbq4_0/tbq3_0 or q4_0/q4_0:norot)")
+        })?;
         for t in [k, v] {
             if bits_per_element(t).is_none() {
                 bail!("'{t}' in '{s}' is not a KV-cache type this tool knows (f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl, tbq4_0, tbq3_0)");
@@ -88,7 +88,11 @@ impl FromStr for KvConfig {
             Some("norot") => false,
             Some(o) => bail!("unknown option ':{o}' in '{s}' (the only one is ':norot')"),
         };
-        Ok(KvConfig { k: k.into(), v: v.into(), attn_rot })
+        Ok(KvConfig {
+            k: k.into(),
+            v: v.into(),
+            attn_rot,
+        })
     }
 }
 
@@ -152,7 +156,9 @@ fn num(s: &str) -> f64 {
 pub fn parse_final_ppl(log: &str) -> Option<(f64, f64)> {
     static R: OnceLock<Regex> = OnceLock::new();
     let r = re(&R, &format!(r"Final estimate: PPL = {NUM} \+/- {NUM}"));
-    r.captures_iter(log).last().map(|c| (num(&c[1]), num(&c[2])))
+    r.captures_iter(log)
+        .last()
+        .map(|c| (num(&c[1]), num(&c[2])))
 }
 
 /// The summary of a `--kl-divergence` run.
@@ -183,8 +189,14 @@ pub struct KldStats {
 /// Parses the statistics block `llama-perplexity --kl-divergence` prints at the end.
 pub fn parse_kld(log: &str) -> Option<KldStats> {
     fn pm(log: &str, label: &str) -> Option<(f64, f64)> {
-        let r = Regex::new(&format!(r"(?m)^{}\s*:\s*{NUM}\s*±\s*{NUM}", regex::escape(label))).unwrap();
-        r.captures_iter(log).last().map(|c| (num(&c[1]), num(&c[2])))
+        let r = Regex::new(&format!(
+            r"(?m)^{}\s*:\s*{NUM}\s*±\s*{NUM}",
+            regex::escape(label)
+        ))
+        .unwrap();
+        r.captures_iter(log)
+            .last()
+            .map(|c| (num(&c[1]), num(&c[2])))
     }
     fn one(log: &str, label: &str) -> Option<f64> {
         let r = Regex::new(&format!(r"(?m)^{}\s*:\s*{NUM}", regex::escape(label))).unwrap();
@@ -282,7 +294,11 @@ pub fn parse_kv(log: &str) -> KvReport {
     }
     for c in rot.captures_iter(log) {
         let on = &c[2] != "0";
-        let slot = if &c[1] == "k" { &mut out.attn_rot_k } else { &mut out.attn_rot_v };
+        let slot = if &c[1] == "k" {
+            &mut out.attn_rot_k
+        } else {
+            &mut out.attn_rot_v
+        };
         *slot = Some(slot.unwrap_or(false) || on);
     }
     out
@@ -292,7 +308,9 @@ pub fn parse_kv(log: &str) -> KvReport {
 /// `computing over 2 chunks`).
 pub fn parse_total_chunks(log: &str) -> Option<u64> {
     static R: OnceLock<Regex> = OnceLock::new();
-    re(&R, r"over (\d+) chunks").captures(log).map(|c| c[1].parse().unwrap())
+    re(&R, r"over (\d+) chunks")
+        .captures(log)
+        .map(|c| c[1].parse().unwrap())
 }
 
 /// The last chunk llama-perplexity finished, from its stdout: `[3]14.61,` in a plain run, a
@@ -300,8 +318,12 @@ pub fn parse_total_chunks(log: &str) -> Option<u64> {
 pub fn parse_progress(stdout: &str) -> Option<u64> {
     static PLAIN: OnceLock<Regex> = OnceLock::new();
     static KLD: OnceLock<Regex> = OnceLock::new();
-    let a = re(&PLAIN, r"\[(\d+)\][0-9.]+,").captures_iter(stdout).last();
-    let b = re(&KLD, r"(?m)^\s*(\d+)\s+[0-9.]+\s+±").captures_iter(stdout).last();
+    let a = re(&PLAIN, r"\[(\d+)\][0-9.]+,")
+        .captures_iter(stdout)
+        .last();
+    let b = re(&KLD, r"(?m)^\s*(\d+)\s+[0-9.]+\s+±")
+        .captures_iter(stdout)
+        .last();
     a.or(b).and_then(|c| c[1].parse().ok())
 }
 
@@ -371,7 +393,10 @@ mod tests {
         let t: KvConfig = "tbq4_0/tbq3_0".parse().unwrap();
         assert_eq!(t.bits_per_element(), 3.625);
         assert_eq!(t.label(Some(false)), "tbq4_0/tbq3_0");
-        assert_eq!("q4_0/q4_0".parse::<KvConfig>().unwrap().label(Some(true)), "q4_0/q4_0 (attn_rot)");
+        assert_eq!(
+            "q4_0/q4_0".parse::<KvConfig>().unwrap().label(Some(true)),
+            "q4_0/q4_0 (attn_rot)"
+        );
         assert!("q4_0".parse::<KvConfig>().is_err());
         assert!("q4_0/q9_9".parse::<KvConfig>().is_err());
         assert!("q4_0/q4_0:fast".parse::<KvConfig>().is_err());

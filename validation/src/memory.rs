@@ -38,7 +38,10 @@ fn cache_type(name: &str) -> Option<CacheType> {
 /// the model or a type is outside what the planner models).
 pub fn planned_kv_mib(model: &Path, c: &KvConfig, ctx: u32) -> Option<f64> {
     let shape = ModelShape::open(model).ok()?;
-    let cfg = CacheConfig { n_batch: ctx, ..CacheConfig::single(ctx) };
+    let cfg = CacheConfig {
+        n_batch: ctx,
+        ..CacheConfig::single(ctx)
+    };
     let size = plan::kv_bytes(&shape, cache_type(&c.k)?, cache_type(&c.v)?, &cfg).ok()?;
     Some(size.total() as f64 / MIB)
 }
@@ -109,10 +112,21 @@ pub struct Measured {
 fn ctx_setting(log: &str, key: &str) -> Option<String> {
     static R: OnceLock<Regex> = OnceLock::new();
     let r = R.get_or_init(|| Regex::new(r"llama_context:\s+(\w+)\s+=\s+(\S+)").unwrap());
-    r.captures_iter(log).filter(|c| &c[1] == key).last().map(|c| c[2].to_string())
+    r.captures_iter(log)
+        .filter(|c| &c[1] == key)
+        .last()
+        .map(|c| c[2].to_string())
 }
 
-fn measure(args: &MemoryArgs, model: &Path, shape: &ModelShape, c: &KvConfig, ctx: u32, np: u32, out: &Path) -> Measured {
+fn measure(
+    args: &MemoryArgs,
+    model: &Path,
+    shape: &ModelShape,
+    c: &KvConfig,
+    ctx: u32,
+    np: u32,
+    out: &Path,
+) -> Measured {
     let mut m = Measured {
         config: c.clone(),
         ctx,
@@ -130,7 +144,9 @@ fn measure(args: &MemoryArgs, model: &Path, shape: &ModelShape, c: &KvConfig, ct
         error: None,
     };
     let res = (|| -> Result<()> {
-        let log = out.join("logs").join(format!("server-{}-c{ctx}-np{np}.log", c.slug()));
+        let log = out
+            .join("logs")
+            .join(format!("server-{}-c{ctx}-np{np}.log", c.slug()));
         let server = Server::start(&ServerOpts {
             tools: &args.common.tools(),
             model,
@@ -149,14 +165,20 @@ fn measure(args: &MemoryArgs, model: &Path, shape: &ModelShape, c: &KvConfig, ct
             bail!("no llama_kv_cache size line in {}", log.display());
         }
         let num = |k: &str| -> Result<u32> {
-            ctx_setting(&text, k).and_then(|v| v.parse().ok()).with_context(|| format!("no llama_context: {k} line"))
+            ctx_setting(&text, k)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no llama_context: {k} line"))
         };
         m.n_seq_max = num("n_seq_max")?;
         m.n_batch = num("n_batch")?;
         m.n_ubatch = num("n_ubatch")?;
         m.kv_unified = ctx_setting(&text, "kv_unified").as_deref() == Some("true");
         m.reported_mib = kv.total_mib();
-        m.reported = kv.caches.iter().map(|c| (c.cells, c.layers, c.total_mib)).collect();
+        m.reported = kv
+            .caches
+            .iter()
+            .map(|c| (c.cells, c.layers, c.total_mib))
+            .collect();
         let cfg = CacheConfig {
             n_ctx: ctx,
             n_seq_max: m.n_seq_max,
@@ -166,7 +188,8 @@ fn measure(args: &MemoryArgs, model: &Path, shape: &ModelShape, c: &KvConfig, ct
             swa_full: false,
         };
         let (k, v) = (cache_type(&c.k).unwrap(), cache_type(&c.v).unwrap());
-        let size = plan::kv_bytes(shape, k, v, &cfg).map_err(|e| anyhow::anyhow!("planner: {e}"))?;
+        let size =
+            plan::kv_bytes(shape, k, v, &cfg).map_err(|e| anyhow::anyhow!("planner: {e}"))?;
         let p = size.total() as f64 / MIB;
         m.planned_mib = Some(p);
         // llama.cpp creates the full-attention cache first, then the sliding-window one.
@@ -178,10 +201,16 @@ fn measure(args: &MemoryArgs, model: &Path, shape: &ModelShape, c: &KvConfig, ct
         m.rel_diff = Some(d);
         // Cells and layers must match exactly, bytes within the tolerance.
         let shapes_match = m.reported.len() == m.planned.len()
-            && m.reported.iter().zip(&m.planned).all(|(r, p)| r.0 == p.0 as u64 && r.1 == p.1);
+            && m.reported
+                .iter()
+                .zip(&m.planned)
+                .all(|(r, p)| r.0 == p.0 as u64 && r.1 == p.1);
         m.ok = d <= TOLERANCE && shapes_match;
         if !shapes_match {
-            m.error = Some(format!("caches differ: llama.cpp {:?}, planner {:?}", m.reported, m.planned));
+            m.error = Some(format!(
+                "caches differ: llama.cpp {:?}, planner {:?}",
+                m.reported, m.planned
+            ));
         }
         Ok(())
     })();
@@ -210,9 +239,12 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
 
     if !args.no_measure {
         let model = args.common.model_path()?;
-        let shape = ModelShape::open(&model).map_err(|e| anyhow::anyhow!("planner cannot read {}: {e}", model.display()))?;
-        let pb = indicatif::ProgressBar::new((pairs.len() * args.contexts.len() * args.parallel.len()) as u64)
-            .with_style(crate::common::bar_style());
+        let shape = ModelShape::open(&model)
+            .map_err(|e| anyhow::anyhow!("planner cannot read {}: {e}", model.display()))?;
+        let pb = indicatif::ProgressBar::new(
+            (pairs.len() * args.contexts.len() * args.parallel.len()) as u64,
+        )
+        .with_style(crate::common::bar_style());
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
@@ -228,7 +260,9 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
                             "[{}] {c} -c {ctx} -np {np}: llama.cpp {:.2} MiB, planner {} {}",
                             if m.ok { "ok" } else { "MISMATCH" },
                             m.reported_mib,
-                            m.planned_mib.map(|p| format!("{p:.2} MiB")).unwrap_or_else(|| "—".into()),
+                            m.planned_mib
+                                .map(|p| format!("{p:.2} MiB"))
+                                .unwrap_or_else(|| "—".into()),
                             m.error.clone().unwrap_or_default()
                         ),
                     );
@@ -252,7 +286,11 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
         md.push_str("| K/V | -c | -np | n_seq_max / unified | caches (cells × layers) | llama.cpp MiB | planner MiB | diff | |\n");
         md.push_str("|-----|----|-----|---------------------|-------------------------|---------------|-------------|------|---|\n");
         for m in &measured {
-            let caches: Vec<String> = m.reported.iter().map(|(c, l, _)| format!("{c}×{l}")).collect();
+            let caches: Vec<String> = m
+                .reported
+                .iter()
+                .map(|(c, l, _)| format!("{c}×{l}"))
+                .collect();
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} / {} | {} | {:.2} | {} | {} | {} |",
@@ -263,9 +301,17 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
                 m.kv_unified,
                 caches.join(" + "),
                 m.reported_mib,
-                m.planned_mib.map(|p| format!("{p:.2}")).unwrap_or_else(|| "—".into()),
-                m.rel_diff.map(|d| format!("{:.2}%", 100.0 * d)).unwrap_or_else(|| "—".into()),
-                if m.ok { "✓".to_string() } else { format!("✗ {}", m.error.clone().unwrap_or_default()) },
+                m.planned_mib
+                    .map(|p| format!("{p:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                m.rel_diff
+                    .map(|d| format!("{:.2}%", 100.0 * d))
+                    .unwrap_or_else(|| "—".into()),
+                if m.ok {
+                    "✓".to_string()
+                } else {
+                    format!("✗ {}", m.error.clone().unwrap_or_default())
+                },
             );
         }
         md.push('\n');
@@ -276,14 +322,22 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
         arch: "llama".into(),
         name: Some(args.shape_name.clone()),
         layers: vec![
-            LayerShape { n_head_kv: args.kv_heads, head_k: args.head_dim, head_v: args.head_dim, swa: false };
+            LayerShape {
+                n_head_kv: args.kv_heads,
+                head_k: args.head_dim,
+                head_v: args.head_dim,
+                swa: false
+            };
             args.layers as usize
         ],
         n_swa: 0,
         n_ctx_train: 0,
         notes: vec![],
     };
-    let cfg = CacheConfig { n_seq_max: 1, ..CacheConfig::server(0) };
+    let cfg = CacheConfig {
+        n_seq_max: 1,
+        ..CacheConfig::server(0)
+    };
     let _ = writeln!(
         md,
         "Largest context whose KV cache fits a memory budget — {} ({} layers × {} KV heads × head_dim {}, \
@@ -301,15 +355,26 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
     }
     md.push_str("--------|\n");
     let mut desktop = Vec::new();
-    let f16_bpt = plan::bytes_per_token(&shape, CacheType::F16, CacheType::F16).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let f16_bpt = plan::bytes_per_token(&shape, CacheType::F16, CacheType::F16)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     for c in &pairs {
         let (k, v) = (cache_type(&c.k).unwrap(), cache_type(&c.v).unwrap());
         let bpt = plan::bytes_per_token(&shape, k, v).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let _ = write!(md, "| {c} | {} | {:.1} |", crate::report::bits(c.bits_per_element()), bpt as f64 / 1024.0);
+        let _ = write!(
+            md,
+            "| {c} | {} | {:.1} |",
+            crate::report::bits(c.bits_per_element()),
+            bpt as f64 / 1024.0
+        );
         let mut fits = Vec::new();
         for &b in &args.budgets {
-            let n = plan::max_context(&shape, k, v, &cfg, (b * 1024.0 * MIB) as u64).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let _ = write!(md, " {} |", n.map(|n| n.to_string()).unwrap_or_else(|| "—".into()));
+            let n = plan::max_context(&shape, k, v, &cfg, (b * 1024.0 * MIB) as u64)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let _ = write!(
+                md,
+                " {} |",
+                n.map(|n| n.to_string()).unwrap_or_else(|| "—".into())
+            );
             fits.push(json!({"budget_gib": b, "max_context": n}));
         }
         let _ = writeln!(md, " {:.2}× |", f16_bpt as f64 / bpt as f64);
@@ -326,7 +391,10 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
             "rows": desktop,
         },
     });
-    write_atomic(&out.join("memory.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    write_atomic(
+        &out.join("memory.json"),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
     write_atomic(&out.join("memory.md"), md.as_bytes())?;
     eprintln!("wrote {}/{{memory.json,memory.md}}", out.display());
     Ok(all_ok)
@@ -342,7 +410,12 @@ fn describe(s: &ModelShape) -> String {
         l.head_k
     );
     if s.has_swa() {
-        let _ = write!(d, ", {full} full-attention + {} sliding-window layers (window {})", s.layers.len() - full, s.n_swa);
+        let _ = write!(
+            d,
+            ", {full} full-attention + {} sliding-window layers (window {})",
+            s.layers.len() - full,
+            s.n_swa
+        );
     }
     d
 }

@@ -42,7 +42,12 @@ pub struct NeedleArgs {
 
     /// Needle depths, as fractions of the haystack (0 = first sentence, 1 = just before the
     /// question).
-    #[arg(short, long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1")]
+    #[arg(
+        short,
+        long,
+        value_delimiter = ',',
+        default_value = "0,0.25,0.5,0.75,1"
+    )]
     pub depths: Vec<f64>,
 
     /// Seeds: each picks the haystack's place in the filler text and the needle's number; the
@@ -51,7 +56,12 @@ pub struct NeedleArgs {
     pub seeds: Vec<u64>,
 
     /// K/V configurations (the first is the reference), as for `ppl`.
-    #[arg(short, long, value_delimiter = ',', default_value = "f16/f16,q4_0/q4_0,tbq4_0/tbq3_0")]
+    #[arg(
+        short,
+        long,
+        value_delimiter = ',',
+        default_value = "f16/f16,q4_0/q4_0,tbq4_0/tbq3_0"
+    )]
     pub pairs: Vec<String>,
 
     /// Tokens the model may answer with.
@@ -99,7 +109,12 @@ pub struct Trial {
 
 impl Trial {
     fn key(&self) -> (String, u32, u64, u64) {
-        (self.config.to_string(), self.ctx, self.depth.to_bits(), self.seed)
+        (
+            self.config.to_string(),
+            self.ctx,
+            self.depth.to_bits(),
+            self.seed,
+        )
     }
 }
 
@@ -113,10 +128,13 @@ struct Haystack {
 fn piece_text(p: &Value) -> String {
     match p {
         Value::String(s) => s.clone(),
-        Value::Array(bytes) => {
-            String::from_utf8_lossy(&bytes.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<_>>())
-                .into_owned()
-        }
+        Value::Array(bytes) => String::from_utf8_lossy(
+            &bytes
+                .iter()
+                .filter_map(|b| b.as_u64().map(|b| b as u8))
+                .collect::<Vec<_>>(),
+        )
+        .into_owned(),
         _ => String::new(),
     }
 }
@@ -164,12 +182,16 @@ fn haystack(server: &Server, filler: &str, seed: u64, max_tokens: usize) -> Resu
             boundaries.push(i + 1);
         }
     }
-    Ok(Haystack { tokens: toks.into_iter().map(|(id, _)| id).collect(), boundaries })
+    Ok(Haystack {
+        tokens: toks.into_iter().map(|(id, _)| id).collect(),
+        boundaries,
+    })
 }
 
 /// The needle's number for a trial: depends on the seed, context and depth only.
 fn needle_number(seed: u64, ctx: u32, depth: f64) -> String {
-    let mut rng = StdRng::seed_from_u64(seed ^ ((ctx as u64) << 20) ^ depth.to_bits().rotate_left(7));
+    let mut rng =
+        StdRng::seed_from_u64(seed ^ ((ctx as u64) << 20) ^ depth.to_bits().rotate_left(7));
     rng.random_range(10000..100000u32).to_string()
 }
 
@@ -178,13 +200,26 @@ struct Prompt {
     needle_pos: usize,
 }
 
-fn build_prompt(h: &Haystack, bos: &[i64], needle: &[i64], question: &[i64], ctx: u32, n_predict: u32, depth: f64) -> Result<Prompt> {
+fn build_prompt(
+    h: &Haystack,
+    bos: &[i64],
+    needle: &[i64],
+    question: &[i64],
+    ctx: u32,
+    n_predict: u32,
+    depth: f64,
+) -> Result<Prompt> {
     let budget = ctx as usize - n_predict as usize - bos.len() - needle.len() - question.len();
     if budget < 16 {
         bail!("context {ctx} leaves no room for a haystack");
     }
     // Cut the filler at the last sentence boundary within the budget.
-    let f = *h.boundaries.iter().filter(|&&b| b <= budget).max().unwrap_or(&budget);
+    let f = *h
+        .boundaries
+        .iter()
+        .filter(|&&b| b <= budget)
+        .max()
+        .unwrap_or(&budget);
     let f = if f < budget / 2 { budget } else { f };
     let target = (depth * f as f64).round() as usize;
     let at = *h
@@ -231,7 +266,11 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
             configs.push(c);
         }
     }
-    if configs.is_empty() || args.contexts.is_empty() || args.depths.is_empty() || args.seeds.is_empty() {
+    if configs.is_empty()
+        || args.contexts.is_empty()
+        || args.depths.is_empty()
+        || args.seeds.is_empty()
+    {
         bail!("nothing to do: give at least one pair, context, depth and seed");
     }
     if let Some(d) = args.depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
@@ -240,17 +279,22 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
 
     let trials_path = out.join("trials.jsonl");
     let settings_path = out.join("settings.json");
-    let stored_settings: Option<NeedleSettings> =
-        std::fs::read_to_string(&settings_path).ok().and_then(|s| serde_json::from_str(&s).ok());
+    let stored_settings: Option<NeedleSettings> = std::fs::read_to_string(&settings_path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
     if args.fresh || stored_settings.as_ref() != Some(&settings) {
         if trials_path.exists() && !args.report_only {
             std::fs::rename(&trials_path, out.join("trials.jsonl.old"))?;
         }
-        write_atomic(&settings_path, serde_json::to_string_pretty(&settings)?.as_bytes())?;
+        write_atomic(
+            &settings_path,
+            serde_json::to_string_pretty(&settings)?.as_bytes(),
+        )?;
     }
     let mut trials = load_trials(&trials_path);
     let mut kv: BTreeMap<String, KvReport> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("kv.json")).unwrap_or_default()).unwrap_or_default();
+        serde_json::from_str(&std::fs::read_to_string(out.join("kv.json")).unwrap_or_default())
+            .unwrap_or_default();
 
     if !args.report_only {
         let done: std::collections::HashSet<_> = trials.iter().map(Trial::key).collect();
@@ -277,7 +321,10 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
         pb.enable_steady_tick(Duration::from_millis(500));
         let max_ctx = *args.contexts.iter().max().unwrap();
         let mut hay: HashMap<u64, Haystack> = HashMap::new();
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&trials_path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&trials_path)?;
         for c in &configs {
             let g = grid(c);
             if g.is_empty() {
@@ -304,21 +351,39 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
                     continue;
                 }
             };
-            let bos: Vec<i64> = server.post("/tokenize", &json!({"content": "", "add_special": true}))?["tokens"]
+            let bos: Vec<i64> = server
+                .post("/tokenize", &json!({"content": "", "add_special": true}))?["tokens"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_i64).collect())
                 .unwrap_or_default();
-            let question: Vec<i64> = tokenize(&server, QUESTION, false)?.into_iter().map(|t| t.0).collect();
+            let question: Vec<i64> = tokenize(&server, QUESTION, false)?
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
             let mut failed = None;
             for (ctx, depth, seed) in g {
-                pb.set_message(format!("{c} ctx {ctx} depth {:.0}% seed {seed}", depth * 100.0));
+                pb.set_message(format!(
+                    "{c} ctx {ctx} depth {:.0}% seed {seed}",
+                    depth * 100.0
+                ));
                 if let std::collections::hash_map::Entry::Vacant(e) = hay.entry(seed) {
                     e.insert(haystack(&server, &filler, seed, max_ctx as usize)?);
                 }
                 let number = needle_number(seed, ctx, depth);
                 let needle_text = format!(" {} ", NEEDLE.replace("{N}", &number));
-                let needle: Vec<i64> = tokenize(&server, &needle_text, false)?.into_iter().map(|t| t.0).collect();
-                let prompt = build_prompt(&hay[&seed], &bos, &needle, &question, ctx, args.n_predict, depth)?;
+                let needle: Vec<i64> = tokenize(&server, &needle_text, false)?
+                    .into_iter()
+                    .map(|t| t.0)
+                    .collect();
+                let prompt = build_prompt(
+                    &hay[&seed],
+                    &bos,
+                    &needle,
+                    &question,
+                    ctx,
+                    args.n_predict,
+                    depth,
+                )?;
                 let start = Instant::now();
                 let answer = server.post(
                     "/completion",
@@ -357,7 +422,10 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
             }
             drop(server);
             kv.insert(c.to_string(), llama::parse_kv(&llama::read_log(&log)?));
-            write_atomic(&out.join("kv.json"), serde_json::to_string_pretty(&kv)?.as_bytes())?;
+            write_atomic(
+                &out.join("kv.json"),
+                serde_json::to_string_pretty(&kv)?.as_bytes(),
+            )?;
             match failed {
                 Some(e) => say(&pb, format!("[FAIL] {c}: {e}")),
                 None => {
@@ -371,16 +439,29 @@ pub fn run(args: &NeedleArgs) -> Result<bool> {
 
     let trials: Vec<Trial> = trials
         .into_iter()
-        .filter(|t| configs.contains(&t.config) && args.contexts.contains(&t.ctx) && args.depths.contains(&t.depth) && args.seeds.contains(&t.seed))
+        .filter(|t| {
+            configs.contains(&t.config)
+                && args.contexts.contains(&t.ctx)
+                && args.depths.contains(&t.depth)
+                && args.seeds.contains(&t.seed)
+        })
         .collect();
     write_report(&out, args, &settings, &configs, &trials, &kv)?;
-    eprintln!("wrote {}/{{needle.json,needle.md,needle.png}}", out.display());
-    let complete = configs.iter().all(|c| score(&trials, c, None).1 == args.contexts.len() * args.depths.len() * args.seeds.len());
+    eprintln!(
+        "wrote {}/{{needle.json,needle.md,needle.png}}",
+        out.display()
+    );
+    let complete = configs.iter().all(|c| {
+        score(&trials, c, None).1 == args.contexts.len() * args.depths.len() * args.seeds.len()
+    });
     Ok(complete)
 }
 
 fn score(trials: &[Trial], c: &KvConfig, ctx: Option<u32>) -> (usize, usize) {
-    let sel: Vec<&Trial> = trials.iter().filter(|t| t.config == *c && ctx.map_or(true, |x| t.ctx == x)).collect();
+    let sel: Vec<&Trial> = trials
+        .iter()
+        .filter(|t| t.config == *c && ctx.map_or(true, |x| t.ctx == x))
+        .collect();
     (sel.iter().filter(|t| t.found).count(), sel.len())
 }
 
@@ -393,7 +474,10 @@ fn write_report(
     kv: &BTreeMap<String, KvReport>,
 ) -> Result<()> {
     let cell = |c: &KvConfig, ctx: u32, depth: f64| -> Vec<&Trial> {
-        trials.iter().filter(|t| t.config == *c && t.ctx == ctx && t.depth == depth).collect()
+        trials
+            .iter()
+            .filter(|t| t.config == *c && t.ctx == ctx && t.depth == depth)
+            .collect()
     };
     let mut md = String::new();
     let _ = writeln!(
@@ -409,7 +493,11 @@ fn write_report(
     );
     let _ = write!(md, "| context | depth |");
     for c in configs {
-        let _ = write!(md, " {} |", c.label(kv.get(&c.to_string()).and_then(|k| k.rotated())));
+        let _ = write!(
+            md,
+            " {} |",
+            c.label(kv.get(&c.to_string()).and_then(|k| k.rotated()))
+        );
     }
     let _ = write!(md, "\n|---------|-------|");
     for _ in configs {
@@ -438,9 +526,16 @@ fn write_report(
         let _ = write!(md, " **{f}/{n}** |");
     }
     md.push('\n');
-    let _ = write!(md, "| KV MiB at {} | |", args.contexts.iter().max().unwrap());
+    let _ = write!(
+        md,
+        "| KV MiB at {} | |",
+        args.contexts.iter().max().unwrap()
+    );
     for c in configs {
-        let v = kv.get(&c.to_string()).filter(|k| !k.caches.is_empty()).map(|k| format!("{:.2}", k.total_mib()));
+        let v = kv
+            .get(&c.to_string())
+            .filter(|k| !k.caches.is_empty())
+            .map(|k| format!("{:.2}", k.total_mib()));
         let _ = write!(md, " {} |", v.unwrap_or_else(|| "—".into()));
     }
     md.push('\n');
@@ -460,7 +555,10 @@ fn write_report(
         }).collect::<Vec<_>>(),
         "trials": trials,
     });
-    write_atomic(&out.join("needle.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    write_atomic(
+        &out.join("needle.json"),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
 
     let panels: Vec<(String, Vec<Vec<Option<f64>>>)> = configs
         .iter()
@@ -473,18 +571,30 @@ fn write_report(
                         .iter()
                         .map(|&x| {
                             let ts = cell(c, x, d);
-                            (!ts.is_empty()).then(|| ts.iter().filter(|t| t.found).count() as f64 / ts.len() as f64)
+                            (!ts.is_empty()).then(|| {
+                                ts.iter().filter(|t| t.found).count() as f64 / ts.len() as f64
+                            })
                         })
                         .collect()
                 })
                 .collect();
             let (f, n) = score(trials, c, None);
-            (format!("{} — {f}/{n}", c.label(kv.get(&c.to_string()).and_then(|k| k.rotated()))), grid)
+            (
+                format!(
+                    "{} — {f}/{n}",
+                    c.label(kv.get(&c.to_string()).and_then(|k| k.rotated()))
+                ),
+                grid,
+            )
         })
         .collect();
     crate::plot::heat_map(
         &out.join("needle.png"),
-        &format!("Needle in a haystack — {} · retrieval rate over seeds {:?}", settings.model.name(), args.seeds),
+        &format!(
+            "Needle in a haystack — {} · retrieval rate over seeds {:?}",
+            settings.model.name(),
+            args.seeds
+        ),
         &panels,
         &args.depths,
         &args.contexts,
@@ -498,7 +608,10 @@ mod tests {
 
     fn hay() -> Haystack {
         // 1000 tokens, a sentence ending every 10 tokens
-        Haystack { tokens: (1000..2000).collect(), boundaries: (0..=100).map(|i| i * 10).collect() }
+        Haystack {
+            tokens: (1000..2000).collect(),
+            boundaries: (0..=100).map(|i| i * 10).collect(),
+        }
     }
 
     #[test]
@@ -506,16 +619,29 @@ mod tests {
         let (bos, needle, q) = (vec![2], vec![7, 7, 7], vec![9; 20]);
         for (depth, ctx) in [(0.0, 512), (0.5, 512), (1.0, 512), (0.25, 300)] {
             let p = build_prompt(&hay(), &bos, &needle, &q, ctx, 12, depth).unwrap();
-            assert!(p.tokens.len() <= ctx as usize - 12, "{} > {}", p.tokens.len(), ctx - 12);
+            assert!(
+                p.tokens.len() <= ctx as usize - 12,
+                "{} > {}",
+                p.tokens.len(),
+                ctx - 12
+            );
             assert_eq!(p.tokens[0], 2);
             assert_eq!(&p.tokens[p.needle_pos..p.needle_pos + 3], &[7, 7, 7]);
             assert_eq!(&p.tokens[p.tokens.len() - 20..], &q[..]);
             let filler = p.tokens.len() - 1 - 3 - 20;
             let at = p.needle_pos - 1;
             assert_eq!(at % 10, 0, "the needle sits at a sentence boundary");
-            assert!((at as f64 - depth * filler as f64).abs() <= 10.0, "depth {depth}: at {at} of {filler}");
+            assert!(
+                (at as f64 - depth * filler as f64).abs() <= 10.0,
+                "depth {depth}: at {at} of {filler}"
+            );
         }
-        assert_eq!(build_prompt(&hay(), &[2], &[7], &[9], 512, 12, 0.0).unwrap().needle_pos, 1);
+        assert_eq!(
+            build_prompt(&hay(), &[2], &[7], &[9], 512, 12, 0.0)
+                .unwrap()
+                .needle_pos,
+            1
+        );
         assert!(build_prompt(&hay(), &[2], &[7; 10], &[9; 10], 40, 12, 0.5).is_err());
     }
 

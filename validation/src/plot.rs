@@ -16,7 +16,12 @@ const FONT: &str = "sans-serif";
 fn fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+        for style in [
+            FontStyle::Normal,
+            FontStyle::Bold,
+            FontStyle::Italic,
+            FontStyle::Oblique,
+        ] {
             register_font(FONT, style, epaint_default_fonts::UBUNTU_LIGHT)
                 .unwrap_or_else(|_| panic!("the embedded font does not load"));
         }
@@ -73,14 +78,27 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         .map_err(e)?;
     let panels = body.split_evenly((1, 2));
     let xmax = rows.iter().map(|r| r.bits_per_element).fold(0.0, f64::max) + 1.6;
-    let xmin = rows.iter().map(|r| r.bits_per_element).fold(f64::MAX, f64::min) - 0.5;
+    let xmin = rows
+        .iter()
+        .map(|r| r.bits_per_element)
+        .fold(f64::MAX, f64::min)
+        - 0.5;
 
     // Left: mean KLD, log scale.
-    let kmin = rows.iter().map(|r| r.kld.as_ref().unwrap().kld_mean).fold(f64::MAX, f64::min);
-    let kmax = rows.iter().map(|r| r.kld.as_ref().unwrap().kld_mean).fold(0.0, f64::max);
+    let kmin = rows
+        .iter()
+        .map(|r| r.kld.as_ref().unwrap().kld_mean)
+        .fold(f64::MAX, f64::min);
+    let kmax = rows
+        .iter()
+        .map(|r| r.kld.as_ref().unwrap().kld_mean)
+        .fold(0.0, f64::max);
     let mut c = ChartBuilder::on(&panels[0])
         .margin(15)
-        .caption("mean KL divergence (log scale, lower is better)", (FONT, 18))
+        .caption(
+            "mean KL divergence (log scale, lower is better)",
+            (FONT, 18),
+        )
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(xmin..xmax, ((kmin / 2.0).max(1e-6)..kmax * 2.0).log_scale())
@@ -97,8 +115,12 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         let col = colour(r);
         // Neighbouring points alternate their labels above and below, so close ones stay legible.
         let nudge = if i % 2 == 0 { 1.12 } else { 0.88 };
-        c.draw_series(std::iter::once(Circle::new((r.bits_per_element, k.kld_mean), 6, col.filled())))
-            .map_err(e)?;
+        c.draw_series(std::iter::once(Circle::new(
+            (r.bits_per_element, k.kld_mean),
+            6,
+            col.filled(),
+        )))
+        .map_err(e)?;
         c.draw_series(std::iter::once(PathElement::new(
             vec![
                 (r.bits_per_element, (k.kld_mean - k.kld_mean_err).max(1e-7)),
@@ -134,13 +156,20 @@ fn quality_vs_bits(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<(
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(e)?;
-    c.draw_series(std::iter::once(PathElement::new(vec![(xmin, 0.0), (xmax, 0.0)], BLACK.mix(0.4))))
-        .map_err(e)?;
+    c.draw_series(std::iter::once(PathElement::new(
+        vec![(xmin, 0.0), (xmax, 0.0)],
+        BLACK.mix(0.4),
+    )))
+    .map_err(e)?;
     for (i, (r, (v, err))) in rows.iter().zip(&d).enumerate() {
         let col = colour(r);
         let nudge = if i % 2 == 0 { 0.02 } else { -0.02 } * (dmax - dmin + 2.0 * pad);
-        c.draw_series(std::iter::once(Circle::new((r.bits_per_element, *v), 6, col.filled())))
-            .map_err(e)?;
+        c.draw_series(std::iter::once(Circle::new(
+            (r.bits_per_element, *v),
+            6,
+            col.filled(),
+        )))
+        .map_err(e)?;
         c.draw_series(std::iter::once(PathElement::new(
             vec![(r.bits_per_element, v - err), (r.bits_per_element, v + err)],
             col.stroke_width(2),
@@ -172,8 +201,13 @@ fn kld_bars(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<()> {
     let panels = body.split_evenly((1, 2));
     let n = rows.len();
     for (panel, (name, get)) in panels.iter().zip([
-        ("mean KLD (± error)", (|k: &crate::llama::KldStats| (k.kld_mean, k.kld_mean_err)) as fn(&_) -> _),
-        ("99th percentile KLD", |k: &crate::llama::KldStats| (k.kld_p99, 0.0)),
+        (
+            "mean KLD (± error)",
+            (|k: &crate::llama::KldStats| (k.kld_mean, k.kld_mean_err)) as fn(&_) -> _,
+        ),
+        ("99th percentile KLD", |k: &crate::llama::KldStats| {
+            (k.kld_p99, 0.0)
+        }),
     ]) {
         let vmax = rows
             .iter()
@@ -206,13 +240,19 @@ fn kld_bars(path: &Path, subtitle: &str, rows: &[&RunResult]) -> Result<()> {
             let y = n - 1 - i;
             let col = colour(r);
             c.draw_series(std::iter::once(Rectangle::new(
-                [(0.0, SegmentValue::Exact(y)), (v, SegmentValue::Exact(y + 1))],
+                [
+                    (0.0, SegmentValue::Exact(y)),
+                    (v, SegmentValue::Exact(y + 1)),
+                ],
                 col.mix(0.85).filled(),
             )))
             .map_err(e)?;
             if err > 0.0 {
                 c.draw_series(std::iter::once(PathElement::new(
-                    vec![(v - err, SegmentValue::CenterOf(y)), (v + err, SegmentValue::CenterOf(y))],
+                    vec![
+                        (v - err, SegmentValue::CenterOf(y)),
+                        (v + err, SegmentValue::CenterOf(y)),
+                    ],
                     BLACK.stroke_width(2),
                 )))
                 .map_err(e)?;
@@ -241,10 +281,12 @@ pub fn heat_map(
     fonts();
     let pw = (130 + 110 * contexts.len() as u32).max(320);
     let ph = 140 + 60 * depths.len() as u32;
-    let root = BitMapBackend::new(path, ((pw * panels.len() as u32).max(900), ph + 60)).into_drawing_area();
+    let root = BitMapBackend::new(path, ((pw * panels.len() as u32).max(900), ph + 60))
+        .into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let (top, body) = root.split_vertically(60);
-    top.draw_text(title, &(FONT, 20).into_font().color(&BLACK), (20, 18)).map_err(e)?;
+    top.draw_text(title, &(FONT, 20).into_font().color(&BLACK), (20, 18))
+        .map_err(e)?;
     let areas = body.split_evenly((1, panels.len()));
     let (nc, nd) = (contexts.len(), depths.len());
     let label = (FONT, 14).into_font().color(&BLACK);
@@ -254,11 +296,16 @@ pub fn heat_map(
         let (left, top, bottom, right) = (80i32, 40i32, 60i32, 20i32);
         let cw = (w as i32 - left - right) / nc as i32;
         let ch = (h as i32 - top - bottom) / nd as i32;
-        area.draw_text(name, &(FONT, 18).into_font().color(&BLACK), (left, 10)).map_err(e)?;
+        area.draw_text(name, &(FONT, 18).into_font().color(&BLACK), (left, 10))
+            .map_err(e)?;
         for (di, row) in grid.iter().enumerate() {
             let y0 = top + ch * di as i32;
-            area.draw_text(&format!("{:.0}%", 100.0 * depths[di]), &label, (left - 50, y0 + ch / 2 - 7))
-                .map_err(e)?;
+            area.draw_text(
+                &format!("{:.0}%", 100.0 * depths[di]),
+                &label,
+                (left - 50, y0 + ch / 2 - 7),
+            )
+            .map_err(e)?;
             for (ci, cell) in row.iter().enumerate() {
                 let x0 = left + cw * ci as i32;
                 let (col, text) = match cell {
@@ -273,18 +320,36 @@ pub fn heat_map(
                     }
                     None => (RGBColor(200, 200, 200), "—".to_string()),
                 };
-                area.draw(&Rectangle::new([(x0 + 2, y0 + 2), (x0 + cw - 2, y0 + ch - 2)], col.filled()))
-                    .map_err(e)?;
-                area.draw_text(&text, &(FONT, 16).into_font().color(&WHITE), (x0 + cw / 2 - 16, y0 + ch / 2 - 8))
-                    .map_err(e)?;
+                area.draw(&Rectangle::new(
+                    [(x0 + 2, y0 + 2), (x0 + cw - 2, y0 + ch - 2)],
+                    col.filled(),
+                ))
+                .map_err(e)?;
+                area.draw_text(
+                    &text,
+                    &(FONT, 16).into_font().color(&WHITE),
+                    (x0 + cw / 2 - 16, y0 + ch / 2 - 8),
+                )
+                .map_err(e)?;
             }
         }
         for (ci, x) in contexts.iter().enumerate() {
             let x0 = left + cw * ci as i32;
-            area.draw_text(&x.to_string(), &label, (x0 + cw / 2 - 16, top + ch * nd as i32 + 8)).map_err(e)?;
+            area.draw_text(
+                &x.to_string(),
+                &label,
+                (x0 + cw / 2 - 16, top + ch * nd as i32 + 8),
+            )
+            .map_err(e)?;
         }
-        area.draw_text("context (tokens)", &label, (left, top + ch * nd as i32 + 32)).map_err(e)?;
-        area.draw_text("depth", &label, (left - 60, top - 22)).map_err(e)?;
+        area.draw_text(
+            "context (tokens)",
+            &label,
+            (left, top + ch * nd as i32 + 32),
+        )
+        .map_err(e)?;
+        area.draw_text("depth", &label, (left - 60, top - 22))
+            .map_err(e)?;
     }
     root.present().map_err(e)?;
     Ok(())

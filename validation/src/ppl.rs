@@ -181,7 +181,11 @@ impl Matrix<'_> {
             planned_kv_mib: None,
             seconds: 0.0,
             command: String::new(),
-            log: log.strip_prefix(&self.out).unwrap_or(&log).display().to_string(),
+            log: log
+                .strip_prefix(&self.out)
+                .unwrap_or(&log)
+                .display()
+                .to_string(),
             finished_unix: 0,
         };
         let outcome = (|| -> Result<()> {
@@ -200,7 +204,10 @@ impl Matrix<'_> {
             result.label = c.label(result.kv.rotated());
             result.planned_kv_mib = crate::memory::planned_kv_mib(&self.model, c, self.args.ctx);
             if !status.success() {
-                bail!("llama-perplexity failed ({status}): {}", last_lines(&text, 3));
+                bail!(
+                    "llama-perplexity failed ({status}): {}",
+                    last_lines(&text, 3)
+                );
             }
             if is_base {
                 let (p, e) = llama::parse_final_ppl(&text)
@@ -208,7 +215,8 @@ impl Matrix<'_> {
                 result.ppl = Some(p);
                 result.ppl_err = Some(e);
             } else {
-                let k = llama::parse_kld(&text).context("no KL-divergence statistics in the log")?;
+                let k =
+                    llama::parse_kld(&text).context("no KL-divergence statistics in the log")?;
                 result.ppl = Some(k.ppl);
                 result.ppl_err = Some(k.ppl_err);
                 result.kld = Some(k);
@@ -226,7 +234,10 @@ impl Matrix<'_> {
     }
 
     fn save(&self, r: &RunResult) -> Result<()> {
-        write_atomic(&self.result_path(&r.config), serde_json::to_string_pretty(r)?.as_bytes())
+        write_atomic(
+            &self.result_path(&r.config),
+            serde_json::to_string_pretty(r)?.as_bytes(),
+        )
     }
 }
 
@@ -270,7 +281,13 @@ pub fn run(args: &PplArgs) -> Result<Vec<RunResult>> {
     };
     let pairs = parse_pairs(&args.pairs, &args.base)?;
     let logits = out.join(format!("{}.logits", args.base.slug()));
-    let m = Matrix { args, model, out: out.clone(), settings, logits };
+    let m = Matrix {
+        args,
+        model,
+        out: out.clone(),
+        settings,
+        logits,
+    };
 
     let mut all = vec![args.base.clone()];
     all.extend(pairs.iter().cloned());
@@ -293,12 +310,18 @@ pub fn run(args: &PplArgs) -> Result<Vec<RunResult>> {
         if !base_done || (need_kld && !m.logits.is_file()) {
             overall.set_message(args.base.to_string());
             chunk_bar.reset();
-            say(&overall, format!("[base] {} → {}", args.base, m.logits.display()));
+            say(
+                &overall,
+                format!("[base] {} → {}", args.base, m.logits.display()),
+            );
             let r = m.run(&args.base, true, &chunk_bar);
             m.save(&r)?;
             report_one(&overall, &r);
             if !r.ok {
-                bail!("the base configuration {} failed; nothing can be compared with it", args.base);
+                bail!(
+                    "the base configuration {} failed; nothing can be compared with it",
+                    args.base
+                );
             }
         } else {
             say(&overall, format!("[done] {} (stored)", args.base));
@@ -337,7 +360,10 @@ pub fn run(args: &PplArgs) -> Result<Vec<RunResult>> {
     }
     report::write_ppl(&out, &m.settings, args.common.threads, &results)?;
     plot::ppl_plots(&out, &m.settings, &results)?;
-    eprintln!("wrote {}/{{results.json,results.md,quality-vs-bits.png,kld.png}}", out.display());
+    eprintln!(
+        "wrote {}/{{results.json,results.md,quality-vs-bits.png,kld.png}}",
+        out.display()
+    );
     Ok(results)
 }
 
@@ -357,7 +383,10 @@ fn short(r: &RunResult) -> String {
 
 fn report_one(pb: &ProgressBar, r: &RunResult) {
     if r.ok {
-        say(pb, format!("[ok]   {} in {:.0} s: {}", r.label, r.seconds, short(r)));
+        say(
+            pb,
+            format!("[ok]   {} in {:.0} s: {}", r.label, r.seconds, short(r)),
+        );
     } else {
         say(
             pb,

@@ -63,10 +63,16 @@ impl Drop for ChildGuard {
 
 /// Runs `cmd` to completion. Its stdout and stderr are written, interleaved as they come, to
 /// `log`; `on_stdout` sees the whole stdout so far after every read (for progress).
-pub fn run_logged(cmd: &mut Command, log: &Path, mut on_stdout: impl FnMut(&str)) -> Result<ExitStatus> {
+pub fn run_logged(
+    cmd: &mut Command,
+    log: &Path,
+    mut on_stdout: impl FnMut(&str),
+) -> Result<ExitStatus> {
     let mut file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     writeln!(file, "$ {}", display_command(cmd))?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     die_with_parent(cmd);
     let child = cmd
         .spawn()
@@ -75,8 +81,14 @@ pub fn run_logged(cmd: &mut Command, log: &Path, mut on_stdout: impl FnMut(&str)
     let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
     let mut readers = Vec::new();
     for (is_out, stream) in [
-        (true, Box::new(guard.child().stdout.take().unwrap()) as Box<dyn Read + Send>),
-        (false, Box::new(guard.child().stderr.take().unwrap()) as Box<dyn Read + Send>),
+        (
+            true,
+            Box::new(guard.child().stdout.take().unwrap()) as Box<dyn Read + Send>,
+        ),
+        (
+            false,
+            Box::new(guard.child().stderr.take().unwrap()) as Box<dyn Read + Send>,
+        ),
     ] {
         let tx = tx.clone();
         let mut stream = stream;

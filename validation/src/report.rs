@@ -31,7 +31,11 @@ pub fn bits(x: f64) -> String {
 /// The markdown table of the matrix, with a header that says how it was measured.
 pub fn ppl_markdown(settings: &Settings, threads: usize, results: &[RunResult]) -> String {
     let mut s = String::new();
-    let chunks = if settings.chunks == 0 { "all".to_string() } else { settings.chunks.to_string() };
+    let chunks = if settings.chunks == 0 {
+        "all".to_string()
+    } else {
+        settings.chunks.to_string()
+    };
     let _ = writeln!(
         s,
         "WikiText-2 perplexity and KL divergence, {} — `llama-perplexity -c {} -b {} --chunks {} -fa on -ctk K -ctv V` over `{}`, {} threads; \
@@ -50,15 +54,28 @@ pub fn ppl_markdown(settings: &Settings, threads: usize, results: &[RunResult]) 
     if planner {
         s.push_str(" | planner MiB");
     }
-    s.push_str(" | time |\n|-----|-----------|-----|------|----------|---------|------------|--------");
+    s.push_str(
+        " | time |\n|-----|-----------|-----|------|----------|---------|------------|--------",
+    );
     if planner {
         s.push_str("|-------------");
     }
     s.push_str("|------|\n");
     for r in results {
-        let kv = if r.kv.caches.is_empty() { "—".into() } else { format!("{:.2}", r.kv.total_mib()) };
-        let plan = r.planned_kv_mib.map(|p| format!("{p:.2}")).unwrap_or_else(|| "—".into());
-        let plan_col = if planner { format!(" {plan} |") } else { String::new() };
+        let kv = if r.kv.caches.is_empty() {
+            "—".into()
+        } else {
+            format!("{:.2}", r.kv.total_mib())
+        };
+        let plan = r
+            .planned_kv_mib
+            .map(|p| format!("{p:.2}"))
+            .unwrap_or_else(|| "—".into());
+        let plan_col = if planner {
+            format!(" {plan} |")
+        } else {
+            String::new()
+        };
         if !r.ok {
             let _ = writeln!(
                 s,
@@ -76,7 +93,11 @@ pub fn ppl_markdown(settings: &Settings, threads: usize, results: &[RunResult]) 
         };
         let (dppl, kld, p99, top) = match &r.kld {
             Some(k) => (
-                format!("{:+.2}% ± {:.2}", 100.0 * (k.ppl_ratio - 1.0), 100.0 * k.ppl_ratio_err),
+                format!(
+                    "{:+.2}% ± {:.2}",
+                    100.0 * (k.ppl_ratio - 1.0),
+                    100.0 * k.ppl_ratio_err
+                ),
                 format!("{} ± {}", sig(k.kld_mean, 3), sig(k.kld_mean_err, 2)),
                 sig(k.kld_p99, 3),
                 format!("{:.2} ± {:.2}%", k.same_top_p, k.same_top_p_err),
@@ -134,7 +155,10 @@ pub fn goals(results: &[RunResult]) -> String {
     }
     for (name, k) in [("tbq4_0/tbq3_0", tt), ("tbq4_0/tbq4_0", t4)] {
         if let Some(k) = k {
-            line(k.same_top_p >= 96.0, format!("{name} same top p ≥ 96%: {:.2}%", k.same_top_p));
+            line(
+                k.same_top_p >= 96.0,
+                format!("{name} same top p ≥ 96%: {:.2}%", k.same_top_p),
+            );
         }
     }
     if !any {
@@ -144,7 +168,12 @@ pub fn goals(results: &[RunResult]) -> String {
 }
 
 /// Writes `results.json` and `results.md` for the matrix.
-pub fn write_ppl(out: &Path, settings: &Settings, threads: usize, results: &[RunResult]) -> Result<()> {
+pub fn write_ppl(
+    out: &Path,
+    settings: &Settings,
+    threads: usize,
+    results: &[RunResult],
+) -> Result<()> {
     let doc = json!({
         "tool": concat!("tbq-validate ", env!("CARGO_PKG_VERSION")),
         "settings": settings,
@@ -161,8 +190,14 @@ pub fn write_ppl(out: &Path, settings: &Settings, threads: usize, results: &[Run
             v
         }).collect::<Vec<_>>(),
     });
-    write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
-    write_atomic(&out.join("results.md"), ppl_markdown(settings, threads, results).as_bytes())?;
+    write_atomic(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
+    write_atomic(
+        &out.join("results.md"),
+        ppl_markdown(settings, threads, results).as_bytes(),
+    )?;
     Ok(())
 }
 

@@ -47,19 +47,35 @@ impl Server {
         let mut cmd = Command::new(o.tools.exe("llama-server")?);
         cmd.arg("-m").arg(o.model);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
-        cmd.args(["-c", &o.ctx.to_string(), "-np", &o.parallel.to_string(), "-fa", "on"]);
+        cmd.args([
+            "-c",
+            &o.ctx.to_string(),
+            "-np",
+            &o.parallel.to_string(),
+            "-fa",
+            "on",
+        ]);
         cmd.args(["-ctk", &o.config.k, "-ctv", &o.config.v]);
         cmd.args(["-t", &o.threads.to_string(), "--seed", &o.seed.to_string()]);
         // Every request is a new haystack: no prompt cache to reuse, nothing to keep in RAM.
-        cmd.args(["--no-cache-prompt", "-cram", "0", "--no-webui", "--no-warmup"]);
+        cmd.args([
+            "--no-cache-prompt",
+            "-cram",
+            "0",
+            "--no-webui",
+            "--no-warmup",
+        ]);
         cmd.args(["-lv", "4", "--log-colors", "off"]);
         for (k, v) in o.config.env() {
             cmd.env(k, v);
         }
         let command = display_command(&cmd);
-        let mut log = File::create(o.log).with_context(|| format!("creating {}", o.log.display()))?;
+        let mut log =
+            File::create(o.log).with_context(|| format!("creating {}", o.log.display()))?;
         writeln!(log, "$ {command}")?;
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         die_with_parent(&mut cmd);
         let child = cmd.spawn().context("starting llama-server")?;
         let agent = ureq::AgentBuilder::new()
@@ -90,7 +106,11 @@ impl Server {
                 _ => {}
             }
             if start.elapsed() > timeout {
-                bail!("llama-server not ready after {:?} (log: {})", timeout, self.log.display());
+                bail!(
+                    "llama-server not ready after {:?} (log: {})",
+                    timeout,
+                    self.log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -98,10 +118,17 @@ impl Server {
 
     /// POSTs JSON to `path` and returns the JSON answer; an HTTP error carries the server's body.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        match self.agent.post(&format!("{}{path}", self.url)).send_json(body) {
+        match self
+            .agent
+            .post(&format!("{}{path}", self.url))
+            .send_json(body)
+        {
             Ok(r) => Ok(r.into_json()?),
             Err(ureq::Error::Status(code, r)) => {
-                bail!("{path}: HTTP {code}: {}", r.into_string().unwrap_or_default())
+                bail!(
+                    "{path}: HTTP {code}: {}",
+                    r.into_string().unwrap_or_default()
+                )
             }
             Err(e) => Err(e).with_context(|| format!("{path}: {}", tail(&self.log, 2))),
         }

@@ -27,7 +27,10 @@ fn check_row_len(n: usize) -> PyResult<()> {
 }
 
 /// Rows of a 2-D array as contiguous slices (copies only if the view is not C-contiguous).
-fn rows_of<T: Copy, R>(a: ArrayView2<'_, T>, mut f: impl FnMut(usize, &[T]) -> PyResult<R>) -> PyResult<Vec<R>> {
+fn rows_of<T: Copy, R>(
+    a: ArrayView2<'_, T>,
+    mut f: impl FnMut(usize, &[T]) -> PyResult<R>,
+) -> PyResult<Vec<R>> {
     let mut out = Vec::with_capacity(a.nrows());
     for (i, row) in a.outer_iter().enumerate() {
         let r = match row.as_slice() {
@@ -62,14 +65,22 @@ fn quantize<'py>(
     }
     let rb = t.row_bytes(n);
     let mut out = vec![0u8; rows * rb];
-    rows_of(x, |i, row| reference::quantize_row(t, row, &mut out[i * rb..(i + 1) * rb]).map_err(err))?;
-    Ok(Array2::from_shape_vec((rows, rb), out).unwrap().into_pyarray(py))
+    rows_of(x, |i, row| {
+        reference::quantize_row(t, row, &mut out[i * rb..(i + 1) * rb]).map_err(err)
+    })?;
+    Ok(Array2::from_shape_vec((rows, rb), out)
+        .unwrap()
+        .into_pyarray(py))
 }
 
 /// dequantize(q: uint8[rows, row_bytes], type: str) -> float32[rows, n]
 #[pyfunction]
 #[pyo3(signature = (q, r#type))]
-fn dequantize<'py>(py: Python<'py>, q: PyReadonlyArray2<'py, u8>, r#type: &str) -> PyResult<Bound<'py, PyArray2<f32>>> {
+fn dequantize<'py>(
+    py: Python<'py>,
+    q: PyReadonlyArray2<'py, u8>,
+    r#type: &str,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let t = ty(r#type)?;
     let q = q.as_array();
     let (rows, rb) = q.dim();
@@ -86,7 +97,9 @@ fn dequantize<'py>(py: Python<'py>, q: PyReadonlyArray2<'py, u8>, r#type: &str) 
         reference::validate(t, row).map_err(|e| PyValueError::new_err(format!("row {i}: {e}")))?;
         reference::dequantize_row(t, row, &mut out[i * n..(i + 1) * n]).map_err(err)
     })?;
-    Ok(Array2::from_shape_vec((rows, n), out).unwrap().into_pyarray(py))
+    Ok(Array2::from_shape_vec((rows, n), out)
+        .unwrap()
+        .into_pyarray(py))
 }
 
 fn map_rows<'py>(
@@ -98,19 +111,29 @@ fn map_rows<'py>(
     let (rows, n) = x.dim();
     check_row_len(n)?;
     let mut out = vec![0f32; rows * n];
-    rows_of(x, |i, row| f(row, &mut out[i * n..(i + 1) * n]).map_err(err))?;
-    Ok(Array2::from_shape_vec((rows, n), out).unwrap().into_pyarray(py))
+    rows_of(x, |i, row| {
+        f(row, &mut out[i * n..(i + 1) * n]).map_err(err)
+    })?;
+    Ok(Array2::from_shape_vec((rows, n), out)
+        .unwrap()
+        .into_pyarray(py))
 }
 
 /// rotate(x: float32[rows, n]) -> T(x) per 128-block: H·D·x / sqrt(128)
 #[pyfunction]
-fn rotate<'py>(py: Python<'py>, x: PyReadonlyArray2<'py, f32>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+fn rotate<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
     map_rows(py, x, reference::rotate)
 }
 
 /// unrotate(u: float32[rows, n]) -> T⁻¹(u) per 128-block: D·H·u / sqrt(128)
 #[pyfunction]
-fn unrotate<'py>(py: Python<'py>, x: PyReadonlyArray2<'py, f32>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+fn unrotate<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
     map_rows(py, x, reference::unrotate)
 }
 
@@ -118,7 +141,11 @@ fn unrotate<'py>(py: Python<'py>, x: PyReadonlyArray2<'py, f32>) -> PyResult<Bou
 /// rotated domain as the attention kernels do.
 #[pyfunction]
 #[pyo3(signature = (q, y, r#type))]
-fn vec_dot(q: PyReadonlyArray1<'_, u8>, y: PyReadonlyArray1<'_, f32>, r#type: &str) -> PyResult<f32> {
+fn vec_dot(
+    q: PyReadonlyArray1<'_, u8>,
+    y: PyReadonlyArray1<'_, f32>,
+    r#type: &str,
+) -> PyResult<f32> {
     let t = ty(r#type)?;
     let (q, y) = (q.as_array(), y.as_array());
     let (q, y) = (q.to_vec(), y.to_vec());
@@ -147,7 +174,9 @@ fn codebook<'py>(py: Python<'py>, r#type: &str) -> PyResult<Bound<'py, PyArray1<
 #[pyfunction]
 fn lloyd_max<'py>(py: Python<'py>, levels: usize) -> PyResult<(Bound<'py, PyArray1<f64>>, f64)> {
     if !(2..=1 << 12).contains(&levels) {
-        return Err(PyValueError::new_err(format!("levels must be in 2..=4096, got {levels}")));
+        return Err(PyValueError::new_err(format!(
+            "levels must be in 2..=4096, got {levels}"
+        )));
     }
     let lm = tbq::codebook::lloyd_max_normal(levels);
     Ok((Array1::from(lm.levels).into_pyarray(py), lm.mse))
@@ -170,7 +199,13 @@ fn type_info(r#type: &str) -> PyResult<(u32, usize, f64)> {
 #[pymodule]
 fn _tbq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BLOCK", BLOCK_ELEMS)?;
-    m.add("TYPES", TbqType::ALL.iter().map(|t| t.spec().name).collect::<Vec<_>>())?;
+    m.add(
+        "TYPES",
+        TbqType::ALL
+            .iter()
+            .map(|t| t.spec().name)
+            .collect::<Vec<_>>(),
+    )?;
     m.add("ABI_VERSION", tbq::ABI_VERSION)?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
     m.add_function(wrap_pyfunction!(dequantize, m)?)?;
