@@ -72,6 +72,11 @@ def load_llama_bench(out):
     return rows
 
 
+def pair(r):
+    """The K/V cache-type pair of a result row, as llama.cpp writes it: "tbq4_0/tbq3_0"."""
+    return f"{r['type_k']}/{r['type_v']}"
+
+
 def fmt_kv(n):
     return f"{n // 1024}K" if n >= 1024 else str(n)
 
@@ -93,13 +98,13 @@ def print_tables(bench, perf, lb):
     if perf:
         pairs = []
         for r in perf:
-            p = f"{r['type_k']}/{r['type_v']}"
+            p = pair(r)
             if p not in pairs:
                 pairs.append(p)
         print("\nFA decode in one harness (test-backend-ops perf; 8 KV heads, 1 query row; µs, GB/s on K/V)")
         print(f"  {'D':>4} {'GQA':>3} {'n_kv':>5} " + " ".join(f"{p:>20}" for p in pairs))
         keys = sorted({(r["d"], r["gqa"], r["n_kv"]) for r in perf})
-        by = {(r["d"], r["gqa"], r["n_kv"], f"{r['type_k']}/{r['type_v']}"): r for r in perf}
+        by = {(r["d"], r["gqa"], r["n_kv"], pair(r)): r for r in perf}
         for k in keys:
             cells = []
             for p in pairs:
@@ -123,7 +128,7 @@ def print_tables(bench, perf, lb):
             rows = {}
             for r in lb:
                 if r["model"] == m:
-                    rows.setdefault(f"{r['type_k']}/{r['type_v']}", {})[(r["test"], r["depth"])] = r["ts"]
+                    rows.setdefault(pair(r), {})[(r["test"], r["depth"])] = r["ts"]
             base = rows.get("f16/f16", {})
             for kvp, vals in rows.items():
                 cells = []
@@ -147,8 +152,8 @@ def plot(bench, perf, lb, path):
     ax = axes[0]
     copy = bench["copy_gbs"] if bench else None
     sel = [r for r in perf if r["d"] == 128 and r["gqa"] == 4]
-    for p in sorted({f"{r['type_k']}/{r['type_v']}" for r in sel}):
-        pts = sorted((r["n_kv"], r["gbs"]) for r in sel if f"{r['type_k']}/{r['type_v']}" == p)
+    for p in sorted({pair(r) for r in sel}):
+        pts = sorted((r["n_kv"], r["gbs"]) for r in sel if pair(r) == p)
         ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=p)
     if copy:
         ax.axhline(copy, color="k", ls="--", lw=1, label=f"D2D copy {copy:.0f} GB/s")
@@ -163,8 +168,8 @@ def plot(bench, perf, lb, path):
     ax = axes[1]
     tg = [r for r in lb if r["test"].startswith("tg")]
     for m in sorted({r["model"] for r in tg}):
-        for p in sorted({f"{r['type_k']}/{r['type_v']}" for r in tg if r["model"] == m}):
-            pts = sorted((r["depth"], r["ts"]) for r in tg if r["model"] == m and f"{r['type_k']}/{r['type_v']}" == p)
+        for p in sorted({pair(r) for r in tg if r["model"] == m}):
+            pts = sorted((r["depth"], r["ts"]) for r in tg if r["model"] == m and pair(r) == p)
             ls = "-" if "llama" in m else "--"
             ax.plot([max(x, 512) for x, _ in pts], [y for _, y in pts], marker="o", ls=ls,
                     label=f"{m.replace('-q4_k_m.gguf', '')} {p}")
