@@ -36,3 +36,30 @@ ppl_run() {
 ppl_value() {
     sed -n 's/.*Final estimate: PPL = \([0-9.]*\) +\/- \([0-9.]*\).*/\1 \2/p' "$1" | tail -n1
 }
+
+# Test suites (test.sh, test-validation.sh): `step NAME CMD...` runs one check and counts it in
+# $passed / $failed / $failures (the caller sets them to 0 / 0 / ()); `finish` prints the
+# "N passed, N failed" line and exits non-zero if anything failed.
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name"
+    local start=$(date +%s)
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== ok: $name ($(($(date +%s) - start)) s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== FAILED: $name ($(($(date +%s) - start)) s)"
+    fi
+}
+
+finish() {
+    echo
+    [ ${#failures[@]} -eq 0 ] || printf 'failed: %s\n' "${failures[@]}"
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}

@@ -10,30 +10,7 @@
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-passed=0 failed=0 failures=()
-step() {
-    local name=$1
-    shift
-    echo
-    echo "=== $name"
-    local start=$(date +%s)
-    if "$@"; then
-        passed=$((passed + 1))
-        echo "=== ok: $name ($(($(date +%s) - start)) s)"
-    else
-        failed=$((failed + 1))
-        failures+=("$name")
-        echo "=== FAILED: $name ($(($(date +%s) - start)) s)"
-    fi
-}
-
-finish() {
-    echo
-    [ ${#failures[@]} -eq 0 ] || printf 'failed: %s\n' "${failures[@]}"
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
-}
+passed=0 failed=0 failures=() # counted by step(), reported by finish() (lib.sh)
 
 # --- the crate ---------------------------------------------------------------------------------
 step "cargo test (crate, golden vectors, C ABI program, bindgen layout, planner, validation tool)" \
