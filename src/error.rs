@@ -53,7 +53,13 @@ impl fmt::Display for Error {
             Error::Buffer { need, have } => {
                 write!(f, "buffer too short: the row needs {need}, got {have}")
             }
-            Error::Type(t) => write!(f, "{t} is not a tbq type (0 = tbq4_0, 1 = tbq3_0)"),
+            Error::Type(t) => {
+                let names: Vec<String> = crate::TbqType::ALL
+                    .iter()
+                    .map(|t| format!("{} = {t}", *t as i32))
+                    .collect();
+                write!(f, "{t} is not a tbq type ({})", names.join(", "))
+            },
             Error::NonFinite { block } => write!(f, "block {block} has a non-finite norm"),
         }
     }

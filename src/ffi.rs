@@ -80,8 +80,14 @@ pub extern "C" fn tbq_type_size(t: i32) -> usize {
 #[no_mangle]
 pub extern "C" fn tbq_type_name(t: i32) -> *const c_char {
     match TbqType::from_abi(t) {
+        // C strings of TypeSpec::name (the match is exhaustive: a new type must be named here).
         Some(TbqType::Tbq4_0) => c"tbq4_0".as_ptr(),
         Some(TbqType::Tbq3_0) => c"tbq3_0".as_ptr(),
+        Some(TbqType::Tbq5_0) => c"tbq5_0".as_ptr(),
+        Some(TbqType::Tbq6_0) => c"tbq6_0".as_ptr(),
+        Some(TbqType::Tbq3_1) => c"tbq3_1".as_ptr(),
+        Some(TbqType::Tbq4_1) => c"tbq4_1".as_ptr(),
+        Some(TbqType::Tbq5_1) => c"tbq5_1".as_ptr(),
         None => std::ptr::null(),
     }
 }

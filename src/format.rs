@@ -1,9 +1,15 @@
 //! The tbq block format, version 1 — the one place it is defined.
 //!
 //! One block holds 128 consecutive elements of one head's K or V vector (one rotation group):
-//! an IEEE half `d` (the corrected norm) followed by 128 codes of `bits` bits each. Everything a
-//! width needs — its codebook, its bit planes, its size — is an entry of [`TbqType::spec`]; the
-//! quantizer, packer and kernels are written once for all widths.
+//! an IEEE half `d` (the corrected norm), for the sub-scaled types (`tbqN_1`) a u16 of four 4-bit
+//! group gains, then 128 codes of `bits` bits each. Everything a type needs — its codebook, its
+//! bit planes, whether it has gains, its size — is an entry of [`TbqType::spec`]; the quantizer,
+//! packer and kernels are written once for all of them.
+//!
+//! Sub-scales: coordinate `i` of the rotated block belongs to group `i / 32` (= its slot in the
+//! canonical lane layout, so a warp lane holds one coordinate of every group). Group `s` is
+//! reconstructed as `d · GAINS[g_s] · C[c_i]`, with the gain index `g_s` in bits `4s..4s+4` of the
+//! gains word; the encoder picks each group's gain to minimise that group's squared error.
 //!
 //! The format is frozen: golden vectors under `tests/data/golden` pin every byte. A change is a
 //! new type, never an edit of an existing one.
@@ -23,8 +29,14 @@ pub const LANES: usize = 32;
 /// Coordinates per lane.
 pub const SLOTS: usize = BLOCK_ELEMS / LANES;
 
-/// Bytes of the block header: the half-precision corrected norm `d`.
-pub const HEADER_BYTES: usize = 2;
+/// Bytes of the corrected norm `d` (an IEEE half) that starts every block.
+pub const D_BYTES: usize = 2;
+
+/// Bytes of the gains word of the sub-scaled types (four 4-bit gain indices).
+pub const GAINS_BYTES: usize = 2;
+
+/// Coordinates per gain group of the sub-scaled types: group `s` = slot `s`.
+pub const GROUP_ELEMS: usize = 32;
 
 /// The largest finite IEEE half; `d` saturates there instead of becoming infinite.
 pub const D_MAX: f32 = 65504.0;
@@ -37,6 +49,16 @@ pub enum TbqType {
     Tbq4_0 = 0,
     /// 3-bit codes, 8 levels, 50 bytes per 128 elements (3.125 bits per element).
     Tbq3_0 = 1,
+    /// 5-bit codes, 32 levels, 82 bytes per 128 elements (5.125 bits per element).
+    Tbq5_0 = 2,
+    /// 6-bit codes, 64 levels, 98 bytes per 128 elements (6.125 bits per element).
+    Tbq6_0 = 3,
+    /// 3-bit codes with per-32 gains, 52 bytes per 128 elements (3.25 bits per element).
+    Tbq3_1 = 4,
+    /// 4-bit codes with per-32 gains, 68 bytes per 128 elements (4.25 bits per element).
+    Tbq4_1 = 5,
+    /// 5-bit codes with per-32 gains, 84 bytes per 128 elements (5.25 bits per element).
+    Tbq5_1 = 6,
 }
 
 /// Everything that distinguishes one width of the family from another.
@@ -57,12 +79,19 @@ pub struct TypeSpec {
     /// keep every lane's field nibble-aligned, so a GPU lane reads its 4 codes of a plane with
     /// one aligned load of 4·p bits.
     pub planes: &'static [u32],
+    /// Whether the block carries four per-32 gains ([`codebook::GAINS`] indices) after `d`.
+    pub sub_scales: bool,
 }
 
 impl TypeSpec {
+    /// Bytes before the codes: `d`, and the gains word of a sub-scaled type.
+    pub const fn header_bytes(&self) -> usize {
+        D_BYTES + if self.sub_scales { GAINS_BYTES } else { 0 }
+    }
+
     /// Bytes per block.
     pub const fn block_bytes(&self) -> usize {
-        HEADER_BYTES + BLOCK_ELEMS * self.bits as usize / 8
+        self.header_bytes() + self.code_bytes()
     }
 
     /// Bytes of codes per block.
@@ -100,33 +129,108 @@ impl TypeSpec {
     }
 }
 
-const TBQ4_0: TypeSpec = TypeSpec {
-    name: "tbq4_0",
-    bits: 4,
-    codebook_half: &codebook::NORMAL_16,
-    levels: &codebook::NORMAL_16_LEVELS,
-    bounds_half: &codebook::NORMAL_16_BOUNDS,
-    planes: &[4],
-};
+/// The spec of a width: its Lloyd-Max codebook and bit planes (planes of 1, 2 or 4 bits, low
+/// bits first: 3 = 2+1, 5 = 4+1, 6 = 4+2).
+macro_rules! spec {
+    ($name:literal, $bits:literal, $half:ident, $levels:ident, $bounds:ident, $planes:expr, $sub:literal) => {
+        TypeSpec {
+            name: $name,
+            bits: $bits,
+            codebook_half: &codebook::$half,
+            levels: &codebook::$levels,
+            bounds_half: &codebook::$bounds,
+            planes: &$planes,
+            sub_scales: $sub,
+        }
+    };
+}
 
-const TBQ3_0: TypeSpec = TypeSpec {
-    name: "tbq3_0",
-    bits: 3,
-    codebook_half: &codebook::NORMAL_8,
-    levels: &codebook::NORMAL_8_LEVELS,
-    bounds_half: &codebook::NORMAL_8_BOUNDS,
-    planes: &[2, 1],
-};
+const TBQ4_0: TypeSpec = spec!(
+    "tbq4_0",
+    4,
+    NORMAL_16,
+    NORMAL_16_LEVELS,
+    NORMAL_16_BOUNDS,
+    [4],
+    false
+);
+const TBQ3_0: TypeSpec = spec!(
+    "tbq3_0",
+    3,
+    NORMAL_8,
+    NORMAL_8_LEVELS,
+    NORMAL_8_BOUNDS,
+    [2, 1],
+    false
+);
+const TBQ5_0: TypeSpec = spec!(
+    "tbq5_0",
+    5,
+    NORMAL_32,
+    NORMAL_32_LEVELS,
+    NORMAL_32_BOUNDS,
+    [4, 1],
+    false
+);
+const TBQ6_0: TypeSpec = spec!(
+    "tbq6_0",
+    6,
+    NORMAL_64,
+    NORMAL_64_LEVELS,
+    NORMAL_64_BOUNDS,
+    [4, 2],
+    false
+);
+const TBQ3_1: TypeSpec = spec!(
+    "tbq3_1",
+    3,
+    NORMAL_8,
+    NORMAL_8_LEVELS,
+    NORMAL_8_BOUNDS,
+    [2, 1],
+    true
+);
+const TBQ4_1: TypeSpec = spec!(
+    "tbq4_1",
+    4,
+    NORMAL_16,
+    NORMAL_16_LEVELS,
+    NORMAL_16_BOUNDS,
+    [4],
+    true
+);
+const TBQ5_1: TypeSpec = spec!(
+    "tbq5_1",
+    5,
+    NORMAL_32,
+    NORMAL_32_LEVELS,
+    NORMAL_32_BOUNDS,
+    [4, 1],
+    true
+);
 
 impl TbqType {
     /// Every type, in C ABI order.
-    pub const ALL: [TbqType; 2] = [TbqType::Tbq4_0, TbqType::Tbq3_0];
+    pub const ALL: [TbqType; 7] = [
+        TbqType::Tbq4_0,
+        TbqType::Tbq3_0,
+        TbqType::Tbq5_0,
+        TbqType::Tbq6_0,
+        TbqType::Tbq3_1,
+        TbqType::Tbq4_1,
+        TbqType::Tbq5_1,
+    ];
 
     /// The table entry that defines this width.
     pub fn spec(self) -> &'static TypeSpec {
         match self {
             TbqType::Tbq4_0 => &TBQ4_0,
             TbqType::Tbq3_0 => &TBQ3_0,
+            TbqType::Tbq5_0 => &TBQ5_0,
+            TbqType::Tbq6_0 => &TBQ6_0,
+            TbqType::Tbq3_1 => &TBQ3_1,
+            TbqType::Tbq4_1 => &TBQ4_1,
+            TbqType::Tbq5_1 => &TBQ5_1,
         }
     }
 
@@ -147,6 +251,11 @@ impl TbqType {
         match self {
             TbqType::Tbq4_0 => f(&TBQ4_0),
             TbqType::Tbq3_0 => f(&TBQ3_0),
+            TbqType::Tbq5_0 => f(&TBQ5_0),
+            TbqType::Tbq6_0 => f(&TBQ6_0),
+            TbqType::Tbq3_1 => f(&TBQ3_1),
+            TbqType::Tbq4_1 => f(&TBQ4_1),
+            TbqType::Tbq5_1 => f(&TBQ5_1),
         }
     }
 
@@ -187,7 +296,34 @@ pub struct BlockTbq3_0 {
     pub qs: [u8; 48],
 }
 
+/// A block of a plain wider type (`tbq5_0`: N = 80, `tbq6_0`: N = 96) as C sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockTbqWide<const N: usize> {
+    /// Corrected norm, IEEE half bits.
+    pub d: u16,
+    /// 128 codes: a 64-byte 4-bit plane, then the 1-bit (N = 80) or 2-bit (N = 96) plane.
+    pub qs: [u8; N],
+}
+
+/// A block of a sub-scaled type (`tbq3_1`: N = 48, `tbq4_1`: 64, `tbq5_1`: 80) as C sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockTbqSub<const N: usize> {
+    /// Corrected norm, IEEE half bits.
+    pub d: u16,
+    /// Gain index of group s (coordinates 32s..32s+31 of the rotated block) in bits 4s..4s+4.
+    pub g: u16,
+    /// 128 codes, planes as in the `_0` type of the same width.
+    pub qs: [u8; N],
+}
+
 const _: () = assert!(std::mem::size_of::<BlockTbq4_0>() == 66);
+const _: () = assert!(TBQ5_0.block_bytes() == std::mem::size_of::<BlockTbqWide<80>>());
+const _: () = assert!(TBQ6_0.block_bytes() == std::mem::size_of::<BlockTbqWide<96>>());
+const _: () = assert!(TBQ3_1.block_bytes() == std::mem::size_of::<BlockTbqSub<48>>());
+const _: () = assert!(TBQ4_1.block_bytes() == std::mem::size_of::<BlockTbqSub<64>>());
+const _: () = assert!(TBQ5_1.block_bytes() == std::mem::size_of::<BlockTbqSub<80>>());
 const _: () = assert!(std::mem::size_of::<BlockTbq3_0>() == 50);
 const _: () = assert!(TBQ4_0.block_bytes() == std::mem::size_of::<BlockTbq4_0>());
 const _: () = assert!(TBQ3_0.block_bytes() == std::mem::size_of::<BlockTbq3_0>());

@@ -69,7 +69,7 @@ pub enum CacheType {
 
 impl CacheType {
     /// Every type, in the order llama.cpp lists them.
-    pub const ALL: [CacheType; 11] = [
+    pub const ALL: [CacheType; 16] = [
         CacheType::F32,
         CacheType::F16,
         CacheType::Bf16,
@@ -81,6 +81,11 @@ impl CacheType {
         CacheType::Q5_1,
         CacheType::Tbq(TbqType::Tbq4_0),
         CacheType::Tbq(TbqType::Tbq3_0),
+        CacheType::Tbq(TbqType::Tbq5_0),
+        CacheType::Tbq(TbqType::Tbq6_0),
+        CacheType::Tbq(TbqType::Tbq3_1),
+        CacheType::Tbq(TbqType::Tbq4_1),
+        CacheType::Tbq(TbqType::Tbq5_1),
     ];
 
     /// The type llama.cpp calls `name` (`"f16"`, `"q8_0"`, `"tbq4_0"`, …).

@@ -12,19 +12,27 @@
 //!    `c_i = encode(y_i)`;
 //! 4. `d = sqrt(s) / (sqrt(128) · ||C[c]||)` — i.e. `||x|| / ||C[c]||` — as an IEEE half, saturated
 //!    to 65504.
+//!
+//! Sub-scaled types (`tbqN_1`) replace step 3 per group `s` of 32 coordinates (slot `s`): for each
+//! gain `g_k` of [`GAINS`], `c_i = encode(y_i / g_k)`, `r_i = g_k · C[c_i]` and the group error
+//! `Σ (y_i - r_i)²` (summed as a warp's butterfly sums, [`warp_sum_canonical`]); the first `k`
+//! with the least error wins. Step 4 then normalises the gained reconstruction `r`.
 
 use half::f16;
 
+use crate::codebook::GAINS;
 use crate::error::Error;
-use crate::format::{TbqType, BLOCK_ELEMS, D_MAX, HEADER_BYTES};
+use crate::format::{TbqType, TypeSpec, BLOCK_ELEMS, D_BYTES, D_MAX, GROUP_ELEMS, LANES, SLOTS};
 use crate::packing::{for_each_code, pack};
-use crate::rotation::{fwht, rotate_block, sign, sum_squares_canonical, unrotate_block, SQRT_128};
+use crate::rotation::{
+    fwht, rotate_block, sign, sum_squares_canonical, unrotate_block, warp_sum_canonical, SQRT_128,
+};
 
 type Block = [f32; BLOCK_ELEMS];
 
 /// Quantizes one block of 128 floats into `out` (`ty.block_bytes()` bytes).
 pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
-    let (header, qs) = out.split_at_mut(HEADER_BYTES);
+    let (header, qs) = out.split_at_mut(ty.spec().header_bytes());
 
     let mut w = [0.0f32; BLOCK_ELEMS];
     for (i, (wi, &xi)) in w.iter_mut().zip(x).enumerate() {
@@ -43,17 +51,60 @@ pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
     ty.with_spec(
         #[inline(always)]
         |spec| {
+            let mut y = [0.0f32; BLOCK_ELEMS];
+            for (yi, wi) in y.iter_mut().zip(&w) {
+                *yi = wi * k;
+            }
             let mut codes = [0u8; BLOCK_ELEMS];
             let mut r = [0.0f32; BLOCK_ELEMS];
-            for i in 0..BLOCK_ELEMS {
-                codes[i] = spec.encode(w[i] * k);
-                r[i] = spec.level(codes[i]);
-            }
+            let gains = if spec.sub_scales {
+                encode_groups(spec, &y, &mut codes, &mut r)
+            } else {
+                for i in 0..BLOCK_ELEMS {
+                    codes[i] = spec.encode(y[i]);
+                    r[i] = spec.level(codes[i]);
+                }
+                0
+            };
             let d = norm_w / (SQRT_128 * sum_squares_canonical(&r).sqrt());
-            header.copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
+            header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
+            if spec.sub_scales {
+                header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
+            }
             pack(spec, &codes, qs);
         },
     );
+}
+
+/// Codes and gained reconstruction `r` of a sub-scaled type's block `y` (the normalised,
+/// rotated coordinates); returns the gains word (gain index of group `s` in bits `4s..4s+4`).
+#[inline(always)]
+fn encode_groups(spec: &TypeSpec, y: &Block, codes: &mut [u8; BLOCK_ELEMS], r: &mut Block) -> u16 {
+    let mut word = 0u16;
+    for s in 0..SLOTS {
+        let group = GROUP_ELEMS * s..GROUP_ELEMS * (s + 1);
+        let mut best = (f32::INFINITY, 0usize);
+        for (k, &g) in GAINS.iter().enumerate() {
+            let mut err = [0.0f32; LANES];
+            for (e, &yi) in err.iter_mut().zip(&y[group.clone()]) {
+                let ri = g * spec.level(spec.encode(yi / g));
+                let diff = yi - ri;
+                *e = diff * diff;
+            }
+            let err = warp_sum_canonical(err);
+            if err < best.0 {
+                best = (err, k);
+            }
+        }
+        let (_, k) = best;
+        let g = GAINS[k];
+        for i in group {
+            codes[i] = spec.encode(y[i] / g);
+            r[i] = g * spec.level(codes[i]);
+        }
+        word |= (k as u16) << (4 * s);
+    }
+    word
 }
 
 /// The corrected norm `d` of a block.
@@ -62,15 +113,27 @@ pub fn block_d(block: &[u8]) -> f32 {
     f16::from_le_bytes([block[0], block[1]]).to_f32()
 }
 
-/// `d · C[c_i]` for each coordinate: the block in the rotated domain, `T(x̂)`.
+/// The scale of each group of a block: `d`, times the group's gain for a sub-scaled type
+/// (`(d · g_s) · C[c_i]` is how every implementation reconstructs a coordinate).
+#[inline]
+pub fn group_scales(spec: &TypeSpec, block: &[u8]) -> [f32; SLOTS] {
+    let d = block_d(block);
+    if !spec.sub_scales {
+        return [d; SLOTS];
+    }
+    let word = u16::from_le_bytes([block[D_BYTES], block[D_BYTES + 1]]);
+    std::array::from_fn(|s| d * GAINS[(word >> (4 * s)) as usize & 15])
+}
+
+/// `(d · g_s) · C[c_i]` for each coordinate: the block in the rotated domain, `T(x̂)`.
 #[inline]
 pub fn decode_rotated(ty: TbqType, block: &[u8], out: &mut Block) {
-    let d = block_d(block);
     ty.with_spec(
         #[inline(always)]
         |spec| {
-            for_each_code(spec, &block[HEADER_BYTES..], |i, c| {
-                out[i] = d * spec.level(c)
+            let scale = group_scales(spec, block);
+            for_each_code(spec, &block[spec.header_bytes()..], |i, c| {
+                out[i] = scale[i / GROUP_ELEMS] * spec.level(c)
             })
         },
     );
@@ -193,9 +256,12 @@ pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Erro
             let bb = spec.block_bytes();
             for (xb, qb) in x.chunks_exact(bb).zip(q_rot.chunks_exact(BLOCK_ELEMS)) {
                 let qb: &[f32; BLOCK_ELEMS] = qb.try_into().unwrap();
-                let mut s = 0.0f32;
-                for_each_code(spec, &xb[HEADER_BYTES..], |i, c| s += qb[i] * spec.level(c));
-                sum += block_d(xb) * s;
+                let mut s = [0.0f32; SLOTS];
+                for_each_code(spec, &xb[spec.header_bytes()..], |i, c| {
+                    s[i / GROUP_ELEMS] += qb[i] * spec.level(c)
+                });
+                let scale = group_scales(spec, xb);
+                sum += (0..SLOTS).map(|g| scale[g] * s[g]).sum::<f32>();
             }
             sum
         },

@@ -86,7 +86,14 @@ pub fn sum_squares_canonical(v: &[f32; BLOCK_ELEMS]) -> f32 {
         }
         *acc = s;
     }
-    let mut offset = LANES / 2;
+    warp_sum_canonical(lane)
+}
+
+/// The sum of one value per lane as a warp's xor butterfly computes it (offsets 16, 8, 4, 2, 1:
+/// `v[l] = v[l] + v[l ^ offset]`). Addition is commutative in IEEE arithmetic, so every lane
+/// ends with the same value.
+pub fn warp_sum_canonical(mut lane: [f32; crate::format::LANES]) -> f32 {
+    let mut offset = lane.len() / 2;
     while offset > 0 {
         let prev = lane;
         for (l, acc) in lane.iter_mut().enumerate() {

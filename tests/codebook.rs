@@ -1,7 +1,7 @@
 //! The codebook constants are the Lloyd-Max quantizers of N(0, 1); the thresholds are their
 //! midpoints; encoding picks the nearest level.
 
-use tbq::codebook::{lloyd_max_normal, NORMAL_16, NORMAL_8};
+use tbq::codebook::{lloyd_max_normal, GAINS, NORMAL_16, NORMAL_32, NORMAL_64, NORMAL_8};
 use tbq::TbqType;
 
 fn check(half: &[f32], levels: usize, mse: f64) {
@@ -32,6 +32,26 @@ fn three_bit_codebook_is_lloyd_max() {
 #[test]
 fn four_bit_codebook_is_lloyd_max() {
     check(&NORMAL_16, 16, 0.009501);
+}
+
+#[test]
+fn five_bit_codebook_is_lloyd_max() {
+    check(&NORMAL_32, 32, 0.0025047);
+}
+
+#[test]
+fn six_bit_codebook_is_lloyd_max() {
+    check(&NORMAL_64, 64, 0.00064424);
+}
+
+/// The gains are 2^((2k - 15)/24) rounded to f32, ascending, and 1.0 lies between the middle two.
+#[test]
+fn gains_are_the_documented_ladder() {
+    for (k, &g) in GAINS.iter().enumerate() {
+        let want = 2f64.powf((2.0 * k as f64 - 15.0) / 24.0);
+        assert_eq!(g, want as f32, "gain {k}");
+    }
+    assert!(GAINS[7] < 1.0 && GAINS[8] > 1.0);
 }
 
 #[test]
@@ -74,6 +94,27 @@ fn type_table() {
     );
     assert_eq!(TbqType::from_name("tbq3_0"), Some(TbqType::Tbq3_0));
     assert_eq!(TbqType::from_abi(1), Some(TbqType::Tbq3_0));
-    assert_eq!(TbqType::from_abi(2), None);
+    assert_eq!(TbqType::from_abi(7), None);
     assert_eq!(TbqType::Tbq4_0.row_bytes(256), 132);
+    // name, bytes per block, bits per element of every type
+    let table: Vec<(&str, usize, f64)> = TbqType::ALL
+        .iter()
+        .map(|t| (t.spec().name, t.block_bytes(), t.spec().bits_per_element()))
+        .collect();
+    assert_eq!(
+        table,
+        [
+            ("tbq4_0", 66, 4.125),
+            ("tbq3_0", 50, 3.125),
+            ("tbq5_0", 82, 5.125),
+            ("tbq6_0", 98, 6.125),
+            ("tbq3_1", 52, 3.25),
+            ("tbq4_1", 68, 4.25),
+            ("tbq5_1", 84, 5.25),
+        ]
+    );
+    for t in TbqType::ALL {
+        assert_eq!(TbqType::from_name(t.spec().name), Some(t));
+        assert_eq!(TbqType::from_abi(t as i32), Some(t));
+    }
 }

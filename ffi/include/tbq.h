@@ -11,9 +11,13 @@
  *      ties go to the lower level.
  *   4. d = n / ||C[c]|| stored as IEEE half (round to nearest even, saturated to 65504).
  *   Dequantize: x^ = D·H·(d·C[c]) / sqrt(128).
+ *   Sub-scaled types (tbq3_1, tbq4_1, tbq5_1): after d, a u16 of four 4-bit gain indices (group s =
+ *   rotated coordinates 32s..32s+31, index in bits 4s..4s+3) into TBQ_GAINS, g_k = 2^((2k-15)/24).
+ *   Step 3 per group: for each k, c_i = nearest level to y_i / g_k, error sum (y_i - g_k·C[c_i])²;
+ *   the first k with the least error wins. Step 4 uses r_i = g_k·C[c_i]; x^ = T^-1((d·g_s)·C[c]).
  *   Code packing ("lane-major bit planes"): coordinate i belongs to lane i % 32, slot i / 32.
- *   A code of b bits is split into planes (tbq4_0: one 4-bit plane; tbq3_0: a 2-bit plane for the
- *   low bits, then a 1-bit plane for the high bit). A plane of p bits holds, per lane, the 4 slots'
+ *   A code of b bits is split into planes (4 bits: one 4-bit plane; 3: a 2-bit plane for the
+ *   low bits, then a 1-bit plane for the high bit; 5: 4 + 1; 6: 4 + 2). A plane of p bits holds, per lane, the 4 slots'
  *   p-bit fields packed low slot first (4p bits); lanes follow each other little-endian, so lane l's
  *   field starts at bit 4·p·l of the plane. A CUDA warp reading one block thus reads one contiguous,
  *   coalesced run of bytes per plane, one lane per 4 coordinates.
@@ -38,7 +42,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change of a signature, a struct, an enum value or the format. */
-#define TBQ_ABI_VERSION 1u
+#define TBQ_ABI_VERSION 2u
 
 /* The diagonal D of the rotation: bit i of the 128-bit value HI:LO set means coordinate i is
  * negated (LO holds coordinates 0..63). A constant of the format. */
@@ -48,13 +52,27 @@ extern "C" {
 /* Elements per block (one rotation group). */
 #define TBQ_BLOCK_ELEMS 128
 
+/* The 16 gains of the sub-scaled types, g_k = 2^((2k-15)/24) as f32 (codebook::GAINS). */
+#define TBQ_GAINS { 0.6484198f, 0.68697685f, 0.7278266f, 0.7711054f, 0.8169577f, 0.8655366f, 0.91700405f, 0.9715319f, \
+                    1.0293022f, 1.0905077f, 1.1553527f, 1.2240535f, 1.2968396f, 1.3739537f, 1.4556532f, 1.5422108f }
+
 /* Bytes per block. */
 #define TBQ4_0_BLOCK_BYTES 66
 #define TBQ3_0_BLOCK_BYTES 50
+#define TBQ5_0_BLOCK_BYTES 82
+#define TBQ6_0_BLOCK_BYTES 98
+#define TBQ3_1_BLOCK_BYTES 52
+#define TBQ4_1_BLOCK_BYTES 68
+#define TBQ5_1_BLOCK_BYTES 84
 
 typedef enum tbq_type {
     TBQ_TYPE_TBQ4_0 = 0, /* 4-bit codes, 16 levels: 4.125 bits per element */
     TBQ_TYPE_TBQ3_0 = 1, /* 3-bit codes,  8 levels: 3.125 bits per element */
+    TBQ_TYPE_TBQ5_0 = 2, /* 5-bit codes, 32 levels: 5.125 bits per element */
+    TBQ_TYPE_TBQ6_0 = 3, /* 6-bit codes, 64 levels: 6.125 bits per element */
+    TBQ_TYPE_TBQ3_1 = 4, /* 3-bit codes and per-32 gains: 3.25 bits per element */
+    TBQ_TYPE_TBQ4_1 = 5, /* 4-bit codes and per-32 gains: 4.25 bits per element */
+    TBQ_TYPE_TBQ5_1 = 6, /* 5-bit codes and per-32 gains: 5.25 bits per element */
 } tbq_type;
 
 typedef enum tbq_status {
@@ -82,6 +100,34 @@ typedef struct tbq3_0_block {
     tbq_half d;       /* corrected norm */
     uint8_t  qs[48];  /* 32 bytes: low 2 bits of each code; 16 bytes: high bit of each code */
 } tbq3_0_block;
+
+typedef struct tbq5_0_block {
+    tbq_half d;       /* corrected norm */
+    uint8_t  qs[80];  /* 64 bytes: low 4 bits of each code; 16 bytes: high bit */
+} tbq5_0_block;
+
+typedef struct tbq6_0_block {
+    tbq_half d;       /* corrected norm */
+    uint8_t  qs[96];  /* 64 bytes: low 4 bits of each code; 32 bytes: high 2 bits */
+} tbq6_0_block;
+
+typedef struct tbq3_1_block {
+    tbq_half d;       /* corrected norm */
+    uint16_t g;       /* gain index of group s in bits 4s..4s+3 */
+    uint8_t  qs[48];  /* as tbq3_0 */
+} tbq3_1_block;
+
+typedef struct tbq4_1_block {
+    tbq_half d;       /* corrected norm */
+    uint16_t g;       /* gain index of group s in bits 4s..4s+3 */
+    uint8_t  qs[64];  /* as tbq4_0 */
+} tbq4_1_block;
+
+typedef struct tbq5_1_block {
+    tbq_half d;       /* corrected norm */
+    uint16_t g;       /* gain index of group s in bits 4s..4s+3 */
+    uint8_t  qs[80];  /* as tbq5_0 */
+} tbq5_1_block;
 
 /* The library's TBQ_ABI_VERSION. A user compiled against another version must refuse to run. */
 uint32_t tbq_abi_version(void);

@@ -105,7 +105,15 @@ static void check_errors(void) {
     CHECK(tbq_abi_version() == TBQ_ABI_VERSION, "ABI version %u vs header %u", tbq_abi_version(), TBQ_ABI_VERSION);
     CHECK(tbq_type_size(TBQ_TYPE_TBQ4_0) == sizeof(tbq4_0_block) && sizeof(tbq4_0_block) == TBQ4_0_BLOCK_BYTES, "tbq4_0 size");
     CHECK(tbq_type_size(TBQ_TYPE_TBQ3_0) == sizeof(tbq3_0_block) && sizeof(tbq3_0_block) == TBQ3_0_BLOCK_BYTES, "tbq3_0 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ5_0) == sizeof(tbq5_0_block) && sizeof(tbq5_0_block) == TBQ5_0_BLOCK_BYTES, "tbq5_0 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ6_0) == sizeof(tbq6_0_block) && sizeof(tbq6_0_block) == TBQ6_0_BLOCK_BYTES, "tbq6_0 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ3_1) == sizeof(tbq3_1_block) && sizeof(tbq3_1_block) == TBQ3_1_BLOCK_BYTES, "tbq3_1 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ4_1) == sizeof(tbq4_1_block) && sizeof(tbq4_1_block) == TBQ4_1_BLOCK_BYTES, "tbq4_1 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ5_1) == sizeof(tbq5_1_block) && sizeof(tbq5_1_block) == TBQ5_1_BLOCK_BYTES, "tbq5_1 size");
+    CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ5_1), "tbq5_1") == 0, "name tbq5_1");
     CHECK(tbq_type_size(7) == 0 && tbq_type_name(7) == NULL, "unknown type has no size or name");
+    static const float gains[16] = TBQ_GAINS;
+    for (int k = 0; k < 16; k++) CHECK(gains[k] == (float) exp2((2 * k - 15) / 24.0), "TBQ_GAINS[%d]", k);
     CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ3_0), "tbq3_0") == 0, "name");
     CHECK(strcmp(tbq_status_str(TBQ_ERR_BUFFER), "buffer too short for the row") == 0, "status string");
     CHECK(strcmp(tbq_status_str(12345), "unknown status") == 0, "unknown status string");
@@ -156,6 +164,11 @@ int main(int argc, char ** argv) {
     check_errors();
     check_golden(dir, TBQ_TYPE_TBQ4_0, x, n);
     check_golden(dir, TBQ_TYPE_TBQ3_0, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ5_0, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ6_0, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ3_1, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ4_1, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ5_1, x, n);
     free(x);
 
     printf("%d passed, %d failed\n", passed, failed);

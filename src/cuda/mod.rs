@@ -38,7 +38,7 @@ pub use unified::{force_unified, unified_memory};
 /// A raw CUDA stream (`CUstream` / `cudaStream_t`); null is the legacy default stream.
 pub type Stream = sys::CUstream;
 
-/// Element types beside the tbq types (0 = tbq4_0, 1 = tbq3_0): `tbq_dtype` in `tbq.h`.
+/// Element types beside the tbq types (`tbq_type` 0–6): `tbq_dtype` in `tbq.h`.
 pub mod dtype {
     /// IEEE single.
     pub const F32: i32 = 100;
@@ -94,8 +94,10 @@ impl Tensor {
 /// (bytes of one unit, elements per unit) of a type: a block for block types.
 pub fn unit_bytes(t: i32) -> Option<(usize, usize)> {
     Some(match t {
-        0 => (crate::TbqType::Tbq4_0.block_bytes(), crate::BLOCK_ELEMS),
-        1 => (crate::TbqType::Tbq3_0.block_bytes(), crate::BLOCK_ELEMS),
+        t if crate::TbqType::from_abi(t).is_some() => (
+            crate::TbqType::from_abi(t)?.block_bytes(),
+            crate::BLOCK_ELEMS,
+        ),
         dtype::F32 | dtype::I32 => (4, 1),
         dtype::F16 => (2, 1),
         dtype::Q8_0 => (34, 32),

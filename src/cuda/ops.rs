@@ -57,11 +57,7 @@ struct GetRowsParams {
 const WARPS: i64 = 8;
 
 fn tbq_name(t: i32) -> Option<&'static str> {
-    match t {
-        0 => Some("tbq4_0"),
-        1 => Some("tbq3_0"),
-        _ => None,
-    }
+    crate::TbqType::from_abi(t).map(|t| t.spec().name)
 }
 
 fn grid(blocks: i64) -> u32 {

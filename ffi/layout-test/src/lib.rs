@@ -15,7 +15,7 @@ pub mod c {
 mod tests {
     use super::c;
     use std::mem::{align_of, offset_of, size_of};
-    use tbq::format::{BlockTbq3_0, BlockTbq4_0};
+    use tbq::format::{BlockTbq3_0, BlockTbq4_0, BlockTbqSub, BlockTbqWide};
     use tbq::{Error, TbqType};
 
     #[test]
@@ -36,6 +36,50 @@ mod tests {
             c::TBQ3_0_BLOCK_BYTES as usize,
             TbqType::Tbq3_0.block_bytes()
         );
+        // the wider and sub-scaled blocks: C struct = Rust struct = the format table
+        macro_rules! same {
+            ($c:ident, $r:ty, $bytes:ident, $t:expr) => {
+                assert_eq!(size_of::<c::$c>(), size_of::<$r>());
+                assert_eq!(align_of::<c::$c>(), align_of::<$r>());
+                assert_eq!(offset_of!(c::$c, qs), offset_of!($r, qs));
+                assert_eq!(c::$bytes as usize, $t.block_bytes());
+                assert_eq!(size_of::<$r>(), $t.block_bytes());
+            };
+        }
+        same!(
+            tbq5_0_block,
+            BlockTbqWide<80>,
+            TBQ5_0_BLOCK_BYTES,
+            TbqType::Tbq5_0
+        );
+        same!(
+            tbq6_0_block,
+            BlockTbqWide<96>,
+            TBQ6_0_BLOCK_BYTES,
+            TbqType::Tbq6_0
+        );
+        same!(
+            tbq3_1_block,
+            BlockTbqSub<48>,
+            TBQ3_1_BLOCK_BYTES,
+            TbqType::Tbq3_1
+        );
+        same!(
+            tbq4_1_block,
+            BlockTbqSub<64>,
+            TBQ4_1_BLOCK_BYTES,
+            TbqType::Tbq4_1
+        );
+        same!(
+            tbq5_1_block,
+            BlockTbqSub<80>,
+            TBQ5_1_BLOCK_BYTES,
+            TbqType::Tbq5_1
+        );
+        assert_eq!(
+            offset_of!(c::tbq5_1_block, g),
+            offset_of!(BlockTbqSub<80>, g)
+        );
         assert_eq!(c::TBQ_BLOCK_ELEMS as usize, tbq::BLOCK_ELEMS);
     }
 
@@ -47,6 +91,11 @@ mod tests {
         assert_eq!(signs, tbq::rotation::SIGNS);
         assert_eq!(c::tbq_type_TBQ_TYPE_TBQ4_0 as i32, TbqType::Tbq4_0 as i32);
         assert_eq!(c::tbq_type_TBQ_TYPE_TBQ3_0 as i32, TbqType::Tbq3_0 as i32);
+        assert_eq!(c::tbq_type_TBQ_TYPE_TBQ5_0 as i32, TbqType::Tbq5_0 as i32);
+        assert_eq!(c::tbq_type_TBQ_TYPE_TBQ6_0 as i32, TbqType::Tbq6_0 as i32);
+        assert_eq!(c::tbq_type_TBQ_TYPE_TBQ3_1 as i32, TbqType::Tbq3_1 as i32);
+        assert_eq!(c::tbq_type_TBQ_TYPE_TBQ4_1 as i32, TbqType::Tbq4_1 as i32);
+        assert_eq!(c::tbq_type_TBQ_TYPE_TBQ5_1 as i32, TbqType::Tbq5_1 as i32);
         assert_eq!(c::tbq_status_TBQ_OK, 0);
         assert_eq!(c::tbq_status_TBQ_ERR_NULL, Error::Null.status());
         assert_eq!(
