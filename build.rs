@@ -38,7 +38,8 @@ mod cuda {
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
 
-    use crate::format::{TbqType, D_MAX, HEADER_BYTES};
+    use crate::codebook::GAINS;
+    use crate::format::{TbqType, D_BYTES, D_MAX};
     use crate::rotation::{INV_SQRT_128, SIGNS, SQRT_128};
 
     /// Real architectures (a cubin each). nvcc 13.0 dropped everything below sm_75; all of these
@@ -75,7 +76,13 @@ mod cuda {
         let _ = writeln!(h, "#define TBQ_SQRT_128 {}", lit(SQRT_128));
         let _ = writeln!(h, "#define TBQ_INV_SQRT_128 {}", lit(INV_SQRT_128));
         let _ = writeln!(h, "#define TBQ_D_MAX {}", lit(D_MAX));
-        let _ = writeln!(h, "#define TBQ_HEADER_BYTES {HEADER_BYTES}");
+        let _ = writeln!(h, "#define TBQ_D_BYTES {D_BYTES}");
+        let _ = writeln!(
+            h,
+            "static __constant__ float tbq_gains[{}] = {{ {} }};",
+            GAINS.len(),
+            list(&GAINS)
+        );
         let _ = writeln!(h, "#define TBQ_N_TYPES {}\n", TbqType::ALL.len());
         h.push_str("template <int T> struct tbq_traits;\n\n");
         for t in TbqType::ALL {
@@ -109,6 +116,8 @@ mod cuda {
                  \x20   static constexpr int n_half = {nh};\n\
                  \x20   static constexpr int n_bounds = {nb};\n\
                  \x20   static constexpr int block_bytes = {bb};\n\
+                 \x20   static constexpr int header_bytes = {hb}; // d, then the gains word if sub_scales\n\
+                 \x20   static constexpr bool sub_scales = {sub};\n\
                  \x20   static constexpr int plane0 = {p0}; // bits of the first (low) plane\n\
                  \x20   static constexpr int plane1 = {p1}; // bits of the second plane, 0: none\n\
                  \x20   __device__ static __forceinline__ const float * levels() {{ return tbq_levels_{name}; }}\n\
@@ -120,6 +129,8 @@ mod cuda {
                 nh = s.codebook_half.len(),
                 nb = s.bounds_half.len(),
                 bb = s.block_bytes(),
+                hb = s.header_bytes(),
+                sub = s.sub_scales,
             );
         }
         h

@@ -12,6 +12,7 @@
 #include "fattn.cuh"
 
 #include "tbq.h"
+#include "tbq-bridge.h"
 
 #include <cstring>
 
@@ -31,9 +32,9 @@ static_assert(TBQ_BLOCK_ELEMS == 128, "tbq-bridge-cuda: ggml registers the tbq t
 // ---------------------------------------------------------------------------------------------------
 
 static int32_t tbq_cuda_type_of(ggml_type t) {
+#define TBQ_CUDA_CASE(name, tbq_t, ggml_t) case ggml_t: return tbq_t;
     switch (t) {
-        case GGML_TYPE_TBQ4_0: return TBQ_TYPE_TBQ4_0;
-        case GGML_TYPE_TBQ3_0: return TBQ_TYPE_TBQ3_0;
+        GGML_TBQ_TYPES(TBQ_CUDA_CASE)
         case GGML_TYPE_F32:    return TBQ_DTYPE_F32;
         case GGML_TYPE_F16:    return TBQ_DTYPE_F16;
         case GGML_TYPE_Q8_0:   return TBQ_DTYPE_Q8_0;
@@ -41,6 +42,7 @@ static int32_t tbq_cuda_type_of(ggml_type t) {
         case GGML_TYPE_I64:    return TBQ_DTYPE_I64;
         default:               return -1;
     }
+#undef TBQ_CUDA_CASE
 }
 
 // supports_op sees tensors that are not allocated yet: the crate's checks (types, shapes, strides,
@@ -473,32 +475,36 @@ static void tbq_convert_nc(const void * x, dst_t * y, int64_t ne00, int64_t ne01
 
 ggml_cuda_tbq_to_fp16_t ggml_cuda_tbq_get_to_fp16(ggml_type type) {
     switch (type) {
-        case GGML_TYPE_TBQ4_0: return tbq_convert_cont<TBQ_TYPE_TBQ4_0, half>;
-        case GGML_TYPE_TBQ3_0: return tbq_convert_cont<TBQ_TYPE_TBQ3_0, half>;
-        default:               return nullptr;
+#define TBQ_CUDA_CASE(name, tbq_t, ggml_t) case ggml_t: return tbq_convert_cont<tbq_t, half>;
+        GGML_TBQ_TYPES(TBQ_CUDA_CASE)
+#undef TBQ_CUDA_CASE
+        default: return nullptr;
     }
 }
 
 ggml_cuda_tbq_to_fp32_t ggml_cuda_tbq_get_to_fp32(ggml_type type) {
     switch (type) {
-        case GGML_TYPE_TBQ4_0: return tbq_convert_cont<TBQ_TYPE_TBQ4_0, float>;
-        case GGML_TYPE_TBQ3_0: return tbq_convert_cont<TBQ_TYPE_TBQ3_0, float>;
-        default:               return nullptr;
+#define TBQ_CUDA_CASE(name, tbq_t, ggml_t) case ggml_t: return tbq_convert_cont<tbq_t, float>;
+        GGML_TBQ_TYPES(TBQ_CUDA_CASE)
+#undef TBQ_CUDA_CASE
+        default: return nullptr;
     }
 }
 
 ggml_cuda_tbq_to_fp16_nc_t ggml_cuda_tbq_get_to_fp16_nc(ggml_type type) {
     switch (type) {
-        case GGML_TYPE_TBQ4_0: return tbq_convert_nc<TBQ_TYPE_TBQ4_0, half>;
-        case GGML_TYPE_TBQ3_0: return tbq_convert_nc<TBQ_TYPE_TBQ3_0, half>;
-        default:               return nullptr;
+#define TBQ_CUDA_CASE(name, tbq_t, ggml_t) case ggml_t: return tbq_convert_nc<tbq_t, half>;
+        GGML_TBQ_TYPES(TBQ_CUDA_CASE)
+#undef TBQ_CUDA_CASE
+        default: return nullptr;
     }
 }
 
 ggml_cuda_tbq_to_fp32_nc_t ggml_cuda_tbq_get_to_fp32_nc(ggml_type type) {
     switch (type) {
-        case GGML_TYPE_TBQ4_0: return tbq_convert_nc<TBQ_TYPE_TBQ4_0, float>;
-        case GGML_TYPE_TBQ3_0: return tbq_convert_nc<TBQ_TYPE_TBQ3_0, float>;
-        default:               return nullptr;
+#define TBQ_CUDA_CASE(name, tbq_t, ggml_t) case ggml_t: return tbq_convert_nc<tbq_t, float>;
+        GGML_TBQ_TYPES(TBQ_CUDA_CASE)
+#undef TBQ_CUDA_CASE
+        default: return nullptr;
     }
 }

@@ -6,7 +6,7 @@
  * in the op dispatch; when it says yes the op is answered and computed here, never by upstream code that
  * does not know the types. convert.cu returns the converters below for the tbq types.
  *
- * Ops (any operand GGML_TYPE_TBQ4_0 / GGML_TYPE_TBQ3_0):
+ * Ops (any operand of a tbq type, ggml_is_tbq):
  *   SET_ROWS            f32/f16 rows -> tbq rows (i32/i64 index)      tbq_cuda_set_rows
  *   CPY / DUP / CONT    f32/f16 -> tbq (no index)                     tbq_cuda_set_rows
  *                       tbq -> f32/f16                                tbq_cuda_get_rows (whole tensor)

@@ -16,9 +16,15 @@
 #include <string.h>
 
 static_assert(TBQ_BLOCK_ELEMS == 128, "tbq-bridge: the ggml types are registered with blck_size 128");
+// ggml's type_traits (patches/0001) register these sizes: the header must agree.
 static_assert(TBQ4_0_BLOCK_BYTES == 66 && TBQ3_0_BLOCK_BYTES == 50, "tbq-bridge: ggml type sizes are 66 / 50 bytes");
-static_assert(sizeof(tbq4_0_block) == TBQ4_0_BLOCK_BYTES, "tbq-bridge: tbq4_0_block is not 66 bytes");
-static_assert(sizeof(tbq3_0_block) == TBQ3_0_BLOCK_BYTES, "tbq-bridge: tbq3_0_block is not 50 bytes");
+static_assert(TBQ5_0_BLOCK_BYTES == 82 && TBQ6_0_BLOCK_BYTES == 98, "tbq-bridge: ggml type sizes are 82 / 98 bytes");
+static_assert(TBQ3_1_BLOCK_BYTES == 52 && TBQ4_1_BLOCK_BYTES == 68 && TBQ5_1_BLOCK_BYTES == 84,
+              "tbq-bridge: ggml type sizes are 52 / 68 / 84 bytes");
+static_assert(sizeof(tbq4_0_block) == TBQ4_0_BLOCK_BYTES && sizeof(tbq3_0_block) == TBQ3_0_BLOCK_BYTES &&
+              sizeof(tbq5_0_block) == TBQ5_0_BLOCK_BYTES && sizeof(tbq6_0_block) == TBQ6_0_BLOCK_BYTES &&
+              sizeof(tbq3_1_block) == TBQ3_1_BLOCK_BYTES && sizeof(tbq4_1_block) == TBQ4_1_BLOCK_BYTES &&
+              sizeof(tbq5_1_block) == TBQ5_1_BLOCK_BYTES, "tbq-bridge: a block struct disagrees with its size");
 
 #define TBQ_CHECK(call)                                                                         \
     do {                                                                                        \
@@ -29,12 +35,20 @@ static_assert(sizeof(tbq3_0_block) == TBQ3_0_BLOCK_BYTES, "tbq-bridge: tbq3_0_bl
         }                                                                                       \
     } while (0)
 
+static enum ggml_type tbq_bridge_ggml_type(int32_t t) {
+#define TBQ_BRIDGE_CASE(name, tbq_t, ggml_t) case tbq_t: return ggml_t;
+    switch (t) {
+        GGML_TBQ_TYPES(TBQ_BRIDGE_CASE)
+        default: GGML_ABORT("tbq-bridge: %d is not a tbq_type", (int) t);
+    }
+#undef TBQ_BRIDGE_CASE
+}
+
 static size_t tbq_bridge_row_bytes(int32_t t, int64_t k, const char * fn) {
     if (k <= 0 || k % TBQ_BLOCK_ELEMS != 0) {
         GGML_ABORT("%s: row of %lld elements is not a positive multiple of %d", fn, (long long) k, TBQ_BLOCK_ELEMS);
     }
-    const size_t bs = t == TBQ_TYPE_TBQ4_0 ? TBQ4_0_BLOCK_BYTES : TBQ3_0_BLOCK_BYTES;
-    return (size_t) (k / TBQ_BLOCK_ELEMS) * bs;
+    return (size_t) (k / TBQ_BLOCK_ELEMS) * ggml_type_size(tbq_bridge_ggml_type(t));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -58,15 +72,16 @@ void ggml_tbq_check_abi(void) {
         GGML_ABORT("tbq ABI mismatch (libtbq.a: %u, tbq.h: %u)", (unsigned) found, (unsigned) TBQ_ABI_VERSION);
     }
 
-    const size_t s4 = tbq_type_size(TBQ_TYPE_TBQ4_0);
-    const size_t s3 = tbq_type_size(TBQ_TYPE_TBQ3_0);
-    if (s4 != TBQ4_0_BLOCK_BYTES || s3 != TBQ3_0_BLOCK_BYTES) {
-        fprintf(stderr,
-                "ggml: tbq block size mismatch: libtbq.a says tbq4_0 = %zu, tbq3_0 = %zu bytes; ggml expects %d and %d.\n"
-                "ggml: rebuild libtbq.a and llama.cpp from the same checkout.\n",
-                s4, s3, TBQ4_0_BLOCK_BYTES, TBQ3_0_BLOCK_BYTES);
-        GGML_ABORT("tbq block size mismatch");
+#define TBQ_BRIDGE_CHECK_SIZE(name, tbq_t, ggml_t)                                                          \
+    if (tbq_type_size(tbq_t) != ggml_type_size(ggml_t)) {                                                     \
+        fprintf(stderr,                                                                                       \
+                "ggml: tbq block size mismatch: libtbq.a says " #name " = %zu bytes; ggml expects %zu.\n"     \
+                "ggml: rebuild libtbq.a and llama.cpp from the same checkout.\n",                             \
+                tbq_type_size(tbq_t), ggml_type_size(ggml_t));                                                \
+        GGML_ABORT("tbq block size mismatch");                                                                \
     }
+    GGML_TBQ_TYPES(TBQ_BRIDGE_CHECK_SIZE)
+#undef TBQ_BRIDGE_CHECK_SIZE
 
     checked = 1;
 }
@@ -74,30 +89,6 @@ void ggml_tbq_check_abi(void) {
 // ---------------------------------------------------------------------------------------------------
 // quantize / dequantize
 // ---------------------------------------------------------------------------------------------------
-
-void quantize_row_tbq4_0_ref(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    TBQ_CHECK(tbq_quantize_f32(TBQ_TYPE_TBQ4_0, x, k, y, tbq_bridge_row_bytes(TBQ_TYPE_TBQ4_0, k, __func__)));
-}
-
-void quantize_row_tbq3_0_ref(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    TBQ_CHECK(tbq_quantize_f32(TBQ_TYPE_TBQ3_0, x, k, y, tbq_bridge_row_bytes(TBQ_TYPE_TBQ3_0, k, __func__)));
-}
-
-void quantize_row_tbq4_0(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_tbq4_0_ref(x, y, k);
-}
-
-void quantize_row_tbq3_0(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    quantize_row_tbq3_0_ref(x, y, k);
-}
-
-void dequantize_row_tbq4_0(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) {
-    TBQ_CHECK(tbq_dequantize_f32(TBQ_TYPE_TBQ4_0, x, tbq_bridge_row_bytes(TBQ_TYPE_TBQ4_0, k, __func__), y, k));
-}
-
-void dequantize_row_tbq3_0(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) {
-    TBQ_CHECK(tbq_dequantize_f32(TBQ_TYPE_TBQ3_0, x, tbq_bridge_row_bytes(TBQ_TYPE_TBQ3_0, k, __func__), y, k));
-}
 
 static size_t tbq_bridge_quantize_rows(int32_t t, const float * src, void * dst, int64_t nrow, int64_t n_per_row, const char * fn) {
     const size_t row_bytes = tbq_bridge_row_bytes(t, n_per_row, fn);
@@ -108,16 +99,6 @@ static size_t tbq_bridge_quantize_rows(int32_t t, const float * src, void * dst,
         }
     }
     return (size_t) nrow * row_bytes;
-}
-
-size_t quantize_tbq4_0(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrow, int64_t n_per_row, const float * imatrix) {
-    (void) imatrix;
-    return tbq_bridge_quantize_rows(TBQ_TYPE_TBQ4_0, src, dst, nrow, n_per_row, __func__);
-}
-
-size_t quantize_tbq3_0(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrow, int64_t n_per_row, const float * imatrix) {
-    (void) imatrix;
-    return tbq_bridge_quantize_rows(TBQ_TYPE_TBQ3_0, src, dst, nrow, n_per_row, __func__);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -139,15 +120,32 @@ static inline void tbq_bridge_vec_dot(int32_t t, int n, float * s, const void * 
     }
 }
 
-void ggml_vec_dot_tbq4_0_rot(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {
-    (void) bs; (void) bx; (void) by;
-    tbq_bridge_vec_dot(TBQ_TYPE_TBQ4_0, n, s, vx, vy, nrc, __func__);
-}
+// ---------------------------------------------------------------------------------------------------
+// the per-type entry points (tbq-bridge.h): one definition each, from GGML_TBQ_TYPES
+// ---------------------------------------------------------------------------------------------------
 
-void ggml_vec_dot_tbq3_0_rot(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {
-    (void) bs; (void) bx; (void) by;
-    tbq_bridge_vec_dot(TBQ_TYPE_TBQ3_0, n, s, vx, vy, nrc, __func__);
-}
+#define TBQ_BRIDGE_DEFINE(name, tbq_t, ggml_t)                                                                         \
+    void quantize_row_##name##_ref(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {                \
+        TBQ_CHECK(tbq_quantize_f32(tbq_t, x, k, y, tbq_bridge_row_bytes(tbq_t, k, __func__)));                        \
+    }                                                                                                                 \
+    void quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {                      \
+        quantize_row_##name##_ref(x, y, k);                                                                           \
+    }                                                                                                                 \
+    void dequantize_row_##name(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) {                    \
+        TBQ_CHECK(tbq_dequantize_f32(tbq_t, x, tbq_bridge_row_bytes(tbq_t, k, __func__), y, k));                      \
+    }                                                                                                                 \
+    size_t quantize_##name(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrow, int64_t n_per_row, \
+                           const float * imatrix) {                                                                   \
+        (void) imatrix;                                                                                               \
+        return tbq_bridge_quantize_rows(tbq_t, src, dst, nrow, n_per_row, __func__);                                  \
+    }                                                                                                                 \
+    void ggml_vec_dot_##name##_rot(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx,           \
+                                   size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc) {                    \
+        (void) bs; (void) bx; (void) by;                                                                              \
+        tbq_bridge_vec_dot(tbq_t, n, s, vx, vy, nrc, __func__);                                                       \
+    }
+GGML_TBQ_TYPES(TBQ_BRIDGE_DEFINE)
+#undef TBQ_BRIDGE_DEFINE
 
 // ---------------------------------------------------------------------------------------------------
 // validation
@@ -155,11 +153,12 @@ void ggml_vec_dot_tbq3_0_rot(int n, float * GGML_RESTRICT s, size_t bs, const vo
 
 bool ggml_tbq_validate_row_data(enum ggml_type type, const void * data, size_t nbytes) {
     int32_t t;
+#define TBQ_BRIDGE_CASE(name, tbq_t, ggml_t) case ggml_t: t = tbq_t; break;
     switch (type) {
-        case GGML_TYPE_TBQ4_0: t = TBQ_TYPE_TBQ4_0; break;
-        case GGML_TYPE_TBQ3_0: t = TBQ_TYPE_TBQ3_0; break;
+        GGML_TBQ_TYPES(TBQ_BRIDGE_CASE)
         default: GGML_ABORT("%s: %s is not a tbq type", __func__, ggml_type_name(type));
     }
+#undef TBQ_BRIDGE_CASE
     if (nbytes == 0) {
         return true;
     }

@@ -9,8 +9,11 @@
  * Types (ggml/include/ggml.h):
  *   GGML_TYPE_TBQ4_0  (43) 128 elements, 66 bytes — 4-bit codes, rotated, norm-corrected
  *   GGML_TYPE_TBQ3_0  (44) 128 elements, 50 bytes — 3-bit codes
+ *   GGML_TYPE_TBQ5_0  (46) 82 bytes, GGML_TYPE_TBQ6_0 (47) 98 bytes — 5- and 6-bit codes (keys)
+ *   GGML_TYPE_TBQ3_1  (48) 52 bytes, GGML_TYPE_TBQ4_1 (49) 68, GGML_TYPE_TBQ5_1 (50) 84 — 3/4/5-bit codes
+ *       with a 4-bit gain per 32 rotated coordinates
  *   GGML_TYPE_TBQ_ROT (45) 128 f32 already rotated by T (tbq_rotate_f32), 512 bytes. Internal: the
- *       vec_dot_type of both tbq types, so the CPU flash-attention path rotates each query row once
+ *       vec_dot_type of every tbq type, so the CPU flash-attention path rotates each query row once
  *       and each key costs only code look-ups and multiply-adds (tbq_vec_dot_rotated).
  *
  * Functions the CPU backend calls are GGML_API so that they are exported from ggml-base when
@@ -33,30 +36,38 @@ extern "C" {
  * (found, expected, how to rebuild) otherwise. Idempotent and cheap after the first call. */
 GGML_API void ggml_tbq_check_abi(void);
 
-/* Reference quantization of one row of k floats (k a multiple of 128): ggml_from_float_t. */
-GGML_API void quantize_row_tbq4_0_ref(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
-GGML_API void quantize_row_tbq3_0_ref(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
+/* The tbq types: X(name, tbq_type, ggml_type) for each. Every per-type entry point below exists once
+ * per type, generated from this list (their bodies are the same call with another tbq_type). */
+#define GGML_TBQ_TYPES(X)                              \
+    X(tbq4_0, TBQ_TYPE_TBQ4_0, GGML_TYPE_TBQ4_0)       \
+    X(tbq3_0, TBQ_TYPE_TBQ3_0, GGML_TYPE_TBQ3_0)       \
+    X(tbq5_0, TBQ_TYPE_TBQ5_0, GGML_TYPE_TBQ5_0)       \
+    X(tbq6_0, TBQ_TYPE_TBQ6_0, GGML_TYPE_TBQ6_0)       \
+    X(tbq3_1, TBQ_TYPE_TBQ3_1, GGML_TYPE_TBQ3_1)       \
+    X(tbq4_1, TBQ_TYPE_TBQ4_1, GGML_TYPE_TBQ4_1)       \
+    X(tbq5_1, TBQ_TYPE_TBQ5_1, GGML_TYPE_TBQ5_1)
 
-/* The CPU backend's from_float (same bytes as the reference: the crate is deterministic). */
-GGML_API void quantize_row_tbq4_0(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
-GGML_API void quantize_row_tbq3_0(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
-
-/* Dequantize one row of k elements to f32: ggml_to_float_t. */
-GGML_API void dequantize_row_tbq4_0(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
-GGML_API void dequantize_row_tbq3_0(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
-
-/* ggml_quantize_chunk: nrow rows of n_per_row floats; returns the bytes written. imatrix is ignored
- * (the format has no importance weighting). */
-GGML_API size_t quantize_tbq4_0(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrow, int64_t n_per_row, const float * imatrix);
-GGML_API size_t quantize_tbq3_0(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrow, int64_t n_per_row, const float * imatrix);
+/* Per type NAME:
+ *   quantize_row_NAME_ref  reference quantization of one row of k floats (k a multiple of 128): ggml_from_float_t
+ *   quantize_row_NAME      the CPU backend's from_float (same bytes: the crate is deterministic)
+ *   dequantize_row_NAME    one row of k elements to f32: ggml_to_float_t
+ *   quantize_NAME          ggml_quantize_chunk: nrow rows of n_per_row floats; returns the bytes written;
+ *                          imatrix is ignored (the format has no importance weighting)
+ *   ggml_vec_dot_NAME_rot  ggml_vec_dot_t: *s = x · q where vy holds GGML_TYPE_TBQ_ROT (the rotated
+ *                          query); nrc must be 1 */
+#define GGML_TBQ_DECLARE(name, tbq_t, ggml_t)                                                                          \
+    GGML_API void   quantize_row_##name##_ref(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);      \
+    GGML_API void   quantize_row_##name(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);            \
+    GGML_API void   dequantize_row_##name(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);          \
+    GGML_API size_t quantize_##name(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrow,          \
+                                    int64_t n_per_row, const float * imatrix);                                        \
+    GGML_API void   ggml_vec_dot_##name##_rot(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, \
+                                              size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc);
+GGML_TBQ_TYPES(GGML_TBQ_DECLARE)
+#undef GGML_TBQ_DECLARE
 
 /* from_float of GGML_TYPE_TBQ_ROT: y = T(x), blockwise over k floats (k a multiple of 128). */
 GGML_API void ggml_tbq_rotate_row(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
-
-/* ggml_vec_dot_t of the tbq types: *s = x · q where vy holds GGML_TYPE_TBQ_ROT (the rotated query).
- * nrc must be 1. */
-GGML_API void ggml_vec_dot_tbq4_0_rot(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc);
-GGML_API void ggml_vec_dot_tbq3_0_rot(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, size_t bx, const void * GGML_RESTRICT vy, size_t by, int nrc);
 
 /* ggml_validate_row_data for the tbq types: false (with a message on stderr) when a block's d is
  * not finite. nbytes is a whole number of blocks (checked by the caller). */

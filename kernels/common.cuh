@@ -62,6 +62,16 @@ static __device__ __forceinline__ void tbq_fwht_warp(float v[4], int lane) {
     v[1] = __fadd_rn(a, b); v[3] = __fsub_rn(a, b);
 }
 
+// Warp-wide sum in the canonical butterfly order (rotation::warp_sum_canonical): every lane gets
+// the same value, bit for bit the CPU reference's.
+static __device__ __forceinline__ float tbq_warp_sum_canonical(float s) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        s = __fadd_rn(s, __shfl_xor_sync(TBQ_FULL_MASK, s, off));
+    }
+    return s;
+}
+
 // Sum of squares in the canonical order (rotation::sum_squares_canonical): each lane v0², then
 // += v1², v2², v3² (no FMA), then an xor butterfly over 16, 8, 4, 2, 1. Every lane gets the
 // same value.
@@ -70,11 +80,7 @@ static __device__ __forceinline__ float tbq_sum_squares_warp(const float v[4]) {
     s = __fadd_rn(s, __fmul_rn(v[1], v[1]));
     s = __fadd_rn(s, __fmul_rn(v[2], v[2]));
     s = __fadd_rn(s, __fmul_rn(v[3], v[3]));
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-        s = __fadd_rn(s, __shfl_xor_sync(TBQ_FULL_MASK, s, off));
-    }
-    return s;
+    return tbq_warp_sum_canonical(s);
 }
 
 // Warp-wide sum (any order; not part of the bit-exact paths).
@@ -241,6 +247,7 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
     tbq_fwht_warp(w, lane);
     const float ss = tbq_sum_squares_warp(w);
     uint32_t c[4] = {0, 0, 0, 0};
+    uint32_t gains = 0;
     float d = 0.0f;
     if (ss != 0.0f && isfinite(ss)) { // warp-uniform: every lane holds the same sum
         const float norm_w = __fsqrt_rn(ss);
@@ -248,8 +255,29 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
         float r[4];
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
-            c[s] = tbq_encode<T>(__fmul_rn(w[s], k));
-            r[s] = lut[c[s]];
+            const float y = __fmul_rn(w[s], k);
+            if constexpr (tbq_traits<T>::sub_scales) {
+                // group s = slot s of every lane: the gain with the least group error (the first on
+                // a tie), the error summed in the canonical order, so the choice is warp-uniform
+                float best = INFINITY;
+                int bk = 0;
+                for (int g = 0; g < 16; ++g) {
+                    const float gv = tbq_gains[g];
+                    const float e = __fsub_rn(y, __fmul_rn(gv, lut[tbq_encode<T>(__fdiv_rn(y, gv))]));
+                    const float err = tbq_warp_sum_canonical(__fmul_rn(e, e));
+                    if (err < best) {
+                        best = err;
+                        bk = g;
+                    }
+                }
+                const float gv = tbq_gains[bk];
+                c[s] = tbq_encode<T>(__fdiv_rn(y, gv));
+                r[s] = __fmul_rn(gv, lut[c[s]]);
+                gains |= (uint32_t) bk << (4 * s);
+            } else {
+                c[s] = tbq_encode<T>(y);
+                r[s] = lut[c[s]];
+            }
         }
         const float sr = tbq_sum_squares_warp(r);
         d = __fdiv_rn(norm_w, __fmul_rn(TBQ_SQRT_128, __fsqrt_rn(sr)));
@@ -257,8 +285,16 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
     }
     if (lane == 0) {
         *(__half *) blk = __float2half_rn(d);
+        if constexpr (tbq_traits<T>::sub_scales) {
+            *(uint16_t *) (blk + TBQ_D_BYTES) = (uint16_t) gains;
+        }
     }
-    tbq_store_codes<T>(blk + TBQ_HEADER_BYTES, lane, c);
+    tbq_store_codes<T>(blk + tbq_traits<T>::header_bytes, lane, c);
+}
+
+// The gains word of a sub-scaled type's block (gain index of group s in bits 4s..4s+3).
+static __device__ __forceinline__ uint32_t tbq_block_gains(const uint8_t * blk) {
+    return *(const uint16_t *) (blk + TBQ_D_BYTES);
 }
 
 // ---- dequantize one block (reference::dequantize_block) --------------------------------------
@@ -268,10 +304,16 @@ template <int T>
 static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t * blk, int lane, const float * lut,
                                                                  float out[4]) {
     const float d = tbq_block_d(blk);
-    const uint32_t f = tbq_load_fields<T>(blk + TBQ_HEADER_BYTES, lane);
+    const uint32_t f = tbq_load_fields<T>(blk + tbq_traits<T>::header_bytes, lane);
+    uint32_t gains = 0;
+    if constexpr (tbq_traits<T>::sub_scales) {
+        gains = tbq_block_gains(blk);
+    }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-        out[s] = __fmul_rn(d, lut[tbq_code<T>(f, s)]);
+        // (d · g_s) · C[c], as reference::decode_rotated
+        const float scale = tbq_traits<T>::sub_scales ? __fmul_rn(d, tbq_gains[(gains >> (4 * s)) & 15]) : d;
+        out[s] = __fmul_rn(scale, lut[tbq_code<T>(f, s)]);
     }
     tbq_fwht_warp(out, lane);
     const uint32_t signs = tbq_lane_signs(lane);

@@ -36,7 +36,8 @@ static __device__ __forceinline__ void tbq_load_k(tbq_kraw<KT> & r, const uint8_
     } else {
         const uint8_t * blk = row + (size_t) b * tbq_traits<KT>::block_bytes;
         r.d = *(const __half *) blk;
-        r.f = tbq_load_fields<KT>(blk + TBQ_HEADER_BYTES, lane);
+        static_assert(!tbq_traits<KT>::sub_scales, "the per-token kernel serves plain tbq keys only");
+        r.f = tbq_load_fields<KT>(blk + tbq_traits<KT>::header_bytes, lane);
     }
 }
 
@@ -179,7 +180,7 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
                 tbq_load_k<KT>(kr[u][b], kbase + (int64_t) t * p.nbk1, b, lane);
                 const uint8_t * vb = vbase + (int64_t) t * p.nbv1 + b * tbq_traits<VT>::block_bytes;
                 vd[u][b] = *(const __half *) vb;
-                vf[u][b] = tbq_load_fields<VT>(vb + TBQ_HEADER_BYTES, lane);
+                vf[u][b] = tbq_load_fields<VT>(vb + tbq_traits<VT>::header_bytes, lane);
             }
         }
 #pragma unroll
@@ -452,24 +453,48 @@ template <int N> struct tbq_uwords {
     __device__ __forceinline__ uint32_t get(int i) const { return __funnelshift_r(w[i], w[i + 1], sh); }
 };
 
-// Per type: table sizes and contents, and the raw bytes a thread loads per (token, block).
-template <int T> struct tbq_mma_tab;
-template <> struct tbq_mma_tab<TBQ_TYPE_TBQ4_0> {
-    static constexpr int k_entries = 256, v_entries = 256;
-    static __device__ __forceinline__ int kc0(int e) { return e & 15; }
-    static __device__ __forceinline__ int kc1(int e) { return e >> 4; }
-    static __device__ __forceinline__ int vc0(int e) { return e & 15; }
-    static __device__ __forceinline__ int vc1(int e) { return e >> 4; }
-    // K: packed lanes 8c..8c+7 = 16 bytes at 16c.
+// K of any tbq type: thread (g, c) reads packed lanes 8c..8c+7 of each plane, i.e. 4·p bytes at
+// 4·p·c of a plane of p bits; k-step j's slots (2h, 2h+1) are the 2p bits at 4·p·j + 2·p·h of that
+// run. The table index of a register is (plane-0 pair) | (plane-1 pair) << 2·plane0; the table
+// holds half2 (C[c0], C[c1]) for every index, replicated `rep` times (word rep·e + lane % rep) so
+// that lanes reading different entries rarely share a bank: 32 replicas up to 256 entries (no
+// conflicts), fewer for the 1024 (5-bit) and 4096 (6-bit) entries, every table ≤ 32 KB.
+template <int T> struct tbq_mma_k {
+    using tr = tbq_traits<T>;
+    static constexpr int P0 = tr::plane0, P1 = tr::plane1;
+    static constexpr int entries = 1 << (2 * tr::bits);
+    static constexpr int rep = entries <= 256 ? 32 : 8192 / entries;
+    static constexpr uint32_t M0 = (1u << P0) - 1, M1 = (1u << P1) - 1;
+    static __device__ __forceinline__ int c0(int e) { return (e & M0) | ((e >> (2 * P0)) & M1) << P0; }
+    static __device__ __forceinline__ int c1(int e) { return ((e >> P0) & M0) | ((e >> (2 * P0 + P1)) & M1) << P0; }
     struct kraw {
-        tbq_uwords<4> a;
-        __device__ __forceinline__ void load(const uint8_t * qs, int c) { a.load(qs + 16 * c); }
+        tbq_uwords<P0> a;
+        tbq_uwords<P1 == 0 ? 1 : P1> b; // unused without a second plane
+        __device__ __forceinline__ void load(const uint8_t * qs, int c) {
+            a.load(qs + 4 * P0 * c);
+            if constexpr (P1 != 0) b.load(qs + 16 * P0 + 4 * P1 * c);
+        }
         // table index of k-step j, slots (0,1) (h = 0) or (2,3) (h = 1)
         __device__ __forceinline__ uint32_t idx(int j, int h) const {
-            return (a.get(j >> 1) >> (16 * (j & 1) + 8 * h)) & 0xFFu;
+            const int o0 = 4 * P0 * j;
+            uint32_t e = (a.get(o0 >> 5) >> ((o0 & 31) + 2 * P0 * h)) & ((1u << (2 * P0)) - 1);
+            if constexpr (P1 != 0) {
+                const int o1 = 4 * P1 * j;
+                e |= ((b.get(o1 >> 5) >> ((o1 & 31) + 2 * P1 * h)) & ((1u << (2 * P1)) - 1)) << (2 * P0);
+            }
+            return e;
         }
     };
-    // V: packed lanes 4g..4g+3 = 8 bytes at 8g (a u16 per lane, slot s at bits 4s).
+};
+
+// V of a tbq type of one 4-bit plane or of planes 2 + 1 (tbq4_0, tbq3_0, tbq3_1): the table of
+// token pairs (code of t0, code of t1), replicated 32 times.
+template <int P0, int P1> struct tbq_mma_v_planes;
+template <> struct tbq_mma_v_planes<4, 0> {
+    static constexpr int entries = 256;
+    static __device__ __forceinline__ int c0(int e) { return e & 15; }
+    static __device__ __forceinline__ int c1(int e) { return e >> 4; }
+    // packed lanes 4g..4g+3 = 8 bytes at 8g (a u16 per lane, slot s at bits 4s).
     struct vraw {
         tbq_uwords<2> a;
         __device__ __forceinline__ void load(const uint8_t * qs, int g) { a.load(qs + 8 * g); }
@@ -492,29 +517,13 @@ template <> struct tbq_mma_tab<TBQ_TYPE_TBQ4_0> {
         }
     };
 };
-template <> struct tbq_mma_tab<TBQ_TYPE_TBQ3_0> {
-    static constexpr int k_entries = 64, v_entries = 64;
-    // K entry: bits 0-3 the 2-bit plane of slots (s, s+1), bits 4-5 their 1-bit plane.
-    static __device__ __forceinline__ int kc0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
-    static __device__ __forceinline__ int kc1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
-    // V entry: bits 0-3 the 2-bit plane of tokens (t0, t1), bits 4-5 their 1-bit plane.
-    static __device__ __forceinline__ int vc0(int e) { return kc0(e); }
-    static __device__ __forceinline__ int vc1(int e) { return kc1(e); }
-    // K: 2-bit plane bytes 8c..8c+7, 1-bit plane bytes 32+4c..32+4c+3.
-    struct kraw {
-        tbq_uwords<2> a;
-        tbq_uwords<1> b;
-        __device__ __forceinline__ void load(const uint8_t * qs, int c) {
-            a.load(qs + 8 * c);
-            b.load(qs + 32 + 4 * c);
-        }
-        __device__ __forceinline__ uint32_t idx(int j, int h) const {
-            const uint32_t p0 = (a.get(j >> 2) >> (8 * (j & 3) + 4 * h)) & 0xFu;
-            const uint32_t p1 = (b.get(0) >> (4 * j + 2 * h)) & 3u;
-            return p0 | p1 << 4;
-        }
-    };
-    // V: 2-bit plane bytes 4g..4g+3 (a word: byte l = lane 4g+l, slot s at bits 2s), 1-bit
+template <> struct tbq_mma_v_planes<2, 1> {
+    static constexpr int entries = 64;
+    // entry: bits 0-3 the 2-bit plane of tokens (t0, t1), bits 4-5 their 1-bit plane (the same
+    // order as the K table of a 2 + 1 type).
+    static __device__ __forceinline__ int c0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
+    static __device__ __forceinline__ int c1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
+    // 2-bit plane bytes 4g..4g+3 (a word: byte l = lane 4g+l, slot s at bits 2s), 1-bit
     // plane bytes 32+2g, 33+2g (a u16: lane 4g+l at bits 4l, slot s at bit 4l+s).
     struct vraw {
         tbq_uwords<1> a;
@@ -546,12 +555,23 @@ template <> struct tbq_mma_tab<TBQ_TYPE_TBQ3_0> {
         }
     };
 };
+template <int T> struct tbq_mma_v : tbq_mma_v_planes<tbq_traits<T>::plane0, tbq_traits<T>::plane1> {};
+
+// Words of shared memory the tensor-core kernel's tables take (src/cuda/fattn.rs mirrors this):
+// K and V code tables, and for a sub-scaled type a 256-entry table of gain pairs.
+template <int KT, int VT> struct tbq_mma_smem {
+    static constexpr int k_words = tbq_mma_k<KT>::rep * tbq_mma_k<KT>::entries;
+    static constexpr int v_words = 32 * tbq_mma_v<VT>::entries;
+    static constexpr int g_words = tbq_traits<KT>::sub_scales || tbq_traits<VT>::sub_scales ? 256 : 0;
+    static constexpr int words = k_words + v_words + g_words;
+};
 
 template <int KT, int VT, int NB> struct tbq_mma_raw {
-    typename tbq_mma_tab<KT>::kraw k[NB][2]; // tokens g, g+8
-    typename tbq_mma_tab<VT>::vraw v[NB][4]; // tokens 2c, 2c+1, 2c+8, 2c+9
-    unsigned short kd[NB][2], vd[NB][2];     // d of K and V, tokens g, g+8
-    unsigned short mk[2][2];                 // mask bits [row 2c+r][token g, g+8]
+    typename tbq_mma_k<KT>::kraw k[NB][2]; // tokens g, g+8
+    typename tbq_mma_v<VT>::vraw v[NB][4]; // tokens 2c, 2c+1, 2c+8, 2c+9
+    unsigned short kd[NB][2], vd[NB][2];   // d of K and V, tokens g, g+8
+    unsigned short kg[NB][2], vg[NB][4];   // gains words of sub-scaled K (tokens g, g+8) and V (as v)
+    unsigned short mk[2][2];               // mask bits [row 2c+r][token g, g+8]
 };
 
 template <int KT, int VT, int NB>
@@ -570,7 +590,10 @@ static __device__ __forceinline__ void tbq_mma_load(tbq_mma_raw<KT, VT, NB> & r,
         for (int b = 0; b < NB; ++b) {
             r.kd[b][i] = __ldg((const unsigned short *) (krow + b * KB));
             r.vd[b][i] = __ldg((const unsigned short *) (vrow + b * VB));
-            r.k[b][i].load(krow + b * KB + TBQ_HEADER_BYTES, c);
+            if constexpr (tbq_traits<KT>::sub_scales) {
+                r.kg[b][i] = __ldg((const unsigned short *) (krow + b * KB + TBQ_D_BYTES));
+            }
+            r.k[b][i].load(krow + b * KB + tbq_traits<KT>::header_bytes, c);
         }
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
@@ -582,7 +605,12 @@ static __device__ __forceinline__ void tbq_mma_load(tbq_mma_raw<KT, VT, NB> & r,
         const int t = min(t0 + 2 * c + (i & 1) + 8 * (i >> 1), t_end - 1);
         const uint8_t * vrow = vbase + (int64_t) t * p.nbv1;
 #pragma unroll
-        for (int b = 0; b < NB; ++b) r.v[b][i].load(vrow + b * VB + TBQ_HEADER_BYTES, g);
+        for (int b = 0; b < NB; ++b) {
+            if constexpr (tbq_traits<VT>::sub_scales) {
+                r.vg[b][i] = __ldg((const unsigned short *) (vrow + b * VB + TBQ_D_BYTES));
+            }
+            r.v[b][i].load(vrow + b * VB + tbq_traits<VT>::header_bytes, g);
+        }
     }
 }
 
@@ -592,13 +620,15 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     constexpr int NW = TBQ_MMA_WARPS;
     constexpr int R = TBQ_MMA_ROWS;
     constexpr int TT = TBQ_MMA_TILE;
-    using TK = tbq_mma_tab<KT>;
-    using TV = tbq_mma_tab<VT>;
-    constexpr int KE = TK::k_entries, VE = TV::v_entries;
-    extern __shared__ uint32_t smem_u[]; // max(32·(KE+VE), NW·R·(D+2), R·D) words
+    using TK = tbq_mma_k<KT>;
+    using TV = tbq_mma_v<VT>;
+    using SM = tbq_mma_smem<KT, VT>;
+    constexpr bool KS = tbq_traits<KT>::sub_scales, VS = tbq_traits<VT>::sub_scales;
+    extern __shared__ uint32_t smem_u[]; // max(SM::words, NW·R·(D+2), R·D) words
     float * smem = (float *) smem_u;
     uint32_t * lut_k = smem_u;
-    uint32_t * lut_v = smem_u + 32 * KE;
+    uint32_t * lut_v = smem_u + SM::k_words;
+    uint32_t * lut_g = smem_u + SM::k_words + SM::v_words; // gain pairs (G[e & 15], G[e >> 4])
 
     const int lane = threadIdx.x % TBQ_WARP_SIZE;
     const int warp = threadIdx.x / TBQ_WARP_SIZE;
@@ -659,13 +689,19 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     {
         const float * lk = tbq_traits<KT>::levels();
         const float * lv = tbq_traits<VT>::levels();
-        for (int e = warp; e < KE; e += NW) {
-            const __half2 h = __floats2half2_rn(lk[TK::kc0(e)], lk[TK::kc1(e)]);
-            lut_k[32 * e + lane] = *(const uint32_t *) &h;
+        for (int i = threadIdx.x; i < SM::k_words; i += NW * TBQ_WARP_SIZE) {
+            const int e = i / TK::rep;
+            const __half2 h = __floats2half2_rn(lk[TK::c0(e)], lk[TK::c1(e)]);
+            lut_k[i] = *(const uint32_t *) &h;
         }
-        for (int e = warp; e < VE; e += NW) {
-            const __half2 h = __floats2half2_rn(lv[TV::vc0(e)], lv[TV::vc1(e)]);
-            lut_v[32 * e + lane] = *(const uint32_t *) &h;
+        for (int i = threadIdx.x; i < SM::v_words; i += NW * TBQ_WARP_SIZE) {
+            const int e = i / 32;
+            const __half2 h = __floats2half2_rn(lv[TV::c0(e)], lv[TV::c1(e)]);
+            lut_v[i] = *(const uint32_t *) &h;
+        }
+        for (int e = threadIdx.x; e < SM::g_words; e += NW * TBQ_WARP_SIZE) {
+            const __half2 h = __floats2half2_rn(tbq_gains[e & 15], tbq_gains[e >> 4]);
+            lut_g[e] = *(const uint32_t *) &h;
         }
     }
     __syncthreads();
@@ -684,7 +720,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     const int t_end = min(p.n_kv, t_begin + p.split_len);
     const uint8_t * kbase = (const uint8_t *) p.k + hk * p.nbk2 + ik3 * p.nbk3;
     const uint8_t * vbase = (const uint8_t *) p.v + hk * p.nbv2 + ik3 * p.nbv3;
-    const uint32_t * lk = lut_k + lane;
+    const uint32_t * lk = lut_k + lane % TK::rep;
     const uint32_t * lv = lut_v + lane;
 
     // D = 128: the next tile's bytes are loaded before this one is used (two buffers); D = 256
@@ -711,6 +747,23 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
             float sb[NB][4];
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
+                // gains of slots (2h, 2h+1) of tokens g, g+8: kgain[i][h], as half2 like the codes
+                uint32_t kgain[2][2];
+                if constexpr (KS) {
+#pragma unroll
+                    for (int i = 0; i < 2; ++i)
+#pragma unroll
+                        for (int h = 0; h < 2; ++h) kgain[i][h] = lut_g[(cur.kg[b][i] >> (8 * h)) & 0xFFu];
+                }
+                const auto kreg = [&](int i, int j, int h) {
+                    const uint32_t a = lk[TK::rep * cur.k[b][i].idx(j, h)];
+                    if constexpr (KS) {
+                        const __half2 r = __hmul2(*(const __half2 *) &a, *(const __half2 *) &kgain[i][h]);
+                        return *(const uint32_t *) &r;
+                    } else {
+                        return a;
+                    }
+                };
                 float ch[QC][4];
 #pragma unroll
                 for (int q = 0; q < QC; ++q)
@@ -718,10 +771,10 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                     for (int k = 0; k < 4; ++k) ch[q][k] = 0.0f;
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
-                    const uint32_t a0 = lk[32 * cur.k[b][0].idx(j, 0)];
-                    const uint32_t a1 = lk[32 * cur.k[b][1].idx(j, 0)];
-                    const uint32_t a2 = lk[32 * cur.k[b][0].idx(j, 1)];
-                    const uint32_t a3 = lk[32 * cur.k[b][1].idx(j, 1)];
+                    const uint32_t a0 = kreg(0, j, 0);
+                    const uint32_t a1 = kreg(1, j, 0);
+                    const uint32_t a2 = kreg(0, j, 1);
+                    const uint32_t a3 = kreg(1, j, 1);
                     const int q = QC == 4 ? 2 * (j & 1) : 0;
                     tbq_mma16816(ch[q], a0, a1, a2, a3, qh[b][j][0], qh[b][j][1]);
                     tbq_mma16816(ch[q + 1], a0, a1, a2, a3, ql[b][j][0], ql[b][j][1]);
@@ -802,14 +855,35 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                 const uint32_t bh0 = __byte_perm(ha, hb, 0x5410), bh1 = __byte_perm(ha, hb, 0x7632);
                 // A fragments: table indices of the token pairs (2c, 2c+1) and (2c+8, 2c+9).
                 const typename TV::vpairs lo(cur.v[b][0], cur.v[b][1]), hi(cur.v[b][2], cur.v[b][3]);
+                // gains of slot s of the token pairs (2c, 2c+1) and (2c+8, 2c+9): vgain[pair][s]
+                uint32_t vgain[2][4];
+                if constexpr (VS) {
+#pragma unroll
+                    for (int q = 0; q < 2; ++q)
+#pragma unroll
+                        for (int s = 0; s < 4; ++s) {
+                            const uint32_t g0 = (cur.vg[b][2 * q] >> (4 * s)) & 15u;
+                            const uint32_t g1 = (cur.vg[b][2 * q + 1] >> (4 * s)) & 15u;
+                            vgain[q][s] = lut_g[g0 | g1 << 4];
+                        }
+                }
+                const auto vreg = [&](const typename TV::vpairs & pr, int q, int ll, int s) {
+                    const uint32_t a = lv[32 * pr.idx(ll, s)];
+                    if constexpr (VS) {
+                        const __half2 r = __hmul2(*(const __half2 *) &a, *(const __half2 *) &vgain[q][s]);
+                        return *(const uint32_t *) &r;
+                    } else {
+                        return a;
+                    }
+                };
 #pragma unroll
                 for (int i = 0; i < 8; ++i) {
                     // M-tile i: row g -> packed lane 4g + i/2, slot 2(i&1); row g+8 -> slot + 1.
                     const int ll = i >> 1, s0 = 2 * (i & 1);
-                    const uint32_t a0 = lv[32 * lo.idx(ll, s0)];
-                    const uint32_t a1 = lv[32 * lo.idx(ll, s0 + 1)];
-                    const uint32_t a2 = lv[32 * hi.idx(ll, s0)];
-                    const uint32_t a3 = lv[32 * hi.idx(ll, s0 + 1)];
+                    const uint32_t a0 = vreg(lo, 0, ll, s0);
+                    const uint32_t a1 = vreg(lo, 0, ll, s0 + 1);
+                    const uint32_t a2 = vreg(hi, 1, ll, s0);
+                    const uint32_t a3 = vreg(hi, 1, ll, s0 + 1);
                     tbq_mma16816(acc[b][i], a0, a1, a2, a3, bh0, bh1);
                 }
             }
@@ -900,7 +974,16 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     TBQ_FATTN_MMA(KT, KN, VT, VN, 128)                                                               \
     TBQ_FATTN_MMA(KT, KN, VT, VN, 256)
 
-TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ4_0, tbq4_0, TBQ_TYPE_TBQ4_0, tbq4_0)
-TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ4_0, tbq4_0, TBQ_TYPE_TBQ3_0, tbq3_0)
-TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ3_0, tbq3_0, TBQ_TYPE_TBQ4_0, tbq4_0)
-TBQ_FATTN_MMA_D(TBQ_TYPE_TBQ3_0, tbq3_0, TBQ_TYPE_TBQ3_0, tbq3_0)
+// Every tbq key type with the value types tbq4_0, tbq3_0 and tbq3_1.
+#define TBQ_FATTN_MMA_K(KT, KN)                                                                      \
+    TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ4_0, tbq4_0)                                                 \
+    TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_0, tbq3_0)                                                 \
+    TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_1, tbq3_1)
+
+TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ4_0, tbq4_0)
+TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ3_0, tbq3_0)
+TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ5_0, tbq5_0)
+TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ6_0, tbq6_0)
+TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ3_1, tbq3_1)
+TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ4_1, tbq4_1)
+TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ5_1, tbq5_1)

@@ -5,7 +5,7 @@
 
 template <int T, typename SrcT, typename IdxT>
 static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params & p) {
-    __shared__ float lut[16];
+    __shared__ float lut[tbq_traits<T>::n_levels];
     tbq_fill_lut<T>(lut);
     __syncthreads();
 
@@ -48,11 +48,16 @@ static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params 
         k_tbq_set_rows<T, SRC, IDX>(p);                                                               \
     }
 
-TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, float, f32, int64_t, i64)
-TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, float, f32, int32_t, i32)
-TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, __half, f16, int64_t, i64)
-TBQ_SET_ROWS(TBQ_TYPE_TBQ4_0, tbq4_0, __half, f16, int32_t, i32)
-TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, float, f32, int64_t, i64)
-TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, float, f32, int32_t, i32)
-TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, __half, f16, int64_t, i64)
-TBQ_SET_ROWS(TBQ_TYPE_TBQ3_0, tbq3_0, __half, f16, int32_t, i32)
+#define TBQ_SET_ROWS_T(T, TN)                                                                        \
+    TBQ_SET_ROWS(T, TN, float, f32, int64_t, i64)                                                    \
+    TBQ_SET_ROWS(T, TN, float, f32, int32_t, i32)                                                    \
+    TBQ_SET_ROWS(T, TN, __half, f16, int64_t, i64)                                                   \
+    TBQ_SET_ROWS(T, TN, __half, f16, int32_t, i32)
+
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ4_0, tbq4_0)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ3_0, tbq3_0)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ5_0, tbq5_0)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ6_0, tbq6_0)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ3_1, tbq3_1)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ4_1, tbq4_1)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ5_1, tbq5_1)

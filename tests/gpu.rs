@@ -159,10 +159,10 @@ fn unified_memory_override() {
 
 #[test]
 fn fattn_refuses_what_it_does_not_handle() {
-    let mk = |d: i64, n_q: i64| {
+    let mk_types = |d: i64, n_q: i64, kt: i32, vt: i32| {
         let q = Tensor::contiguous(0x1000, dtype::F32, [d, n_q, 8, 1]);
-        let k = Tensor::contiguous(0x1000, 0, [d, 100, 2, 1]);
-        let v = Tensor::contiguous(0x1000, 1, [d, 100, 2, 1]);
+        let k = Tensor::contiguous(0x1000, kt, [d, 100, 2, 1]);
+        let v = Tensor::contiguous(0x1000, vt, [d, 100, 2, 1]);
         let dst = Tensor::contiguous(0x1000, dtype::F32, [d, 8, n_q, 1]);
         FattnArgs {
             q,
@@ -177,8 +177,20 @@ fn fattn_refuses_what_it_does_not_handle() {
             reserved: 0,
         }
     };
+    let mk = |d: i64, n_q: i64| mk_types(d, n_q, 0, 1);
     assert!(cuda::fattn_supported(&mk(128, 1)).is_ok());
     assert!(cuda::fattn_supported(&mk(256, 8)).is_ok());
+    // value types outside the kernels' pairs: refused with the pairs that exist named
+    for (kt, vt, ok) in [
+        (TbqType::Tbq5_1 as i32, TbqType::Tbq3_1 as i32, true),
+        (TbqType::Tbq6_0 as i32, TbqType::Tbq4_0 as i32, true),
+        (TbqType::Tbq5_1 as i32, TbqType::Tbq5_0 as i32, false),
+        (dtype::F16, TbqType::Tbq3_1 as i32, false),
+        (dtype::Q8_0, TbqType::Tbq3_0 as i32, true),
+    ] {
+        let r = cuda::fattn_supported(&mk_types(128, 1, kt, vt));
+        assert_eq!(r.is_ok(), ok, "K {kt} V {vt}: {r:?}");
+    }
     for (d, n_q) in [(64, 1), (128, 9), (192, 1)] {
         let e = cuda::fattn_supported(&mk(d, n_q)).unwrap_err();
         assert_eq!(e.status(), -7, "{e}");
@@ -199,7 +211,7 @@ fn fattn_refuses_what_it_does_not_handle() {
 fn set_rows_is_bit_exact() {
     let Some(_ctx) = gpu() else { return };
     let (ne00, ne01, ne02, ne1) = (256usize, 9usize, 3usize, 20usize);
-    for (seed, ty) in [(1u64, TbqType::Tbq4_0), (2, TbqType::Tbq3_0)] {
+    for (seed, ty) in (1u64..).zip(TbqType::ALL) {
         for src_f16 in [false, true] {
             for idx64 in [true, false] {
                 let x = rows_with_edges(seed * 10 + src_f16 as u64, ne01 * ne02, ne00);
@@ -307,7 +319,7 @@ fn golden_vectors_on_the_gpu() {
 fn get_rows_and_dequantize_are_exact() {
     let Some(_ctx) = gpu() else { return };
     let (d, n_kv, n_head) = (256usize, 41usize, 3usize);
-    for (seed, ty) in [(11u64, TbqType::Tbq4_0), (12, TbqType::Tbq3_0)] {
+    for (seed, ty) in (11u64..).zip(TbqType::ALL) {
         let x = rows_with_edges(seed, n_kv * n_head, d);
         let rb = ty.row_bytes(d);
         // cache layout: [d, n_kv, n_head] with heads inside a token (nb1 = n_head·rb, nb2 = rb)
@@ -417,7 +429,7 @@ fn make_cache(
             let out = &mut bytes[(t * n_head_kv + h) * rb..][..rb];
             let dq = &mut deq[(h * n_kv + t) * d..][..d];
             match ty {
-                0 | 1 => {
+                _ if TbqType::from_abi(ty).is_some() => {
                     let tt = TbqType::from_abi(ty).unwrap();
                     quantize_row(tt, src, out).unwrap();
                     dequantize_row(tt, out, dq).unwrap();
@@ -606,22 +618,26 @@ fn run_case(c: Case, seed: u64) {
     assert!(rel <= 1e-3, "{c:?}: max abs err / max abs ref = {rel:e}");
 }
 
-const PAIRS: [(i32, i32); 8] = [
-    (0, 0),
-    (0, 1),
-    (1, 0),
-    (1, 1),
-    (dtype::F16, 0),
-    (dtype::F16, 1),
-    (dtype::Q8_0, 0),
-    (dtype::Q8_0, 1),
-];
+/// Every K/V pair the kernels serve: each tbq key type with tbq4_0, tbq3_0 and tbq3_1 values
+/// (tensor-core kernel), f16 and q8_0 keys with tbq4_0 and tbq3_0 values (per-token kernel).
+fn pairs() -> Vec<(i32, i32)> {
+    let mut p = Vec::new();
+    for k in TbqType::ALL {
+        for v in [TbqType::Tbq4_0, TbqType::Tbq3_0, TbqType::Tbq3_1] {
+            p.push((k as i32, v as i32));
+        }
+    }
+    for k in [dtype::F16, dtype::Q8_0] {
+        p.extend([(k, 0), (k, 1)]);
+    }
+    p
+}
 
 #[test]
 fn fattn_every_pair_head_size_and_gqa() {
     let Some(_ctx) = gpu() else { return };
     let mut seed = 1000;
-    for (kt, vt) in PAIRS {
+    for (kt, vt) in pairs() {
         for d in [128, 256] {
             for (gqa, n_kv) in [(1, 37), (4, 1000), (8, 5003)] {
                 seed += 1;

@@ -25,6 +25,7 @@ use cudarc::driver::sys::{self, CUdevice_attribute as A};
 use super::module::function;
 use super::ops::{cdiv, kernel_name};
 use super::{attribute, current, dtype, launch, pool, unsupported, CudaError, Stream, Tensor};
+use crate::TbqType;
 
 /// `tbq_fattn_args` of tbq.h (defined in [`crate::ffi`]).
 pub use crate::ffi::TbqFattnArgs as FattnArgs;
@@ -95,22 +96,40 @@ struct Params {
 
 const _: () = assert!(std::mem::size_of::<Params>() == 7 * 8 + 12 * 8 + 18 * 4);
 
+/// Keys the kernels read: every tbq type (tensor-core kernel), f16 and q8_0 (per-token kernel).
 fn ktype_name(t: i32) -> Option<&'static str> {
-    Some(match t {
-        0 => "tbq4_0",
-        1 => "tbq3_0",
-        dtype::F16 => "f16",
-        dtype::Q8_0 => "q8_0",
-        _ => return None,
-    })
+    match t {
+        dtype::F16 => Some("f16"),
+        dtype::Q8_0 => Some("q8_0"),
+        _ => TbqType::from_abi(t).map(|t| t.spec().name),
+    }
 }
 
-fn vtype_name(t: i32) -> Option<&'static str> {
-    match t {
-        0 => Some("tbq4_0"),
-        1 => Some("tbq3_0"),
-        _ => None,
-    }
+/// Values the tensor-core kernel pairs with every tbq key type (kernels/fattn.cu,
+/// TBQ_FATTN_MMA_K); the per-token kernel (f16 / q8_0 keys) takes the first two only.
+const MMA_V_TYPES: [TbqType; 3] = [TbqType::Tbq4_0, TbqType::Tbq3_0, TbqType::Tbq3_1];
+const TOKEN_V_TYPES: [TbqType; 2] = [TbqType::Tbq4_0, TbqType::Tbq3_0];
+
+fn vtype_name(t: i32, mma: bool) -> Option<&'static str> {
+    let allowed: &[TbqType] = if mma { &MMA_V_TYPES } else { &TOKEN_V_TYPES };
+    TbqType::from_abi(t)
+        .filter(|t| allowed.contains(t))
+        .map(|t| t.spec().name)
+}
+
+/// Whether keys of type `t` take the tensor-core kernel (tbq keys) or the per-token one.
+fn is_mma(t: i32) -> bool {
+    TbqType::from_abi(t).is_some()
+}
+
+/// Words of shared memory of the tensor-core kernel's tables (tbq_mma_smem in kernels/fattn.cu):
+/// the K pair table (2^(2·bits) entries, replicated so that it stays ≤ 32 KB), the V pair table
+/// (32 replicas) and, with a sub-scaled K or V, 256 gain pairs.
+fn mma_table_words(k: TbqType, v: TbqType) -> i64 {
+    let entries = |t: TbqType| 1i64 << (2 * t.spec().bits);
+    let k_rep = if entries(k) <= 256 { 32 } else { 8192 / entries(k) };
+    let gains = if k.spec().sub_scales || v.spec().sub_scales { 256 } else { 0 };
+    k_rep * entries(k) + 32 * entries(v) + gains
 }
 
 /// Why `a` cannot run on these kernels, or `Ok` when it can.
@@ -125,11 +144,15 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
         }
     }
     let Some(_) = ktype_name(k.type_) else {
-        return unsupported(format!("K type {} (tbq4_0, tbq3_0, f16 or q8_0)", k.type_));
+        return unsupported(format!("K type {} (a tbq type, f16 or q8_0)", k.type_));
     };
-    let Some(_) = vtype_name(v.type_) else {
-        return unsupported(format!("V type {} (tbq4_0 or tbq3_0)", v.type_));
-    };
+    if vtype_name(v.type_, is_mma(k.type_)).is_none() {
+        return unsupported(if is_mma(k.type_) {
+            format!("V type {} with tbq keys (tbq4_0, tbq3_0 or tbq3_1)", v.type_)
+        } else {
+            format!("V type {} with f16 / q8_0 keys (tbq4_0 or tbq3_0)", v.type_)
+        });
+    }
     if q.type_ != dtype::F32 || dst.type_ != dtype::F32 {
         return unsupported("q and dst must be f32");
     }
@@ -241,11 +264,11 @@ fn kernel_for(a: &FattnArgs, mma: bool, d: i64, r: i64) -> (&'static str, u32) {
         let name = kernel_name(&[
             "k_tbq_fattn_mma",
             ktype_name(a.k.type_).unwrap(),
-            vtype_name(a.v.type_).unwrap(),
+            vtype_name(a.v.type_, true).unwrap(),
             &ds,
         ]);
-        let entries = |t: i32| if t == 0 { 256 } else { 64 };
-        let tables = 32 * (entries(a.k.type_) + entries(a.v.type_));
+        let (k, v) = (TbqType::from_abi(a.k.type_), TbqType::from_abi(a.v.type_));
+        let tables = mma_table_words(k.unwrap(), v.unwrap());
         let words = tables.max(WARPS * r * (d + 2)).max(r * d);
         (name, (words * 4) as u32)
     } else {
@@ -253,7 +276,7 @@ fn kernel_for(a: &FattnArgs, mma: bool, d: i64, r: i64) -> (&'static str, u32) {
         let name = kernel_name(&[
             "k_tbq_fattn",
             ktype_name(a.k.type_).unwrap(),
-            vtype_name(a.v.type_).unwrap(),
+            vtype_name(a.v.type_, false).unwrap(),
             &rs,
         ]);
         (name, ((r * d).max(WARPS * r * (d + 2)) * 4) as u32)
@@ -297,7 +320,7 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Result<Plan, Cud
     let d = a.q.ne[0];
     let g = a.q.ne[2] / a.k.ne[2];
     let rows = g * a.q.ne[1];
-    let mma = vtype_name(a.k.type_).is_some();
+    let mma = is_mma(a.k.type_);
     let r = if mma {
         MAX_ROWS
     } else {
