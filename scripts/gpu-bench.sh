@@ -3,7 +3,7 @@
 #
 #   here (no GPU needed):   scripts/gpu-prepare.sh && scripts/gpu-llama-prepare.sh
 #   there (carry .gpu and .gpu-llama):
-#                           scripts/gpu-bench.sh [--part all|crate|llama|e2e]...   (default: all)
+#                           scripts/gpu-bench.sh [--part all|crate|llama|ref|e2e]... (default: all)
 #
 # Parts, in order (all of them take about 15 minutes on an H100 with 16 cores):
 #   crate  the crate's GPU tests against the CPU reference, its kernel benchmark (copy bandwidth,
@@ -11,6 +11,8 @@
 #          Compute reads the counters, one profile of the decode kernel           (scripts/gpu.sh)
 #   llama  llama.cpp with ggml-cuda wired to the crate: build, test-backend-ops -b CUDA0 for every tbq
 #          case, llama-perplexity -ngl 99 with the scheduler's graph splits       (scripts/gpu-llama.sh)
+#   ref    train the head_dim-128 reference model, then its WikiText-2 PPL/KLD matrix on this build
+#          (validation/pairs.txt; scripts/gpu-ref-model.sh, ~8 min)
 #   e2e    FA decode of upstream's kernels and tbq's in one harness, llama-bench tg128 at depth
 #          0/8K/32K + pp2048 on real-size random models                          (scripts/gpu-e2e.sh)
 # With `--part crate --part llama` the llama.cpp build runs in the background while the crate's tests
@@ -33,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-[[ ${#PARTS[@]} -eq 0 || " ${PARTS[*]} " == *" all "* ]] && PARTS=(crate llama e2e)
+[[ ${#PARTS[@]} -eq 0 || " ${PARTS[*]} " == *" all "* ]] && PARTS=(crate llama ref e2e)
 has() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 RC=0
@@ -50,6 +52,10 @@ fi
 if has llama; then
     [[ -n "$BUILD_PID" ]] && { wait "$BUILD_PID" || RC=1; }
     scripts/gpu-llama.sh >"$OUT/gpu-llama.out" 2>&1 || RC=1
+fi
+if has ref; then
+    scripts/gpu-ref-model.sh >"$OUT/gpu-ref-model.out" 2>&1 || RC=1
+    tail -n 25 "$OUT/gpu-ref-model.out"
 fi
 if has e2e; then
     scripts/gpu-e2e.sh >"$OUT/gpu-e2e.out" 2>&1 || RC=1

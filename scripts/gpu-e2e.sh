@@ -35,7 +35,7 @@ done
 
 # --- 1. FA decode side by side ---------------------------------------------------------------------------
 if [[ $DO_PERF -eq 1 ]]; then
-    RE='nh=8,nr23=\[[148],1\],kv=[0-9]+,nb=1,mask=1,sinks=0,max_bias=0\.000000,logit_softcap=0\.000000,prec=f32,type_K=(f16|q8_0|q4_0|tbq4_0),type_V=(f16|q8_0|q4_0|tbq3_0|tbq4_0),permute=\[0,1,2,3\]'
+    RE=${TBQ_PERF_RE:-'nh=8,nr23=\[[148],1\],kv=[0-9]+,nb=1,mask=1,sinks=0,max_bias=0\.000000,logit_softcap=0\.000000,prec=f32,type_K=(f16|q8_0|q4_0|tbq[3-6]_[01]),type_V=(f16|q8_0|q4_0|tbq[34]_[01]),permute=\[0,1,2,3\]'}
     T0=$SECONDS
     timeout 420 "$BIN/test-backend-ops" perf -b CUDA0 -o FLASH_ATTN_EXT -p "$RE" >"$OUT/fa-perf.log" 2>&1
     echo "fa-perf: rc=$? in $((SECONDS - T0)) s, $(grep -c 'us/run' "$OUT/fa-perf.log") cases" >&2
@@ -66,7 +66,7 @@ if [[ $DO_BENCH -eq 1 ]]; then
         T0=$SECONDS
         M=$(make_model "$arch") || { echo "e2e: could not make the $arch model (see $OUT/quantize-$arch.log)" >&2; continue; }
         echo "e2e: $arch model ready in $((SECONDS - T0)) s: $M" >&2
-        for kv in f16/f16 q8_0/q8_0 q4_0/q4_0 tbq4_0/tbq3_0; do
+        for kv in ${TBQ_E2E_PAIRS:-f16/f16 q8_0/q8_0 q4_0/q4_0 tbq4_0/tbq3_0 tbq5_1/tbq3_1 tbq5_0/tbq3_0}; do
             k=${kv%/*}; v=${kv#*/}
             # tg128 at depth 0 / 8K / 32K, then pp2048 at depth 0 (each a separate test in the jsonl)
             timeout 200 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 0 -n 128 \

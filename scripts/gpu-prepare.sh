@@ -33,7 +33,10 @@ cargo build --release --features cuda --bin tbq-gpu-bench
 rm -rf .gpu && mkdir -p .gpu
 cp "$TEST_EXE" .gpu/gpu-tests
 cp target/release/tbq-gpu-bench .gpu/tbq-gpu-bench
-strip .gpu/gpu-tests .gpu/tbq-gpu-bench 2>/dev/null || true
+cargo build --release -p tbq-validate
+cp target/release/tbq-validate .gpu/tbq-validate
+cp "$REPO/../shared/data/wikitext-2-raw/wiki.test.raw" .gpu/ # the reference model's matrix (gpu-ref-model.sh)
+strip .gpu/gpu-tests .gpu/tbq-gpu-bench .gpu/tbq-validate 2>/dev/null || true
 OUT_DIR=$(dirname "$(ls -t target/release/build/tbq-*/out/ptxas-sm_90.txt | head -n1)")
 cp "$OUT_DIR/ptxas-sm_90.txt" "$OUT_DIR/ptxas-all.txt" .gpu/
 # Check here what can be checked without a GPU: the tests run and skip cleanly.

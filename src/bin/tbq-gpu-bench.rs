@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use tbq::cuda::cudarc::driver::{sys, CudaContext};
 use tbq::cuda::{self, dtype, FattnArgs, FattnOptions, Tensor};
+use tbq::TbqType;
 
 fn ok(r: sys::CUresult, what: &str) {
     assert_eq!(r, sys::CUresult::CUDA_SUCCESS, "{what}");
@@ -145,12 +146,15 @@ fn main() {
     ));
 
     // ---- set_rows (quantize) and dequantize: 256K rows of 128 (8 heads × 32K tokens) ----
-    let row_types: &[(i32, &str)] = if shape.is_some() {
-        &[]
+    let row_types: Vec<(i32, &str)> = if shape.is_some() {
+        Vec::new()
     } else {
-        &[(0, "tbq4_0"), (1, "tbq3_0")]
+        TbqType::ALL
+            .iter()
+            .map(|t| (*t as i32, t.spec().name))
+            .collect()
     };
-    for &(ty, tn) in row_types {
+    for &(ty, tn) in &row_types {
         let n_rows = if quick { 1 << 16 } else { 1 << 18 };
         let bb = cuda::unit_bytes(ty).unwrap().0;
         let src = Dev::new(n_rows * 128 * 4);
@@ -197,16 +201,26 @@ fn main() {
     );
     let _ = writeln!(
         table,
-        "{:>6} {:>4} {:>4} {:>7} {:>10} {:>10} {:>9} {:>7}",
+        "{:>13} {:>4} {:>4} {:>7} {:>10} {:>10} {:>9} {:>7}",
         "K/V", "D", "GQA", "n_kv", "splits", "us", "GB/s", "%copy"
     );
-    let pairs: &[(i32, i32, &str)] = if quick || shape.is_some() {
-        &[(0, 1, "tbq4/tbq3")]
+    // (K, V, name, every GQA or GQA 4 only)
+    let (t51, t50, t60, t31) = (
+        TbqType::Tbq5_1 as i32,
+        TbqType::Tbq5_0 as i32,
+        TbqType::Tbq6_0 as i32,
+        TbqType::Tbq3_1 as i32,
+    );
+    let pairs: &[(i32, i32, &str, bool)] = if quick || shape.is_some() {
+        &[(0, 1, "tbq4/tbq3", true)]
     } else {
         &[
-            (0, 1, "tbq4/tbq3"),
-            (0, 0, "tbq4/tbq4"),
-            (dtype::Q8_0, 1, "q8/tbq3"),
+            (0, 1, "tbq4/tbq3", true),
+            (0, 0, "tbq4/tbq4", true),
+            (dtype::Q8_0, 1, "q8/tbq3", true),
+            (t51, t31, "tbq5_1/tbq3_1", false),
+            (t50, 1, "tbq5/tbq3", false),
+            (t60, 0, "tbq6/tbq4", false),
         ]
     };
     let kvs: &[usize] = if quick && shape.is_none() {
@@ -215,9 +229,12 @@ fn main() {
         &[1024, 4096, 16384, 65536, 131072]
     };
     let n_head_kv = 8usize;
-    for &(kt, vt, pn) in pairs {
+    for &(kt, vt, pn, every_gqa) in pairs {
         for d in [128usize, 256] {
             for gqa in [1usize, 4, 8] {
+                if !every_gqa && gqa != 4 {
+                    continue;
+                }
                 for &n_kv in kvs {
                     if shape.is_some_and(|sh| sh != (d, gqa, n_kv)) {
                         continue;
@@ -298,7 +315,7 @@ fn main() {
                     });
                     let gbs = set_bytes as f64 / ms / 1e6;
                     let pct = 100.0 * gbs / copy_gbs;
-                    let _ = writeln!(table, "{pn:>6} {d:>4} {gqa:>4} {n_kv:>7} {splits:>10} {:>10.1} {gbs:>9.0} {pct:>6.0}%", ms * 1e3);
+                    let _ = writeln!(table, "{pn:>13} {d:>4} {gqa:>4} {n_kv:>7} {splits:>10} {:>10.1} {gbs:>9.0} {pct:>6.0}%", ms * 1e3);
                     rows.push(format!(
                         "{{\"op\":\"fattn\",\"pair\":\"{pn}\",\"d\":{d},\"gqa\":{gqa},\"n_head_kv\":{n_head_kv},\"n_kv\":{n_kv},\"splits\":{splits},\"kv_bytes\":{set_bytes},\"ms\":{ms:.6},\"gbs\":{gbs:.1},\"pct_copy\":{pct:.1}}}"
                     ));

@@ -127,8 +127,16 @@ fn is_mma(t: i32) -> bool {
 /// (32 replicas) and, with a sub-scaled K or V, 256 gain pairs.
 fn mma_table_words(k: TbqType, v: TbqType) -> i64 {
     let entries = |t: TbqType| 1i64 << (2 * t.spec().bits);
-    let k_rep = if entries(k) <= 256 { 32 } else { 8192 / entries(k) };
-    let gains = if k.spec().sub_scales || v.spec().sub_scales { 256 } else { 0 };
+    let k_rep = if entries(k) <= 256 {
+        32
+    } else {
+        8192 / entries(k)
+    };
+    let gains = if k.spec().sub_scales || v.spec().sub_scales {
+        256
+    } else {
+        0
+    };
     k_rep * entries(k) + 32 * entries(v) + gains
 }
 
@@ -148,7 +156,10 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
     };
     if vtype_name(v.type_, is_mma(k.type_)).is_none() {
         return unsupported(if is_mma(k.type_) {
-            format!("V type {} with tbq keys (tbq4_0, tbq3_0 or tbq3_1)", v.type_)
+            format!(
+                "V type {} with tbq keys (tbq4_0, tbq3_0 or tbq3_1)",
+                v.type_
+            )
         } else {
             format!("V type {} with f16 / q8_0 keys (tbq4_0 or tbq3_0)", v.type_)
         });

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run ON the GPU machine after scripts/gpu-llama.sh has built llama.cpp there (same warm machine):
+# trains the head_dim-128 reference model (validation/train-ref-model.py), converts it with the
+# patched tree's convert_hf_to_gguf.py, and runs the WikiText-2 perplexity + KL-divergence matrix on
+# it with tbq-validate (carried in .gpu/ with the WikiText-2 test file by scripts/gpu-prepare.sh).
+# Everything lands in $OUT/ref-model/ (recipe, training log, matrix JSON/markdown/plots; no weights).
+#
+#   scripts/gpu-ref-model.sh      Env: TBQ_REF_MINUTES (training budget, default 2.5),
+#                                 TBQ_REF_CHUNKS (512-token chunks, default 40)
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+OUT=${OUT:-$REPO/gpu-out}
+BIN="$REPO/build/gpu-llama/bin"
+LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
+[[ -x "$BIN/llama-perplexity" ]] || { echo "gpu-ref-model.sh: no $BIN/llama-perplexity: run scripts/gpu-llama.sh first" >&2; exit 2; }
+[[ -x .gpu/tbq-validate && -f .gpu/wiki.test.raw ]] || { echo "gpu-ref-model.sh: .gpu/ lacks tbq-validate or wiki.test.raw: run scripts/gpu-prepare.sh" >&2; exit 2; }
+WORK=/tmp/tbq-ref-model
+R="$OUT/ref-model"
+mkdir -p "$WORK" "$R"
+python3 validation/train-ref-model.py --out "$WORK" --convert "$LLAMA/convert_hf_to_gguf.py" \
+    --minutes "${TBQ_REF_MINUTES:-2.5}" >"$R/train.out" 2>&1 || { tail -n 30 "$R/train.out"; exit 1; }
+cp "$WORK/recipe.json" "$WORK/train.log" "$R/" 2>/dev/null
+.gpu/tbq-validate ppl --model "$WORK/ref-128-f16.gguf" --bin-dir "$BIN" --wikitext .gpu/wiki.test.raw \
+    --chunks "${TBQ_REF_CHUNKS:-40}" --out "$R/ppl" --pairs "$(cat validation/pairs.txt)" >"$R/ppl.out" 2>&1
+RC=$?
+rm -f "$R"/ppl/*.logits
+tail -n 30 "$R/ppl/results.md" 2>/dev/null || tail -n 30 "$R/ppl.out"
+exit $RC
