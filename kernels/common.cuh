@@ -252,30 +252,54 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
     if (ss != 0.0f && isfinite(ss)) { // warp-uniform: every lane holds the same sum
         const float norm_w = __fsqrt_rn(ss);
         const float k = __fdiv_rn(TBQ_SQRT_128, norm_w);
-        float r[4];
+        float y[4], r[4];
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
-            const float y = __fmul_rn(w[s], k);
-            if constexpr (tbq_traits<T>::sub_scales) {
-                // group s = slot s of every lane: the gain with the least group error (the first on
-                // a tie), the error summed in the canonical order, so the choice is warp-uniform
-                float best = INFINITY;
+            y[s] = __fmul_rn(w[s], k);
+        }
+        if constexpr (tbq_traits<T>::sub_scales) {
+            // Group s = slot s of every lane. Each (group, gain) error is summed in the canonical
+            // butterfly order, so every lane picks the same gain (the first with the least error).
+            // All 64 sums go through the butterfly together: 64 independent shuffle chains instead
+            // of 64 dependent ones (one quantized token of a decode step is otherwise pure latency).
+            float err[4][16];
+#pragma unroll
+            for (int g = 0; g < 16; ++g) {
+                const float gv = tbq_gains[g];
+#pragma unroll
+                for (int s = 0; s < 4; ++s) {
+                    const float yg = __fmul_rn(y[s], tbq_gains[15 - g]); // y / g_g (reference::encode_groups)
+                    const float e = __fsub_rn(y[s], __fmul_rn(gv, lut[tbq_encode<T>(yg)]));
+                    err[s][g] = __fmul_rn(e, e);
+                }
+            }
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) {
+#pragma unroll
+                for (int s = 0; s < 4; ++s)
+#pragma unroll
+                    for (int g = 0; g < 16; ++g) err[s][g] = __fadd_rn(err[s][g], __shfl_xor_sync(TBQ_FULL_MASK, err[s][g], off));
+            }
+#pragma unroll
+            for (int s = 0; s < 4; ++s) {
                 int bk = 0;
-                for (int g = 0; g < 16; ++g) {
-                    const float gv = tbq_gains[g];
-                    const float e = __fsub_rn(y, __fmul_rn(gv, lut[tbq_encode<T>(__fdiv_rn(y, gv))]));
-                    const float err = tbq_warp_sum_canonical(__fmul_rn(e, e));
-                    if (err < best) {
-                        best = err;
+                float best = err[s][0];
+#pragma unroll
+                for (int g = 1; g < 16; ++g) {
+                    if (err[s][g] < best) {
+                        best = err[s][g];
                         bk = g;
                     }
                 }
                 const float gv = tbq_gains[bk];
-                c[s] = tbq_encode<T>(__fdiv_rn(y, gv));
+                c[s] = tbq_encode<T>(__fmul_rn(y[s], tbq_gains[15 - bk]));
                 r[s] = __fmul_rn(gv, lut[c[s]]);
                 gains |= (uint32_t) bk << (4 * s);
-            } else {
-                c[s] = tbq_encode<T>(y);
+            }
+        } else {
+#pragma unroll
+            for (int s = 0; s < 4; ++s) {
+                c[s] = tbq_encode<T>(y[s]);
                 r[s] = lut[c[s]];
             }
         }

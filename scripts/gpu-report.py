@@ -20,7 +20,10 @@ import re
 import sys
 
 # K/V bytes per element of each cache type (ggml block sizes; tbq from the crate's format table)
-BPE = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "tbq4_0": 66 / 128, "tbq3_0": 50 / 128}
+# bytes per element of each cache type (tbq: bytes per 128-element block / 128, src/format.rs)
+BPE = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+BPE.update({t: b / 128 for t, b in {"tbq4_0": 66, "tbq3_0": 50, "tbq5_0": 82, "tbq6_0": 98,
+                                     "tbq3_1": 52, "tbq4_1": 68, "tbq5_1": 84}.items()})
 
 
 def load_bench(out):

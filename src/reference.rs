@@ -14,7 +14,9 @@
 //!    to 65504.
 //!
 //! Sub-scaled types (`tbqN_1`) replace step 3 per group `s` of 32 coordinates (slot `s`): for each
-//! gain `g_k` of [`GAINS`], `c_i = encode(y_i / g_k)`, `r_i = g_k · C[c_i]` and the group error
+//! gain `g_k` of [`GAINS`], `c_i = encode(y_i · g_(15-k))` (`g_(15-k)` is `1/g_k` exactly: the
+//! ladder is symmetric in the exponent, and a multiply is far cheaper than a division on a GPU),
+//! `r_i = g_k · C[c_i]` and the group error
 //! `Σ (y_i - r_i)²` (summed as a warp's butterfly sums, [`warp_sum_canonical`]); the first `k`
 //! with the least error wins. Step 4 then normalises the gained reconstruction `r`.
 
@@ -87,7 +89,7 @@ fn encode_groups(spec: &TypeSpec, y: &Block, codes: &mut [u8; BLOCK_ELEMS], r: &
         for (k, &g) in GAINS.iter().enumerate() {
             let mut err = [0.0f32; LANES];
             for (e, &yi) in err.iter_mut().zip(&y[group.clone()]) {
-                let ri = g * spec.level(spec.encode(yi / g));
+                let ri = g * spec.level(spec.encode(yi * GAINS[15 - k]));
                 let diff = yi - ri;
                 *e = diff * diff;
             }
@@ -99,7 +101,7 @@ fn encode_groups(spec: &TypeSpec, y: &Block, codes: &mut [u8; BLOCK_ELEMS], r: &
         let (_, k) = best;
         let g = GAINS[k];
         for i in group {
-            codes[i] = spec.encode(y[i] / g);
+            codes[i] = spec.encode(y[i] * GAINS[15 - k]);
             r[i] = g * spec.level(codes[i]);
         }
         word |= (k as u16) << (4 * s);

@@ -50,6 +50,8 @@ fn gains_are_the_documented_ladder() {
     for (k, &g) in GAINS.iter().enumerate() {
         let want = 2f64.powf((2.0 * k as f64 - 15.0) / 24.0);
         assert_eq!(g, want as f32, "gain {k}");
+        // the encoders multiply by GAINS[15 - k] for a division by g_k: the same f32 as 1/g_k
+        assert_eq!(GAINS[15 - k], (1.0 / want) as f32, "1/gain {k}");
     }
     assert!(GAINS[7] < 1.0 && GAINS[8] > 1.0);
 }

@@ -103,6 +103,8 @@ def build_corpus(packages: list[str], max_bytes: int) -> tuple[str, dict]:
             mod = importlib.import_module(name)
         except Exception:  # not installed here: the recipe lists what was used
             continue
+        if getattr(mod, "__file__", None) is None:  # a namespace package: no single root to read
+            continue
         root = Path(mod.__file__).parent
         try:
             versions[name] = md.version(name)

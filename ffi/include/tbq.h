@@ -13,7 +13,8 @@
  *   Dequantize: x^ = D·H·(d·C[c]) / sqrt(128).
  *   Sub-scaled types (tbq3_1, tbq4_1, tbq5_1): after d, a u16 of four 4-bit gain indices (group s =
  *   rotated coordinates 32s..32s+31, index in bits 4s..4s+3) into TBQ_GAINS, g_k = 2^((2k-15)/24).
- *   Step 3 per group: for each k, c_i = nearest level to y_i / g_k, error sum (y_i - g_k·C[c_i])²;
+ *   Step 3 per group: for each k, c_i = nearest level to y_i·g_(15-k) (= y_i / g_k: the ladder is
+ *   symmetric), error sum (y_i - g_k·C[c_i])²;
  *   the first k with the least error wins. Step 4 uses r_i = g_k·C[c_i]; x^ = T^-1((d·g_s)·C[c]).
  *   Code packing ("lane-major bit planes"): coordinate i belongs to lane i % 32, slot i / 32.
  *   A code of b bits is split into planes (4 bits: one 4-bit plane; 3: a 2-bit plane for the
