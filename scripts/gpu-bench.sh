@@ -12,7 +12,7 @@
 #   llama  llama.cpp with ggml-cuda wired to the crate: build, test-backend-ops -b CUDA0 for every tbq
 #          case, llama-perplexity -ngl 99 with the scheduler's graph splits       (scripts/gpu-llama.sh)
 #   ref    train the head_dim-128 reference model, then its WikiText-2 PPL/KLD matrix on this build
-#          (validation/pairs.txt; scripts/gpu-ref-model.sh, ~8 min)
+#          (tbq-validate ppl's default pairs; scripts/gpu-ref-model.sh, ~6 min)
 #   e2e    FA decode of upstream's kernels and tbq's in one harness, llama-bench tg128 at depth
 #          0/8K/32K + pp2048 on real-size random models                          (scripts/gpu-e2e.sh)
 # With `--part crate --part llama` the llama.cpp build runs in the background while the crate's tests

@@ -22,7 +22,7 @@ python3 validation/train-ref-model.py --out "$WORK" --convert "$LLAMA/convert_hf
     --minutes "${TBQ_REF_MINUTES:-2.5}" >"$R/train.out" 2>&1 || { tail -n 30 "$R/train.out"; exit 1; }
 cp "$WORK/recipe.json" "$WORK/train.log" "$R/" 2>/dev/null
 .gpu/tbq-validate ppl --model "$WORK/ref-128-f16.gguf" --bin-dir "$BIN" --wikitext .gpu/wiki.test.raw \
-    --chunks "${TBQ_REF_CHUNKS:-40}" --out "$R/ppl" --pairs "$(cat validation/pairs.txt)" >"$R/ppl.out" 2>&1
+    --chunks "${TBQ_REF_CHUNKS:-40}" --out "$R/ppl" >"$R/ppl.out" 2>&1
 RC=$?
 rm -f "$R"/ppl/*.logits
 tail -n 30 "$R/ppl/results.md" 2>/dev/null || tail -n 30 "$R/ppl.out"

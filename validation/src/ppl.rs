@@ -20,9 +20,11 @@ use crate::llama::{self, KldStats, KvConfig, KvReport};
 use crate::proc::{display_command, run_logged, write_atomic};
 use crate::{plot, report};
 
-/// The issue's matrix: the base, stock caches with and without attn_rot, and the tbq pairs.
+/// The matrix: the base, stock caches with and without attn_rot, the v1 tbq pairs, and the
+/// K-heavy pairs of the wider and sub-scaled types.
 pub const DEFAULT_PAIRS: &str = "q8_0/q8_0,q4_0/q4_0,q4_0/q4_0:norot,tbq4_0/tbq4_0,tbq4_0/tbq3_0,\
-tbq3_0/tbq3_0,q8_0/tbq4_0,q8_0/tbq3_0";
+tbq3_0/tbq3_0,q8_0/tbq4_0,q8_0/tbq3_0,tbq5_1/tbq3_1,tbq5_0/tbq3_0,tbq6_0/tbq3_0,tbq4_1/tbq3_1,\
+tbq5_1/tbq3_0,tbq6_0/tbq4_0,tbq5_0/tbq4_0";
 
 pub fn default_wikitext() -> String {
     std::env::var("TBQ_WIKITEXT").unwrap_or_else(|_| {
