@@ -5,12 +5,12 @@
 #   scripts/main.sh [--chunks N] [--ctx N] [--model PATH] [--pairs "f16/f16 q4_0/q4_0 ..."]
 #
 # Defaults: Gemma 3 270M Q4_K_M from PyPI (sha256-checked), 8 chunks of 512 tokens of
-# ../shared/data/wikitext-2-raw/wiki.test.raw, pairs f16/f16 q4_0/q4_0 tbq4_0/tbq3_0.
+# ../shared/data/wikitext-2-raw/wiki.test.raw, pairs f16/f16 q4_0/q4_0 tbq4_0/tbq3_0 tbq5_1/tbq3_1.
 # A full run is --chunks 0 (all 564 chunks; hours on 2 CPU cores). Logs go to build/main/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-chunks=8 ctx=512 model="" pairs="f16/f16 q4_0/q4_0 tbq4_0/tbq3_0"
+chunks=8 ctx=512 model="" pairs="f16/f16 q4_0/q4_0 tbq4_0/tbq3_0 tbq5_1/tbq3_1"
 while [ $# -gt 0 ]; do
     case $1 in
     --chunks) chunks=$2; shift 2 ;;
