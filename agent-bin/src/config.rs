@@ -258,6 +258,9 @@ pub struct Config {
     /// Named profiles.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// `tbq-agent chat` settings (`[chat]`, `[chat.shell]`, …).
+    #[serde(default)]
+    pub chat: crate::chat::ChatConfig,
 }
 
 /// Where the configuration file lives by default.
@@ -370,6 +373,11 @@ host = "127.0.0.1"
 port = 8080
 # extra_args = ["--jinja"]
 "#;
+
+/// `tbq-agent config --example`: the profiles, then the `[chat]` tables.
+pub fn example() -> String {
+    format!("{EXAMPLE}{}", crate::chat::settings::EXAMPLE)
+}
 
 /// Reads `path`'s configuration for display (`tbq-agent config`).
 pub fn describe(cfg: &Config, path: Option<&Path>) -> Result<String> {
