@@ -111,6 +111,7 @@ Endpoints are base URLs (without /v1). Prompts go to /v1/completions (api = \"ch
     Compare(CompareArgs),
     /// A local-first agent: tools (shell, files, memory, reminders, web), persistent memory, REPL or HTTP
     #[command(
+        args_override_self = true,
         long_about = "A personal agent on the local llama-server. Each turn the model picks one JSON action at a \
 time, constrained by llama-server's grammar (so even a 270M model's tool calls parse): call a tool (shell inside the \
 workspace behind allow/deny patterns and a confirmation, read/write/list workspace files, remember/recall, remind, \
@@ -344,6 +345,9 @@ struct ChatArgs {
     /// The first step of every turn must call this tool, then the model answers (scripts, tests, weak models)
     #[arg(long, value_name = "TOOL")]
     require_tool: Option<String>,
+    /// With --require-tool: pin the call's arguments too (a JSON object), e.g. '{"command": "ls"}'
+    #[arg(long, value_name = "JSON", requires = "require_tool", value_parser = parse_json_object)]
+    tool_args: Option<serde_json::Value>,
     /// Seconds to wait for the server's /health
     #[arg(long)]
     health_timeout: Option<u64>,
@@ -382,6 +386,14 @@ struct DoctorArgs {
     /// Where research results would go (for the disk check)
     #[arg(long, default_value = ".")]
     out: PathBuf,
+}
+
+fn parse_json_object(s: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("expected a JSON object, like '{\"command\": \"ls\"}'".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 /// "8GiB", "512MiB", "24G", "1000000" → bytes.
@@ -687,6 +699,7 @@ fn cmd_chat(cli: &Cli, a: &ChatArgs) -> Result<()> {
         http,
         fallback: a.fallback,
         require_tool: a.require_tool.clone(),
+        tool_args: a.tool_args.clone(),
         json: cli.json,
         progress: progress(cli),
     })

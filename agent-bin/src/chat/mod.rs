@@ -158,6 +158,7 @@ pub struct Agent {
     router: Router,
     conversation: i64,
     require_tool: Option<String>,
+    tool_args: Option<Value>,
 }
 
 /// How `chat` was asked to run.
@@ -176,6 +177,8 @@ pub struct Options {
     pub fallback: bool,
     /// The first step of every turn must call this tool.
     pub require_tool: Option<String>,
+    /// With `require_tool`: the arguments are pinned to these values (a JSON object).
+    pub tool_args: Option<Value>,
     /// JSON events on stdout.
     pub json: bool,
     /// Spinners and colours (stderr is a terminal).
@@ -234,6 +237,22 @@ impl Agent {
             }
             _ => None,
         };
+        if let Some(args) = &o.tool_args {
+            let spec = o.require_tool.as_deref().and_then(protocol::tool);
+            let ok = spec.is_some_and(|s| {
+                args.as_object().is_some_and(|a| {
+                    a.len() == s.args.len()
+                        && s.args
+                            .iter()
+                            .all(|(n, _)| a.get(*n).is_some_and(Value::is_string))
+                })
+            });
+            if !ok {
+                return Err(fail(Exit::Usage, "--tool-args must be a JSON object with every argument of --require-tool's tool, as strings")
+                    .fix("e.g. --require-tool shell --tool-args '{\"command\": \"ls\"}'")
+                    .into());
+            }
+        }
         if let Some(t) = &o.require_tool {
             if protocol::tool(t).is_none() {
                 return Err(fail(
@@ -267,6 +286,7 @@ impl Agent {
             },
             conversation: 0,
             require_tool: o.require_tool.clone(),
+            tool_args: o.tool_args.clone(),
             cfg,
             ws,
             store,
@@ -424,38 +444,46 @@ impl Agent {
             "role": "system",
             "content": protocol::system_prompt(&tools, &recalled, &local_time(memory::now())),
         })];
+        // The conversation so far, then the examples: a small model imitates whatever came
+        // last, and its own last answer is the worst thing to imitate.
         messages.extend(alternate(history));
+        messages.extend(protocol::examples(&tools));
         messages.push(json!({"role": "user", "content": user}));
 
         let max_steps = self.cfg.max_steps.max(1);
         let mut tokens = 0;
-        let mut last_call: Option<(String, Value)> = None;
+        let mut last_call: Option<(String, Value, String)> = None;
         let mut answer_only = false;
         for step in 0..max_steps {
             let required = self.require_tool.as_deref().filter(|_| step == 0);
-            let schema = match required {
-                Some(t) => protocol::schema(&[protocol::tool(t).expect("checked at open")], false),
-                None if answer_only || step + 1 == max_steps => protocol::schema(&[], true),
-                None => protocol::schema(&tools, true),
+            let constraint = match required.map(|t| protocol::tool(t).expect("checked at open")) {
+                Some(t) => match &self.tool_args {
+                    Some(args) => protocol::pinned(t, args),
+                    None => protocol::constraint(&[t], false),
+                },
+                None if answer_only || step + 1 == max_steps => protocol::constraint(&[], true),
+                None => protocol::constraint(&tools, true),
             };
             let mut stream = AnswerStream::default();
-            let reply = self.router.complete(&messages, &schema, &mut |n| match n {
-                Notice::Delta(d) => {
-                    let shown = stream.feed(d);
-                    if !shown.is_empty() {
-                        io.event(Event::Delta(&shown));
+            let reply = self
+                .router
+                .complete(&messages, &constraint, &mut |n| match n {
+                    Notice::Delta(d) => {
+                        let shown = stream.feed(d);
+                        if !shown.is_empty() {
+                            io.event(Event::Delta(&shown));
+                        }
                     }
-                }
-                Notice::Retry { attempt, why } => {
-                    stream = AnswerStream::default();
-                    io.event(Event::Retry { attempt, why: &why });
-                }
-                Notice::Back { waited } => io.event(Event::Back { waited }),
-                Notice::Fallback { why } => {
-                    stream = AnswerStream::default();
-                    io.event(Event::Fallback { why: &why });
-                }
-            });
+                    Notice::Retry { attempt, why } => {
+                        stream = AnswerStream::default();
+                        io.event(Event::Retry { attempt, why: &why });
+                    }
+                    Notice::Back { waited } => io.event(Event::Back { waited }),
+                    Notice::Fallback { why } => {
+                        stream = AnswerStream::default();
+                        io.event(Event::Fallback { why: &why });
+                    }
+                });
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
@@ -468,8 +496,13 @@ impl Agent {
             tokens += reply.tokens.unwrap_or(0);
             let action = match protocol::parse(&reply.text) {
                 Ok(a) => a,
-                Err(e) if reply.finish_reason.as_deref() == Some("length") => {
-                    // Cut off by max_tokens: keep what an answer had said; redo a tool call.
+                Err(e)
+                    if matches!(
+                        reply.finish_reason.as_deref(),
+                        Some("length" | "repetition")
+                    ) =>
+                {
+                    // Cut off (max_tokens, or a loop): keep what an answer had said; redo a call.
                     let mut s = AnswerStream::default();
                     let said = s.feed(&reply.text);
                     if !said.trim().is_empty() {
@@ -514,6 +547,23 @@ impl Agent {
                     return Ok(a);
                 }
                 Action::Call { tool, args } => {
+                    messages.push(json!({"role": "assistant", "content": reply.text.trim()}));
+                    // A model that repeats its last call is stuck: the call is not run twice,
+                    // and the next step may only answer.
+                    let call = (tool.clone(), args.clone());
+                    if let Some((_, _, shown)) = last_call
+                        .as_ref()
+                        .filter(|l| l.0 == call.0 && l.1 == call.1)
+                    {
+                        io.event(Event::Invalid {
+                            why: &format!(
+                                "the model called {tool} again with the same arguments: not run twice"
+                            ),
+                        });
+                        messages.push(json!({"role": "user", "content": shown.clone()}));
+                        answer_only = true;
+                        continue;
+                    }
                     io.event(Event::ToolCall {
                         tool: &tool,
                         args: &args,
@@ -530,18 +580,12 @@ impl Agent {
                         &json!({"tool": tool, "args": args, "ok": outcome.ok, "result": outcome.text}).to_string(),
                         Some(&reply.model),
                     )?;
-                    // A model that repeats the same call is stuck: make it answer next.
-                    let call = (tool.clone(), args.clone());
-                    if last_call.as_ref() == Some(&call) || self.require_tool.is_some() {
+                    if self.require_tool.is_some() {
                         answer_only = true;
                     }
-                    last_call = Some(call);
-                    messages.push(json!({"role": "assistant", "content": reply.text.trim()}));
-                    messages.push(json!({"role": "user", "content": format!(
-                        "Result of {tool} ({}):\n{}\n\nReply with the next JSON action: another tool call, or {{\"answer\": ...}} to tell the user.",
-                        if outcome.ok { "done" } else { "failed" },
-                        tools::for_model(&outcome)
-                    )}));
+                    let shown = protocol::tool_result_message(&tool, &tools::for_model(&outcome));
+                    last_call = Some((call.0, call.1, shown.clone()));
+                    messages.push(json!({"role": "user", "content": shown}));
                 }
             }
         }

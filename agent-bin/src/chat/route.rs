@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::protocol::Constraint;
 use crate::client::{Client, Health};
 use crate::error::{fail, Exit};
 
@@ -139,7 +140,7 @@ impl Endpoint {
     fn step(
         &self,
         messages: &[Value],
-        schema: &Value,
+        constraint: &Constraint,
         sampling: &Sampling,
         notify: &mut dyn FnMut(Notice),
     ) -> Result<Reply, StepError> {
@@ -149,14 +150,18 @@ impl Endpoint {
             "stream_options": { "include_usage": true },
             "temperature": sampling.temperature,
             "max_tokens": sampling.max_tokens,
-            "response_format": { "type": "json_schema", "json_schema": { "name": "action", "strict": true, "schema": schema } },
         });
         if let Some(m) = &self.model {
+            // Any OpenAI-compatible endpoint: the JSON schema.
             body["model"] = json!(m);
+            body["response_format"] = json!({ "type": "json_schema",
+                "json_schema": { "name": "action", "strict": true, "schema": constraint.schema } });
         } else {
-            // llama-server only: reproducible sampling.
+            // llama-server: its own grammar, and reproducible sampling.
+            body["grammar"] = json!(constraint.grammar);
             body["seed"] = json!(sampling.seed);
         }
+        tracing::trace!("request: {body}");
         let mut req = self
             .agent
             .post(&format!("{}/v1/chat/completions", self.url))
@@ -220,6 +225,18 @@ impl Endpoint {
                 if let Some(s) = c["delta"]["content"].as_str() {
                     if !s.is_empty() {
                         reply.text.push_str(s);
+                        // A small model at temperature 0 can loop until max_tokens: cut the
+                        // loop and hang up (llama-server stops generating for a closed stream).
+                        if let Some(cut) = super::protocol::loop_cut(&reply.text) {
+                            let kept = reply.text.len() - s.len();
+                            if cut > kept {
+                                notify(Notice::Delta(&reply.text[kept..cut]));
+                            }
+                            reply.text.truncate(cut);
+                            reply.finish_reason = Some("repetition".into());
+                            done = true;
+                            break;
+                        }
                         notify(Notice::Delta(s));
                     }
                 }
@@ -236,6 +253,7 @@ impl Endpoint {
                 "the stream ended before the answer did".into(),
             ));
         }
+        tracing::debug!(endpoint = self.role, model = %reply.model, finish = ?reply.finish_reason, "step: {}", reply.text);
         if reply.model.is_empty() {
             reply.model = self.model.clone().unwrap_or_else(|| self.url.clone());
         }
@@ -279,13 +297,16 @@ impl Router {
     pub fn complete(
         &self,
         messages: &[Value],
-        schema: &Value,
+        constraint: &Constraint,
         notify: &mut dyn FnMut(Notice),
     ) -> Result<Reply> {
         let mut attempt = 0;
         let why = loop {
             crate::server::check_stop()?;
-            match self.local.step(messages, schema, &self.sampling, notify) {
+            match self
+                .local
+                .step(messages, constraint, &self.sampling, notify)
+            {
                 Ok(r) => return Ok(r),
                 Err(StepError::Permanent(e)) => return Err(e),
                 Err(StepError::Transient(why)) => {
@@ -306,7 +327,7 @@ impl Router {
         };
         if let Some(fb) = &self.fallback {
             notify(Notice::Fallback { why: why.clone() });
-            return match fb.step(messages, schema, &self.sampling, notify) {
+            return match fb.step(messages, constraint, &self.sampling, notify) {
                 Ok(r) => Ok(r),
                 Err(StepError::Permanent(e)) => Err(e),
                 Err(StepError::Transient(w)) => Err(fail(
