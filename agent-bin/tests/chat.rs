@@ -371,7 +371,19 @@ fn http_endpoint_needs_the_token_and_speaks_openai() {
         &s.dir.path().join("server.log"),
     );
     let hport = free_port();
-    let mut c = chat_cmd(&url(port), &ws, &["--http", &format!("127.0.0.1:{hport}")]);
+    // Every turn first calls `touch` (pinned): over HTTP nobody can confirm it, so it must not run.
+    let mut c = chat_cmd(
+        &url(port),
+        &ws,
+        &[
+            "--http",
+            &format!("127.0.0.1:{hport}"),
+            "--require-tool",
+            "shell",
+            "--tool-args",
+            r#"{"command": "touch made-over-http"}"#,
+        ],
+    );
     c.env("TBQ_CHAT_TOKEN", "s3cret").stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let rx = lines(&mut child);
@@ -449,6 +461,14 @@ fn http_endpoint_needs_the_token_and_speaks_openai() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert!(!streamed.is_empty(), "{text}");
+    // The unconfirmable command was refused both times, and reported.
+    assert!(!ws.join("made-over-http").exists());
+    let mut blocked = 0;
+    while let Ok(l) = rx.try_recv() {
+        eprintln!("chat: {l}");
+        blocked += l.contains(r#""event":"blocked""#) as usize;
+    }
+    assert_eq!(blocked, 2);
 }
 
 /// Polls llama-server's /slots until a request is being processed.
@@ -614,7 +634,8 @@ fn fallback_answers_only_when_opted_in() {
     assert!(find(&events, "fallback").is_some());
     let a = find(&events, "answer").unwrap();
     assert_eq!(a["endpoint"], "fallback");
-    assert_eq!(a["model"], "the-fallback");
+    // The name the endpoint gives for the model that answered (llama-server: its GGUF).
+    assert_eq!(a["model"], MODEL);
 }
 
 #[test]
@@ -651,7 +672,8 @@ fn vector_recall_with_a_real_embedding_server() {
         c.send(&format!("/remember {m}"));
         c.events_until("remembered", Duration::from_secs(30));
     }
-    assert_eq!(count(&ws, "SELECT count(*) FROM memories_vec"), 3);
+    // sqlite-vec's own bookkeeping table (this connection has no vec0 module loaded).
+    assert_eq!(count(&ws, "SELECT count(*) FROM memories_vec_rowids"), 3);
     let dim: String = db(&ws)
         .query_row("SELECT value FROM meta WHERE key = 'vec_dim'", [], |r| {
             r.get(0)
@@ -669,4 +691,105 @@ fn vector_recall_with_a_real_embedding_server() {
         "{items:?}"
     );
     c.quit();
+}
+
+#[test]
+fn reminders_fire_in_the_running_agent_and_survive_a_restart() {
+    let Some(s) = setup_chat() else { return };
+    let ws = s.dir.path().join("ws");
+    let port = free_port();
+    let _srv = llama(
+        &s.bin,
+        &s.model,
+        port,
+        &[],
+        &s.dir.path().join("server.log"),
+    );
+
+    // Made by the model (the schedule is held to "in/every N[smhd]" or "at HH:MM" by the grammar).
+    let out = chat_cmd(&url(port), &ws, &["--require-tool", "remind"])
+        .arg("Remind me in 10m to drink water.")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let call = find(&events, "tool_call").unwrap();
+    let sched = call["args"]["schedule"].as_str().unwrap();
+    assert!(
+        sched.starts_with("in ") || sched.starts_with("every ") || sched.starts_with("at "),
+        "{sched}"
+    );
+    assert_eq!(find(&events, "tool_result").unwrap()["ok"], true);
+    assert_eq!(count(&ws, "SELECT count(*) FROM reminders"), 1);
+
+    // Fired by the running agent.
+    let mut c = Chat::start(chat_cmd(&url(port), &ws, &[]));
+    c.send("/remind in 1s -- stretch your legs");
+    c.events_until("reminder_set", Duration::from_secs(10));
+    let fired = c.events_until("reminder", Duration::from_secs(10));
+    let r = fired.last().unwrap();
+    assert_eq!(r["text"], "stretch your legs");
+    assert_eq!(r["late"], false);
+    // Due while no agent runs: fired at the next start, marked late.
+    c.send("/remind in 2s -- water the plants");
+    c.events_until("reminder_set", Duration::from_secs(10));
+    c.quit();
+    std::thread::sleep(Duration::from_secs(4));
+    let c = Chat::start(chat_cmd(&url(port), &ws, &[]));
+    let fired = c.events_until("reminder", Duration::from_secs(10));
+    let r = fired.last().unwrap();
+    assert_eq!(r["text"], "water the plants");
+    c.quit();
+    // Stored: two fired one-shots, the model's reminder still pending.
+    assert_eq!(
+        count(
+            &ws,
+            "SELECT count(*) FROM reminders WHERE next_fire IS NULL AND last_fired IS NOT NULL"
+        ),
+        2
+    );
+    assert_eq!(
+        count(&ws, "SELECT count(*) FROM messages WHERE role = 'reminder'"),
+        2
+    );
+}
+
+#[test]
+fn web_fetch_is_off_by_default_and_refuses_loopback() {
+    let Some(s) = setup_chat() else { return };
+    let ws = s.dir.path().join("ws");
+    let port = free_port();
+    let _srv = llama(
+        &s.bin,
+        &s.model,
+        port,
+        &[],
+        &s.dir.path().join("server.log"),
+    );
+    // The target is the llama-server itself: exactly what a steered model must not reach.
+    let args = format!(r#"{{"url": "http://127.0.0.1:{port}/props"}}"#);
+    for (flags, want) in [(vec![], "is off"), (vec!["--web"], "loopback")] {
+        let out = chat_cmd(
+            &url(port),
+            &ws,
+            &["--require-tool", "web_fetch", "--tool-args", &args],
+        )
+        .args(flags)
+        .arg("Fetch the page.")
+        .output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stdout}");
+        let events: Vec<Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let r = find(&events, "tool_result").unwrap();
+        assert_eq!(r["ok"], false);
+        assert!(r["text"].as_str().unwrap().contains(want), "{r}");
+    }
 }
