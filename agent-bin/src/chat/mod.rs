@@ -442,11 +442,8 @@ impl Agent {
         let tools = self.offered_tools();
         let mut messages = vec![json!({
             "role": "system",
-            "content": protocol::system_prompt(&tools, &recalled, &local_time(memory::now())),
+            "content": protocol::system_prompt(&tools, &recalled, &conversation(history), &local_time(memory::now())),
         })];
-        // The conversation so far, then the examples: a small model imitates whatever came
-        // last, and its own last answer is the worst thing to imitate.
-        messages.extend(alternate(history));
         messages.extend(protocol::examples(&tools));
         messages.push(json!({"role": "user", "content": user}));
 
@@ -506,7 +503,7 @@ impl Agent {
                     let mut s = AnswerStream::default();
                     let said = s.feed(&reply.text);
                     if !said.trim().is_empty() {
-                        Action::Answer(format!("{said}…"))
+                        Action::Answer(format!("{}…", protocol::strip_markers(&said)))
                     } else {
                         io.event(Event::Invalid {
                             why: &format!("{e:#}"),
@@ -580,7 +577,9 @@ impl Agent {
                         &json!({"tool": tool, "args": args, "ok": outcome.ok, "result": outcome.text}).to_string(),
                         Some(&reply.model),
                     )?;
-                    if self.require_tool.is_some() {
+                    // One tool per turn unless chain_tools: a small model that may call again
+                    // walks through its examples instead of answering.
+                    if self.require_tool.is_some() || !self.cfg.chain_tools {
                         answer_only = true;
                     }
                     let shown = protocol::tool_result_message(&tool, &tools::for_model(&outcome));
@@ -598,38 +597,19 @@ impl Agent {
     }
 }
 
-/// History as strictly alternating user/assistant messages starting with a user message (chat
-/// templates such as Gemma's refuse anything else); assistant turns are shown as the JSON
-/// actions the model writes, which keeps it in the format.
-fn alternate(history: &[Message]) -> Vec<Value> {
-    let mut out: Vec<(&str, String)> = Vec::new();
-    for m in history {
-        let content = if m.role == "assistant" {
-            json!({ "answer": m.content }).to_string()
-        } else {
-            m.content.clone()
-        };
-        match out.last() {
-            None if m.role != "user" => continue,
-            Some((r, _)) if *r == m.role => {
-                out.pop();
+/// The user and assistant messages of `history` (oldest first), each cut to 300 characters:
+/// context for the model, not a replay.
+fn conversation(history: &[Message]) -> Vec<(String, String)> {
+    history
+        .iter()
+        .filter(|m| m.role == "user" || m.role == "assistant")
+        .map(|m| {
+            let mut t: String = m.content.chars().take(300).collect();
+            if t.len() < m.content.len() {
+                t.push('…');
             }
-            _ => {}
-        }
-        out.push((
-            if m.role == "user" {
-                "user"
-            } else {
-                "assistant"
-            },
-            content,
-        ));
-    }
-    if out.last().is_some_and(|(r, _)| *r == "user") {
-        out.pop();
-    }
-    out.into_iter()
-        .map(|(r, c)| json!({"role": r, "content": c}))
+            (m.role.clone(), t)
+        })
         .collect()
 }
 
@@ -664,18 +644,19 @@ mod tests {
     }
 
     #[test]
-    fn history_alternates_for_strict_templates() {
+    fn history_is_told_not_replayed() {
         let h = [
-            m("assistant", "orphan"),
             m("user", "a"),
-            m("user", "b"),
-            m("assistant", "B"),
-            m("user", "c"),
+            m("tool", "{}"),
+            m("assistant", &"B".repeat(400)),
         ];
-        let v = alternate(&h);
-        let roles: Vec<&str> = v.iter().map(|x| x["role"].as_str().unwrap()).collect();
-        assert_eq!(roles, ["user", "assistant"]);
-        assert_eq!(v[0]["content"], "b");
-        assert_eq!(v[1]["content"], r#"{"answer":"B"}"#);
+        let c = conversation(&h);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].1.chars().count(), 301);
+        let p = protocol::system_prompt(&[], &[], &c, "now");
+        assert!(
+            p.contains("The conversation so far:\nUser: a\nYou: BBB"),
+            "{p}"
+        );
     }
 }

@@ -263,7 +263,16 @@ pub fn pinned(tool: &ToolSpec, args: &Value) -> Constraint {
 }
 
 /// The system prompt: who the agent is, its tools, the time, and what it remembers.
-pub fn system_prompt(tools: &[&ToolSpec], recalled: &[String], now: &str) -> String {
+///
+/// The conversation so far (`history`: role, text) is told here as plain lines rather than
+/// replayed as chat turns: a small model copies its own previous answers, word for word, when
+/// they come back to it as its turns.
+pub fn system_prompt(
+    tools: &[&ToolSpec],
+    recalled: &[String],
+    history: &[(String, String)],
+    now: &str,
+) -> String {
     let mut s = String::from(
         "You are a helpful personal assistant running on the user's own computer. You can use tools.\n\
 To use a tool, reply with a JSON object naming the tool and its arguments. To talk to the user, \
@@ -281,6 +290,13 @@ reply with a JSON object whose \"answer\" is your message.\nTools:\n",
         s.push_str("What you remember that may be relevant:\n");
         for r in recalled {
             s.push_str(&format!("- {r}\n"));
+        }
+    }
+    if !history.is_empty() {
+        s.push_str("The conversation so far:\n");
+        for (role, text) in history {
+            let who = if role == "user" { "User" } else { "You" };
+            s.push_str(&format!("{who}: {}\n", text.replace('\n', " ")));
         }
     }
     s

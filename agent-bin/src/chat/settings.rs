@@ -27,7 +27,13 @@ pub struct ChatConfig {
     pub max_tokens: u32,
     /// Model steps (tool calls + the answer) one turn may take.
     pub max_steps: u32,
-    /// Earlier user/assistant exchanges sent with each turn.
+    /// Whether the model may call another tool after seeing a tool's result (off: one tool
+    /// call, then the answer). Small models loop through tools when allowed; turn it on for a
+    /// model that plans.
+    pub chain_tools: bool,
+    /// Earlier user/assistant exchanges of this conversation told to the model with each turn.
+    /// 0 by default: Gemma 270M copies earlier answers instead of answering; raise it for a
+    /// larger model. Memories and past conversations are recalled either way.
     pub history_turns: usize,
     /// Memories recalled by full text (and vectors) into each turn's context.
     pub recall_k: usize,
@@ -60,7 +66,8 @@ impl Default for ChatConfig {
             seed: 42,
             max_tokens: 256,
             max_steps: 6,
-            history_turns: 4,
+            chain_tools: false,
+            history_turns: 0,
             recall_k: 3,
             health_timeout: 120,
             retries: 2,
@@ -234,6 +241,7 @@ pub const EXAMPLE: &str = r#"
 workspace = "~/tbq-workspace"           # files and shell stay inside; memory.sqlite lives here
 temperature = 0.0
 max_steps = 6                           # tool calls + answer per turn
+chain_tools = false                     # true: more than one tool call per turn (larger models)
 # embedding_url = "http://127.0.0.1:8081"   # llama-server --embeddings --pooling mean: vector recall
 
 [chat.shell]
