@@ -11,6 +11,8 @@ MODEL=$("$REPO/scripts/fetch-model.sh" gemma3-270m)
 WS=$(mktemp -d)/workspace
 export TBQ_AGENT_CONFIG=$REPO/agent-bin/tests/data/empty-config.toml NO_COLOR=1
 PORT=18090
+SERVE= HTTP=
+trap 'kill -TERM $SERVE $HTTP 2>/dev/null || true' EXIT
 
 serve() {   # the local model, supervised as in production
     "$AGENT" serve --model "$MODEL" -c 4096 --threads 1 --parallel 1 --port $PORT \
@@ -51,7 +53,8 @@ printf '%s\n' \
     "/quit" | chat 2>&1
 
 show "TBQ_CHAT_TOKEN=s3cret tbq-agent chat --workspace \$WS --http 127.0.0.1:18765 &"
-TBQ_CHAT_TOKEN=s3cret chat --http 127.0.0.1:18765 --json > "$WS.http.jsonl" 2>&1 &
+TBQ_CHAT_TOKEN=s3cret "$AGENT" chat --url http://127.0.0.1:$PORT --workspace "$WS" \
+    --http 127.0.0.1:18765 --json > "$WS.http.jsonl" 2>&1 &
 HTTP=$!
 until grep -q '"listening"' "$WS.http.jsonl" 2>/dev/null; do kill -0 $HTTP || exit 1; sleep 0.2; done
 show "curl -s -w ' HTTP %{http_code}' http://127.0.0.1:18765/v1/chat/completions -d '{\"messages\":[...]}'   # no token"

@@ -179,9 +179,19 @@ pub fn serve(mut agent: Agent, addr: &str, o: &Options) -> Result<()> {
         .into());
     }
     let (tok, tok_file) = token(&agent, &o.cfg.http.token_env)?;
-    crate::server::check_port(&sa.ip().to_string(), sa.port())?;
-    let server =
-        tiny_http::Server::http(sa).map_err(|e| anyhow::anyhow!("cannot listen on {sa}: {e}"))?;
+    let server = tiny_http::Server::http(sa).map_err(|e| {
+        let in_use = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse);
+        if in_use {
+            fail(Exit::PortInUse, format!("{sa} is already in use")).fix(format!(
+                "stop whatever listens there (ss -ltnp 'sport = :{}'), or choose another: --http 127.0.0.1:PORT",
+                sa.port()
+            ))
+        } else {
+            fail(Exit::Failure, format!("cannot listen on {sa}: {e}"))
+        }
+    })?;
     let sa = server.server_addr().to_ip().unwrap_or(sa);
     let mut log = HttpIo {
         json: o.json,

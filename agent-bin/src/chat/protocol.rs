@@ -341,7 +341,7 @@ pub fn parse(text: &str) -> Result<Action> {
     };
     if let Some(a) = v.get("answer") {
         return Ok(Action::Answer(match a {
-            Value::String(s) => s.clone(),
+            Value::String(s) => strip_markers(s),
             other => other.to_string(),
         }));
     }
@@ -373,20 +373,18 @@ pub fn parse(text: &str) -> Result<Action> {
 
 /// `s` without chat-template markers (`<|im_end|>`, `<end_of_turn>`, …) a model wrote as text.
 pub fn strip_markers(s: &str) -> String {
-    let mut out = s.to_string();
-    for m in [
-        "<|im_end|>",
-        "<|im_start|>",
-        "<end_of_turn>",
-        "<start_of_turn>",
-        "<|eot_id|>",
-        "<|endoftext|>",
-        "</s>",
-    ] {
-        out = out.replace(m, "");
-    }
-    out.trim().to_string()
+    strip_markers_keep_space(s).trim().to_string()
 }
+
+const MARKERS: &[&str] = &[
+    "<|im_end|>",
+    "<|im_start|>",
+    "<end_of_turn>",
+    "<start_of_turn>",
+    "<|eot_id|>",
+    "<|endoftext|>",
+    "</s>",
+];
 
 /// Where a generation that has started to loop should be cut: when the text ends with the same
 /// run of 16–256 bytes three times over, the byte offset after its first copy.
@@ -414,6 +412,8 @@ pub struct AnswerStream {
     /// Bytes of `raw` already decoded.
     done: usize,
     finished: bool,
+    /// Decoded text held back because it may be the start of a marker (`<|im_end|>`).
+    held: String,
 }
 
 impl AnswerStream {
@@ -483,8 +483,27 @@ impl AnswerStream {
             }
         }
         self.done += consumed;
+        // Markers spelled out as text are dropped; a `<` that may begin one waits for more.
+        let mut out = strip_markers_keep_space(&format!("{}{out}", std::mem::take(&mut self.held)));
+        if !self.finished {
+            if let Some(i) = out
+                .rfind('<')
+                .filter(|&i| !out[i..].contains('>') && out.len() - i < 16)
+            {
+                self.held = out.split_off(i);
+            }
+        }
         out
     }
+}
+
+/// [`strip_markers`] without trimming (a streamed piece keeps its spaces).
+fn strip_markers_keep_space(s: &str) -> String {
+    let mut out = s.to_string();
+    for m in MARKERS {
+        out = out.replace(m, "");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -583,6 +602,8 @@ mod tests {
         );
         assert_eq!(loop_cut("aaa"), None);
         assert_eq!(strip_markers("rm -rf /<|im_end|>"), "rm -rf /");
+        let a = parse(r#"{"answer": "4711.<|im_end|>"}"#).unwrap();
+        assert_eq!(a, Action::Answer("4711.".into()));
     }
 
     #[test]
@@ -602,5 +623,12 @@ mod tests {
             s.feed("{\"tool\": \"shell\", \"args\": {\"command\": \"ls\"}}"),
             ""
         );
+        // A marker split over chunks never reaches the screen; a lone "<" does.
+        let mut s = AnswerStream::default();
+        let shown: String = ["{\"answer\": \"4711 <", "|im_", "end|> a < b", "\"}"]
+            .iter()
+            .map(|c| s.feed(c))
+            .collect();
+        assert_eq!(shown, "4711  a < b");
     }
 }
