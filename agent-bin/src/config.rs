@@ -414,6 +414,25 @@ mod tests {
     }
 
     #[test]
+    fn example_with_chat_tables_parses() {
+        let cfg: Config = parse_toml(&example(), Path::new("example.toml")).unwrap();
+        assert_eq!(
+            cfg.chat.workspace.as_deref(),
+            Some(Path::new("~/tbq-workspace"))
+        );
+        assert!(!cfg.chat.web.enabled);
+        assert!(cfg.chat.shell.allow.iter().any(|a| a == "ls *"));
+        // Unset keys keep their defaults, the deny list among them.
+        assert_eq!(
+            cfg.chat.shell.deny,
+            crate::chat::settings::ShellConfig::default().deny
+        );
+        // A typo in a safety setting is an error, not a silently ignored key.
+        let e = parse_toml::<Config>("[chat.shell]\nalow = []\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("alow"), "{e}");
+    }
+
+    #[test]
     fn errors_name_line_and_column() {
         let text = "default_profile = \"x\"\n[profiles.x]\nctx_size = \"big\"\n";
         let e = parse_toml::<Config>(text, Path::new("c.toml")).unwrap_err();
