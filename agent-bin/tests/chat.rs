@@ -231,7 +231,18 @@ fn memory_is_recalled_after_a_restart() {
     {
         let port = free_port();
         let _srv = llama(&s.bin, &s.model, port, &[], &log);
-        let mut c = Chat::start(chat_cmd(&url(port), &ws, &["--require-tool", "remember"]));
+        // The text is pinned: this test is about the memory surviving, not about the model's
+        // wording (the write_file test checks arguments the model chose).
+        let mut c = Chat::start(chat_cmd(
+            &url(port),
+            &ws,
+            &[
+                "--require-tool",
+                "remember",
+                "--tool-args",
+                r#"{"text": "My locker code is 4711."}"#,
+            ],
+        ));
         c.send("Remember that my locker code is 4711.");
         let ev = c.events_until("answer", Duration::from_secs(120));
         assert_eq!(find(&ev, "tool_call").unwrap()["tool"], "remember");
@@ -247,7 +258,7 @@ fn memory_is_recalled_after_a_restart() {
     // A new server and a new agent process: the memory is in the workspace's database.
     let port = free_port();
     let _srv = llama(&s.bin, &s.model, port, &[], &log);
-    let mut c = Chat::start(chat_cmd(&url(port), &ws, &["--require-tool", "recall"]));
+    let mut c = Chat::start(chat_cmd(&url(port), &ws, &[]));
     c.send("/memory locker code");
     let ev = c.events_until("memories", Duration::from_secs(10));
     let items = ev.last().unwrap()["items"].as_array().unwrap().clone();
@@ -257,17 +268,37 @@ fn memory_is_recalled_after_a_restart() {
             .any(|i| i["text"].as_str().unwrap().contains("4711")),
         "{items:?}"
     );
+    // A question: the memory is recalled into the turn's context (full text), whatever the
+    // model then does with it.
     c.send("What is my locker code?");
     let ev = c.events_until("answer", Duration::from_secs(120));
-    assert_eq!(find(&ev, "tool_call").unwrap()["tool"], "recall");
-    let result = find(&ev, "tool_result").unwrap();
+    let recalled = find(&ev, "recalled").expect("a recalled event");
     assert!(
-        result["text"].as_str().unwrap().contains("4711"),
-        "recall found {result}"
+        recalled["items"][0].as_str().unwrap().contains("4711"),
+        "{recalled}"
     );
     eprintln!(
         "answer after restart: {}",
         find(&ev, "answer").unwrap()["text"]
+    );
+    c.quit();
+    // And the recall tool finds it (its query pinned, for the same reason as above).
+    let mut c = Chat::start(chat_cmd(
+        &url(port),
+        &ws,
+        &[
+            "--require-tool",
+            "recall",
+            "--tool-args",
+            r#"{"query": "locker code"}"#,
+        ],
+    ));
+    c.send("What is my locker code?");
+    let ev = c.events_until("answer", Duration::from_secs(120));
+    let result = find(&ev, "tool_result").unwrap();
+    assert!(
+        result["text"].as_str().unwrap().contains("4711"),
+        "recall found {result}"
     );
     c.quit();
 }

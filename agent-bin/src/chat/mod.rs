@@ -76,6 +76,8 @@ pub enum Event<'a> {
     TurnFailed { error: &'a str },
     /// A reminder fired.
     Reminder(&'a reminders::Fired),
+    /// What was recalled into this turn's context (memories, earlier conversations).
+    Recalled(&'a [String]),
 }
 
 impl Event<'_> {
@@ -114,6 +116,7 @@ impl Event<'_> {
                 "steps": a.steps, "tokens": a.tokens, "ms": a.ms})
             }
             Event::TurnFailed { error } => json!({"event": "turn_failed", "error": error}),
+            Event::Recalled(items) => json!({"event": "recalled", "items": items}),
             Event::Reminder(r) => {
                 json!({"event": "reminder", "id": r.id, "text": r.text, "schedule": r.schedule,
                 "due": r.due, "late": r.late})
@@ -439,6 +442,9 @@ impl Agent {
                 _ => format!("(earlier conversation) {}", r.text),
             })
             .collect();
+        if !recalled.is_empty() {
+            io.event(Event::Recalled(&recalled));
+        }
         let tools = self.offered_tools();
         let mut messages = vec![json!({
             "role": "system",

@@ -241,6 +241,7 @@ impl Io for Terminal {
                 eprintln!("error: {error}\n  your message is kept: /retry sends it again");
             }
             Event::Reminder(f) => self.say(&format!("⏰ reminder #{}: {}", f.id, f.text)),
+            Event::Recalled(items) => self.say(&format!("  ⌕ recalled: {}", items.join(" | "))),
         }
         let _ = std::io::stdout().flush();
     }
