@@ -511,9 +511,14 @@ impl Agent {
                     if !said.trim().is_empty() {
                         Action::Answer(format!("{}…", protocol::strip_markers(&said)))
                     } else {
-                        io.event(Event::Invalid {
-                            why: &format!("{e:#}"),
-                        });
+                        let why = match reply.finish_reason.as_deref() {
+                            Some("repetition") => {
+                                "the model began repeating itself inside a tool call (cut)"
+                                    .to_string()
+                            }
+                            _ => format!("the step ran out of tokens inside a tool call ({e:#})"),
+                        };
+                        io.event(Event::Invalid { why: &why });
                         messages.push(json!({"role": "assistant", "content": reply.text}));
                         messages.push(json!({"role": "user", "content":
                             "Your reply was cut off. Reply again with a shorter JSON action."}));

@@ -217,7 +217,7 @@ impl Io for Terminal {
             }
             Event::Back { waited } => self.say(&format!("  ⟳ the server is back after {:.1} s", waited.as_secs_f64())),
             Event::Fallback { why } => self.say(&format!("  ↪ the fallback endpoint answers (local: {why})")),
-            Event::Invalid { why } => self.say(&format!("  (unusable step: {why}; asking again)")),
+            Event::Invalid { why } => self.say(&format!("  ({why}; asking for an answer)")),
             Event::Answer(a) => {
                 if !self.streamed {
                     print!("{}", a.text);
