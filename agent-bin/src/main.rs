@@ -4,6 +4,7 @@
 //! `compare` puts two OpenAI-compatible endpoints side by side; `plan` says what fits in
 //! memory; `doctor` says what is missing.
 
+mod chat;
 mod client;
 mod compare;
 mod config;
@@ -108,6 +109,33 @@ speed, context and quality.",
 Endpoints are base URLs (without /v1). Prompts go to /v1/completions (api = \"chat\" in the prompts file: \
 /v1/chat/completions), greedy, streamed. https needs the build feature `tls`.")]
     Compare(CompareArgs),
+    /// A local-first agent: tools (shell, files, memory, reminders, web), persistent memory, REPL or HTTP
+    #[command(
+        args_override_self = true,
+        long_about = "A personal agent on the local llama-server. Each turn the model picks one JSON action at a \
+time, constrained by llama-server's grammar (so even a 270M model's tool calls parse): call a tool (shell inside the \
+workspace behind allow/deny patterns and a confirmation, read/write/list workspace files, remember/recall, remind, \
+web_fetch when enabled) or answer. Conversations and memories live in one SQLite file per workspace \
+(WORKSPACE/.tbq-agent/memory.sqlite), recalled by full text, and by vectors when an embedding server is set. \
+Waits for the server's /health first; if the server dies mid-turn the step is retried once it is healthy again \
+(run it under `tbq-agent serve`, which restarts it), or the failure is reported and the message kept for /retry. \
+A fallback endpoint answers only when opted in. Every answer names the model that wrote it.",
+        after_long_help = "Examples:
+    tbq-agent serve --profile gemma &                 # the local model, supervised
+    tbq-agent chat                                    # REPL: /help lists its commands
+    tbq-agent chat \"what is in notes.txt?\"            # one turn, then exit
+    tbq-agent chat --workspace ~/agent --json         # one JSON event per line (tool calls, answers)
+    TBQ_CHAT_TOKEN=secret tbq-agent chat --http 127.0.0.1:8765
+    curl -s http://127.0.0.1:8765/v1/chat/completions -H 'Authorization: Bearer secret' \\
+         -d '{\"messages\":[{\"role\":\"user\",\"content\":\"remember that I like tea\"}]}'
+    tbq-agent chat --embedding-url http://127.0.0.1:8081   # vector recall (llama-server --embeddings --pooling mean)
+    tbq-agent chat --fallback                         # let [chat.fallback] answer when the local model cannot
+
+Settings: [chat], [chat.shell], [chat.web], [chat.fallback], [chat.http] in the config file \
+(`tbq-agent config --example`). Shell: deny patterns win over allow patterns; anything not allowed asks \
+y/N on the terminal (refused over HTTP); timeout kills the command's whole process group."
+    )]
+    Chat(ChatArgs),
     /// KV-cache size of a model for given cache types, and the largest context that fits a budget
     #[command(after_long_help = "Examples:
     tbq-agent plan model.gguf                    # all cache types, training context
@@ -286,6 +314,55 @@ struct CompareArgs {
 }
 
 #[derive(Args)]
+struct ChatArgs {
+    /// One message: answer it and exit [default: the interactive REPL]
+    #[arg(value_name = "MESSAGE")]
+    message: Vec<String>,
+    /// The local llama-server [default: [chat] url, else the profile's host:port, else http://127.0.0.1:8080]
+    #[arg(long)]
+    url: Option<String>,
+    /// Profile whose host and port locate the local server
+    #[arg(short, long, value_name = "NAME")]
+    profile: Option<String>,
+    /// The workspace: tools stay inside it, memory.sqlite lives in it [default: [chat] workspace, else $XDG_DATA_HOME/tbq-agent/workspace]
+    #[arg(short, long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Serve the OpenAI-compatible HTTP channel instead of the terminal [default address: [chat.http] listen]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    http: Option<String>,
+    /// Let [chat.fallback] answer when the local model cannot (opt-in)
+    #[arg(long)]
+    fallback: bool,
+    /// Embedding endpoint for vector recall (a llama-server with --embeddings)
+    #[arg(long, value_name = "URL")]
+    embedding_url: Option<String>,
+    /// Turn the web_fetch tool on for this run (public addresses only)
+    #[arg(long)]
+    web: bool,
+    /// Turn the shell tool off for this run
+    #[arg(long)]
+    no_shell: bool,
+    /// The first step of every turn must call this tool, then the model answers (scripts, tests, weak models)
+    #[arg(long, value_name = "TOOL")]
+    require_tool: Option<String>,
+    /// With --require-tool: pin the call's arguments too (a JSON object), e.g. '{"command": "ls"}'
+    #[arg(long, value_name = "JSON", requires = "require_tool", value_parser = parse_json_object)]
+    tool_args: Option<serde_json::Value>,
+    /// Seconds to wait for the server's /health
+    #[arg(long)]
+    health_timeout: Option<u64>,
+    /// Model steps per turn (tool calls + answer)
+    #[arg(long)]
+    max_steps: Option<u32>,
+    /// Tokens per model step
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Retries of a turn after the server failed mid-turn
+    #[arg(long)]
+    retries: Option<u32>,
+}
+
+#[derive(Args)]
 struct PlanArgs {
     /// GGUF model (or --profile / --model)
     model_file: Option<PathBuf>,
@@ -309,6 +386,14 @@ struct DoctorArgs {
     /// Where research results would go (for the disk check)
     #[arg(long, default_value = ".")]
     out: PathBuf,
+}
+
+fn parse_json_object(s: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("expected a JSON object, like '{\"command\": \"ls\"}'".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 /// "8GiB", "512MiB", "24G", "1000000" → bytes.
@@ -445,6 +530,7 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
         Cmd::Plan(a) => cmd_plan(cli, a),
+        Cmd::Chat(a) => cmd_chat(cli, a),
         Cmd::Doctor(a) => {
             let (cfg, path, profile) = load_profile(cli, &a.profile)?;
             let checks = doctor::run(
@@ -481,7 +567,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Cmd::Config { example, path } => {
             if *example {
-                print!("{}", config::EXAMPLE);
+                print!("{}", config::example());
                 return Ok(());
             }
             let (cfg, p) = Config::load(cli.config.as_deref())?;
@@ -541,6 +627,79 @@ fn cmd_serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
         backoff_max: Duration::from_secs_f64(a.backoff_max),
         health_interval: Duration::from_secs_f64(a.health_interval),
         health_failures: a.health_failures.max(1),
+        json: cli.json,
+        progress: progress(cli),
+    })
+}
+
+fn cmd_chat(cli: &Cli, a: &ChatArgs) -> Result<()> {
+    let (cfg, _) = Config::load(cli.config.as_deref())?;
+    let mut c = cfg.chat.clone();
+    let url = match (&a.url, &c.url) {
+        (Some(u), _) | (None, Some(u)) if a.profile.is_none() || a.url.is_some() => u.clone(),
+        _ => {
+            let p = cfg.profile(a.profile.as_deref())?;
+            let host = match p.host() {
+                "0.0.0.0" | "::" => "127.0.0.1",
+                h => h,
+            };
+            format!(
+                "http://{host}:{}",
+                p.port.filter(|&p| p != 0).unwrap_or(8080)
+            )
+        }
+    };
+    if let Some(u) = &a.embedding_url {
+        c.embedding_url = Some(u.clone());
+    }
+    if a.web {
+        c.web.enabled = true;
+    }
+    if a.no_shell {
+        c.shell.enabled = false;
+    }
+    if let Some(v) = a.health_timeout {
+        c.health_timeout = v;
+    }
+    if let Some(v) = a.max_steps {
+        c.max_steps = v;
+    }
+    if let Some(v) = a.max_tokens {
+        c.max_tokens = v;
+    }
+    if let Some(v) = a.retries {
+        c.retries = v;
+    }
+    let workspace = config::expand_tilde(
+        &a.workspace
+            .clone()
+            .or(c.workspace.clone())
+            .unwrap_or_else(chat::default_workspace),
+    );
+    let http = a.http.as_ref().map(|h| {
+        if h.is_empty() {
+            c.http.listen.clone()
+        } else {
+            h.clone()
+        }
+    });
+    let message = (!a.message.is_empty()).then(|| a.message.join(" "));
+    if http.is_some() && message.is_some() {
+        return Err(
+            fail(Exit::Usage, "--http serves requests; it takes no MESSAGE")
+                .fix("drop the message, or drop --http")
+                .into(),
+        );
+    }
+    chat::run(chat::Options {
+        cfg: c,
+        url,
+        workspace,
+        message,
+        http,
+        fallback: a.fallback,
+        require_tool: a.require_tool.clone(),
+        tool_args: a.tool_args.clone(),
         json: cli.json,
         progress: progress(cli),
     })

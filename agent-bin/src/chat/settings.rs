@@ -1,0 +1,264 @@
+//! The `[chat]` tables of the configuration file, with the defaults a first run needs.
+//!
+//! Every key has a default, so `tbq-agent chat` works with no `[chat]` table at all against a
+//! llama-server on 127.0.0.1:8080. Unknown keys are refused (a typo in a safety setting must not
+//! pass silently).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[chat]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// The local llama-server (base URL, without /v1). Unset: the profile's host and port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The folder the tools work in (files, shell's working directory) and where the memory
+    /// database lives (`.tbq-agent/memory.sqlite`). `~` is expanded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
+    /// Sampling temperature (0: greedy, reproducible).
+    pub temperature: f64,
+    /// Sampling seed (llama-server).
+    pub seed: u64,
+    /// Tokens one model step may generate.
+    pub max_tokens: u32,
+    /// Model steps (tool calls + the answer) one turn may take.
+    pub max_steps: u32,
+    /// Whether the model may call another tool after seeing a tool's result (off: one tool
+    /// call, then the answer). Small models loop through tools when allowed; turn it on for a
+    /// model that plans.
+    pub chain_tools: bool,
+    /// Earlier user/assistant exchanges of this conversation told to the model with each turn.
+    /// 0 by default: Gemma 270M copies earlier answers instead of answering; raise it for a
+    /// larger model. Memories and past conversations are recalled either way.
+    pub history_turns: usize,
+    /// Memories recalled by full text (and vectors) into each turn's context.
+    pub recall_k: usize,
+    /// Seconds to wait for the local server's `/health` (at start and after a failure).
+    pub health_timeout: u64,
+    /// Times a turn is retried after the local server failed mid-turn (and came back).
+    pub retries: u32,
+    /// Seconds one model request may take.
+    pub request_timeout: u64,
+    /// An embedding endpoint (a llama-server started with `--embeddings`), for vector recall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_url: Option<String>,
+    /// `[chat.shell]`.
+    pub shell: ShellConfig,
+    /// `[chat.web]`.
+    pub web: WebConfig,
+    /// `[chat.fallback]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackConfig>,
+    /// `[chat.http]`.
+    pub http: HttpConfig,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            url: None,
+            workspace: None,
+            temperature: 0.0,
+            seed: 42,
+            max_tokens: 256,
+            max_steps: 6,
+            chain_tools: false,
+            history_turns: 0,
+            recall_k: 3,
+            health_timeout: 120,
+            retries: 2,
+            request_timeout: 300,
+            embedding_url: None,
+            shell: ShellConfig::default(),
+            web: WebConfig::default(),
+            fallback: None,
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// `[chat.shell]`: what runs without asking, what never runs, and the limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShellConfig {
+    /// Whether the model may use the shell at all.
+    pub enabled: bool,
+    /// Glob patterns (`*` any text, `?` one character) of commands that run without asking.
+    /// A command made of several parts (`a && b`, `a | b`) runs only if every part is allowed.
+    pub allow: Vec<String>,
+    /// Patterns that are always refused; they win over `allow` and over a "yes".
+    pub deny: Vec<String>,
+    /// Seconds before the command's whole process group is killed.
+    pub timeout: u64,
+    /// Bytes of output (stdout and stderr together) kept; the rest is cut.
+    pub output_cap: usize,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ShellConfig {
+            enabled: true,
+            allow: s(&[
+                "ls",
+                "ls *",
+                "pwd",
+                "date",
+                "date *",
+                "whoami",
+                "echo *",
+                "cat *",
+                "head *",
+                "tail *",
+                "wc *",
+                "grep *",
+                "find *",
+                "du *",
+                "df *",
+                "uname *",
+                "uptime",
+                "sort *",
+                "uniq *",
+                "git status*",
+                "git log*",
+                "git diff*",
+            ]),
+            deny: s(DEFAULT_DENY),
+            timeout: 30,
+            output_cap: 16 * 1024,
+        }
+    }
+}
+
+/// Commands refused by default, whatever the user answers: destruction, privilege, the disk,
+/// the machine's power, and piping downloads into a shell.
+pub const DEFAULT_DENY: &[&str] = &[
+    "rm -rf *",
+    "rm -fr *",
+    "rm -r *",
+    "rm -R *",
+    "rm --recursive*",
+    "sudo*",
+    "su",
+    "su *",
+    "doas *",
+    "mkfs*",
+    "dd *",
+    "shred *",
+    "wipefs*",
+    "fdisk*",
+    "parted*",
+    "shutdown*",
+    "reboot*",
+    "poweroff*",
+    "halt*",
+    "init *",
+    "systemctl *",
+    "chmod -R *",
+    "chown -R *",
+    "*:(){*",
+    "curl *|*sh*",
+    "wget *|*sh*",
+    "* > /dev/sd*",
+    "*>/dev/sd*",
+    "kill -9 -1*",
+    "killall *",
+    "pkill *",
+    "crontab *",
+];
+
+/// `[chat.web]`: the `web_fetch` tool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Off by default: a model that can fetch URLs can be steered by what it reads.
+    pub enabled: bool,
+    /// Bytes of a page kept.
+    pub max_bytes: usize,
+    /// Seconds a fetch may take.
+    pub timeout: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: false,
+            max_bytes: 64 * 1024,
+            timeout: 20,
+        }
+    }
+}
+
+/// `[chat.fallback]`: a second OpenAI-compatible endpoint, used only when the user opts in
+/// (`enabled = true` here, or `--fallback`) and only when the local model cannot answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Base URL (without /v1).
+    pub url: String,
+    /// Model name to ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Name of the environment variable that holds the API key (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Opt in from the config file (`--fallback` opts in for one run).
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// `[chat.http]`: the OpenAI-compatible endpoint of `tbq-agent chat --http`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; must be a loopback address.
+    pub listen: String,
+    /// Name of the environment variable holding the bearer token (default `TBQ_CHAT_TOKEN`).
+    pub token_env: String,
+    /// Whether shell commands that would need a confirmation run anyway over HTTP (there is
+    /// nobody to ask). Off: they are refused.
+    pub allow_unconfirmed_shell: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8765".into(),
+            token_env: "TBQ_CHAT_TOKEN".into(),
+            allow_unconfirmed_shell: false,
+        }
+    }
+}
+
+/// The `[chat]` part of `tbq-agent config --example`.
+pub const EXAMPLE: &str = r#"
+[chat]
+# url = "http://127.0.0.1:8080"         # the local llama-server (default: the profile's host:port)
+workspace = "~/tbq-workspace"           # files and shell stay inside; memory.sqlite lives here
+temperature = 0.0
+max_steps = 6                           # tool calls + answer per turn
+chain_tools = false                     # true: more than one tool call per turn (larger models)
+# embedding_url = "http://127.0.0.1:8081"   # llama-server --embeddings --pooling mean: vector recall
+
+[chat.shell]
+allow = ["ls *", "cat *", "echo *", "date", "git status*"]   # run without asking
+# deny = [...]                          # default: rm -rf, sudo, mkfs, dd, shutdown, curl|sh, ...
+timeout = 30
+output_cap = 16384
+
+[chat.web]
+enabled = false                         # web_fetch; private and loopback addresses are refused
+
+# [chat.fallback]                       # only with enabled = true or --fallback
+# url = "https://api.openai.com"
+# model = "gpt-4o-mini"
+# api_key_env = "OPENAI_API_KEY"
+
+[chat.http]
+listen = "127.0.0.1:8765"               # loopback only
+token_env = "TBQ_CHAT_TOKEN"            # Authorization: Bearer $TBQ_CHAT_TOKEN
+"#;
