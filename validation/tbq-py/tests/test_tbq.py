@@ -38,8 +38,8 @@ def hadamard(n=128):
 def unpack_codes(q, type):
     """Codes of one block's qs, from the README: coordinate i is lane i % 32, slot i // 32; a
     plane of p bits gives lane l the 4p bits starting at bit 4p·l, slots from the low end;
-    planes low bits first (tbq4_0: [4]; tbq3_0: [2, 1])."""
-    planes = {"tbq4_0": [4], "tbq3_0": [2, 1]}[type]
+    planes low bits first (4 bits: [4]; 3: [2, 1]; 5: [4, 1]; 6: [4, 2])."""
+    planes = {4: [4], 3: [2, 1], 5: [4, 1], 6: [4, 2]}[tbq.bits(type)]
     bits = np.unpackbits(q, bitorder="little")
     codes = np.zeros(128, dtype=np.int64)
     off, shift = 0, 0
@@ -55,10 +55,12 @@ def unpack_codes(q, type):
 
 
 def test_types_and_sizes():
-    assert tbq.TYPES == ("tbq4_0", "tbq3_0")
+    assert tbq.TYPES == ("tbq4_0", "tbq3_0", "tbq5_0", "tbq6_0", "tbq3_1", "tbq4_1", "tbq5_1")
     assert tbq.BLOCK == 128
-    assert (tbq.bits("tbq4_0"), tbq.block_bytes("tbq4_0"), tbq.bits_per_element("tbq4_0")) == (4, 66, 4.125)
-    assert (tbq.bits("tbq3_0"), tbq.block_bytes("tbq3_0"), tbq.bits_per_element("tbq3_0")) == (3, 50, 3.125)
+    table = {t: (tbq.bits(t), tbq.block_bytes(t), tbq.bits_per_element(t)) for t in tbq.TYPES}
+    assert table == {"tbq4_0": (4, 66, 4.125), "tbq3_0": (3, 50, 3.125), "tbq5_0": (5, 82, 5.125),
+                     "tbq6_0": (6, 98, 6.125), "tbq3_1": (3, 52, 3.25), "tbq4_1": (4, 68, 4.25),
+                     "tbq5_1": (5, 84, 5.25)}
     assert tbq.quantize(gaussian(3, 384), "tbq4_0").shape == (3, 3 * 66)
     assert tbq.quantize(gaussian(1, 256)[0], "tbq3_0").shape == (100,)
 
@@ -90,7 +92,7 @@ def test_rotation_is_the_documented_orthogonal_matrix():
     np.testing.assert_allclose(np.linalg.norm(tbq.rotate(x), axis=1), np.linalg.norm(x, axis=1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("type", ["tbq4_0", "tbq3_0"])
+@pytest.mark.parametrize("type", tbq.TYPES)
 def test_golden_vectors_bit_for_bit(type):
     x = np.fromfile(GOLDEN / "input.f32", dtype="<f4").reshape(-1, 128)
     want_q = np.fromfile(GOLDEN / f"{type}.bin", dtype=np.uint8).reshape(x.shape[0], -1)
@@ -122,6 +124,30 @@ def test_packing_and_reconstruction_from_the_readme(type):
             assert (codes == nearest).mean() > 0.99  # ties at float rounding aside
             # the norm correction keeps ||x̂|| = ||x|| (to the half precision of d)
             assert np.linalg.norm(want) == pytest.approx(np.linalg.norm(xb), rel=1e-3)
+
+
+def test_sub_scaled_blocks_from_the_readme():
+    """tbqN_1: after d, a u16 of four 4-bit gain indices (group s = rotated coordinates 32s..32s+31,
+    bits 4s..4s+3), g_k = 2^((2k - 15)/24); x̂ = T⁻¹((d·g_s)·C[c]), codes packed as in tbqN_0."""
+    gains = (2.0 ** ((2 * np.arange(16) - 15) / 24)).astype(np.float32)
+    x = gaussian(4, 128, seed=7)
+    for type in ("tbq3_1", "tbq4_1", "tbq5_1"):
+        q = tbq.quantize(x, type)
+        y = tbq.dequantize(q, type)
+        cb = tbq.codebook(type)
+        for r in range(x.shape[0]):
+            d = q[r, :2].view("<f2")[0].astype(np.float32)
+            word = int(q[r, 2:4].view("<u2")[0])
+            g = gains[[(word >> (4 * s)) & 15 for s in range(4)]]
+            codes = unpack_codes(q[r, 4:], type)
+            scale = (d * g)[np.arange(128) // 32]
+            want = tbq.unrotate((scale * cb[codes]).astype(np.float32)[None])[0]
+            np.testing.assert_allclose(y[r], want, atol=1e-5)
+        # the gains buy distortion: below the plain type of the same width
+        plain = type.replace("_1", "_0")
+        xs = gaussian(500, 128, seed=8)
+        err = lambda t: float(((xs - tbq.roundtrip(xs, t)) ** 2).sum() / (xs ** 2).sum())
+        assert err(type) < 0.8 * err(plain)
 
 
 @pytest.mark.parametrize("type", ["tbq4_0", "tbq3_0"])
