@@ -91,7 +91,7 @@ ppl_smoke() {
 step "perplexity smoke: f16 vs f16/tbq3_0 vs tbq4_0/tbq3_0 (Gemma 3 270M)" ppl_smoke
 
 # tbq-agent against the real patched llama-server: serve, research (kill + resume), compare, plan
-step "tbq-agent: serve, research, compare, plan vs llama-server" env TBQ_BUILD_DIR="$BUILD_DIR" "$REPO/scripts/test-agent.sh"
+step "tbq-agent: serve, research, compare, plan, chat vs llama-server" env TBQ_BUILD_DIR="$BUILD_DIR" "$REPO/scripts/test-agent.sh"
 
 # the validation suite, short: ppl/KLD orderings, needle, planner vs llama-server, Python bindings
 step "validation suite (short)" env TBQ_BUILD_DIR="$BUILD_DIR" TBQ_SKIP_LLAMA_BUILD=1 "$REPO/scripts/test-validation.sh"
