@@ -10,7 +10,7 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -157,6 +157,25 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
+/// The `--json` events a finished one-shot `chat` printed (its output echoed for the test log).
+fn events_of(out: &Output) -> Vec<Value> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+impl Setup {
+    /// A llama-server on a free port, logging to `server.log` in the test's folder.
+    fn server(&self) -> (u16, Guard) {
+        let port = free_port();
+        let log = self.dir.path().join("server.log");
+        (port, llama(&self.bin, &self.model, port, &[], &log))
+    }
+}
+
 fn setup_chat() -> Option<Setup> {
     let (bin, model) = setup()?;
     Some(Setup {
@@ -169,27 +188,15 @@ fn setup_chat() -> Option<Setup> {
 #[test]
 fn tool_call_round_trip_writes_a_file_and_names_the_model() {
     let Some(s) = setup_chat() else { return };
-    let port = free_port();
-    let _srv = llama(
-        &s.bin,
-        &s.model,
-        port,
-        &[],
-        &s.dir.path().join("server.log"),
-    );
+    let (port, _srv) = s.server();
     let ws = s.dir.path().join("ws");
     let t0 = Instant::now();
     let out = chat_cmd(&url(port), &ws, &["--require-tool", "write_file"])
         .arg("Create a file named hello.txt containing the word banana.")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let events = events_of(&out);
     assert!(out.status.success());
-    let events: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
     let call = find(&events, "tool_call").expect("a tool call");
     assert_eq!(call["tool"], "write_file");
     let result = find(&events, "tool_result").unwrap();
@@ -306,14 +313,7 @@ fn memory_is_recalled_after_a_restart() {
 #[test]
 fn dangerous_command_is_blocked_and_a_no_leaves_no_side_effect() {
     let Some(s) = setup_chat() else { return };
-    let port = free_port();
-    let _srv = llama(
-        &s.bin,
-        &s.model,
-        port,
-        &[],
-        &s.dir.path().join("server.log"),
-    );
+    let (port, _srv) = s.server();
     let ws = s.dir.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("precious.txt"), "keep me").unwrap();
@@ -393,14 +393,7 @@ fn http_endpoint_needs_the_token_and_speaks_openai() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 
-    let port = free_port();
-    let _srv = llama(
-        &s.bin,
-        &s.model,
-        port,
-        &[],
-        &s.dir.path().join("server.log"),
-    );
+    let (port, _srv) = s.server();
     let hport = free_port();
     // Every turn first calls `touch` (pinned): over HTTP nobody can confirm it, so it must not run.
     let mut c = chat_cmd(
@@ -614,14 +607,7 @@ fn server_killed_mid_turn_the_turn_is_retried_or_reported() {
 fn fallback_answers_only_when_opted_in() {
     let Some(s) = setup_chat() else { return };
     let ws = s.dir.path().join("ws");
-    let port = free_port();
-    let _fb = llama(
-        &s.bin,
-        &s.model,
-        port,
-        &[],
-        &s.dir.path().join("server.log"),
-    );
+    let (port, _fb) = s.server();
     let cfg = s.dir.path().join("config.toml");
     std::fs::write(
         &cfg,
@@ -651,17 +637,12 @@ fn fallback_answers_only_when_opted_in() {
     .arg("Say hello.")
     .output()
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
+    let events = events_of(&out);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let events: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
     assert!(find(&events, "fallback").is_some());
     let a = find(&events, "answer").unwrap();
     assert_eq!(a["endpoint"], "fallback");
@@ -728,26 +709,14 @@ fn vector_recall_with_a_real_embedding_server() {
 fn reminders_fire_in_the_running_agent_and_survive_a_restart() {
     let Some(s) = setup_chat() else { return };
     let ws = s.dir.path().join("ws");
-    let port = free_port();
-    let _srv = llama(
-        &s.bin,
-        &s.model,
-        port,
-        &[],
-        &s.dir.path().join("server.log"),
-    );
+    let (port, _srv) = s.server();
 
     // Made by the model (the schedule is held to "in/every N[smhd]" or "at HH:MM" by the grammar).
     let out = chat_cmd(&url(port), &ws, &["--require-tool", "remind"])
         .arg("Remind me in 10m to drink water.")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    let events: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = events_of(&out);
     let call = find(&events, "tool_call").unwrap();
     let sched = call["args"]["schedule"].as_str().unwrap();
     assert!(
@@ -793,14 +762,7 @@ fn reminders_fire_in_the_running_agent_and_survive_a_restart() {
 fn web_fetch_is_off_by_default_and_refuses_loopback() {
     let Some(s) = setup_chat() else { return };
     let ws = s.dir.path().join("ws");
-    let port = free_port();
-    let _srv = llama(
-        &s.bin,
-        &s.model,
-        port,
-        &[],
-        &s.dir.path().join("server.log"),
-    );
+    let (port, _srv) = s.server();
     // The target is the llama-server itself: exactly what a steered model must not reach.
     let args = format!(r#"{{"url": "http://127.0.0.1:{port}/props"}}"#);
     for (flags, want) in [(vec![], "is off"), (vec!["--web"], "loopback")] {
@@ -813,12 +775,7 @@ fn web_fetch_is_off_by_default_and_refuses_loopback() {
         .arg("Fetch the page.")
         .output()
         .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{stdout}");
-        let events: Vec<Value> = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let events = events_of(&out);
         let r = find(&events, "tool_result").unwrap();
         assert_eq!(r["ok"], false);
         assert!(r["text"].as_str().unwrap().contains(want), "{r}");

@@ -83,6 +83,24 @@ pub struct Recalled {
     pub how: &'static str,
 }
 
+impl Recalled {
+    /// The row mapper of a `SELECT id, text, created_at …` over memories or messages.
+    fn from_row(
+        kind: &'static str,
+        how: &'static str,
+    ) -> impl Fn(&rusqlite::Row) -> rusqlite::Result<Recalled> {
+        move |r| {
+            Ok(Recalled {
+                kind,
+                id: r.get(0)?,
+                text: r.get(1)?,
+                created_at: r.get(2)?,
+                how,
+            })
+        }
+    }
+}
+
 /// A stored reminder.
 #[derive(Clone, Debug, Serialize)]
 pub struct Reminder {
@@ -201,15 +219,7 @@ impl Store {
             .conn
             .prepare("SELECT id, text, created_at FROM memories ORDER BY id DESC LIMIT ?1")?;
         let v = st
-            .query_map([n as i64], |r| {
-                Ok(Recalled {
-                    kind: "memory",
-                    id: r.get(0)?,
-                    text: r.get(1)?,
-                    created_at: r.get(2)?,
-                    how: "list",
-                })
-            })?
+            .query_map([n as i64], Recalled::from_row("memory", "list"))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(v)
     }
@@ -221,15 +231,7 @@ impl Store {
             .query_row(
                 "SELECT id, text, created_at FROM memories WHERE id = ?1",
                 [id],
-                |r| {
-                    Ok(Recalled {
-                        kind: "memory",
-                        id: r.get(0)?,
-                        text: r.get(1)?,
-                        created_at: r.get(2)?,
-                        how: "vector",
-                    })
-                },
+                Recalled::from_row("memory", "vector"),
             )
             .optional()?)
     }
@@ -245,30 +247,17 @@ impl Store {
             "SELECT m.id, m.text, m.created_at FROM memories_fts f JOIN memories m ON m.id = f.rowid
              WHERE memories_fts MATCH ?1 ORDER BY bm25(memories_fts) LIMIT ?2",
         )?;
-        for r in st.query_map(params![q, k as i64], |r| {
-            Ok(Recalled {
-                kind: "memory",
-                id: r.get(0)?,
-                text: r.get(1)?,
-                created_at: r.get(2)?,
-                how: "fts",
-            })
-        })? {
+        for r in st.query_map(params![q, k as i64], Recalled::from_row("memory", "fts"))? {
             out.push(r?);
         }
         let mut st = self.conn.prepare(
             "SELECT m.id, m.role || ': ' || m.content, m.created_at FROM messages_fts f JOIN messages m ON m.id = f.rowid
              WHERE messages_fts MATCH ?1 AND m.conversation_id != ?2 ORDER BY bm25(messages_fts) LIMIT ?3",
         )?;
-        for r in st.query_map(params![q, exclude.unwrap_or(-1), k as i64], |r| {
-            Ok(Recalled {
-                kind: "message",
-                id: r.get(0)?,
-                text: r.get(1)?,
-                created_at: r.get(2)?,
-                how: "fts",
-            })
-        })? {
+        for r in st.query_map(
+            params![q, exclude.unwrap_or(-1), k as i64],
+            Recalled::from_row("message", "fts"),
+        )? {
             out.push(r?);
         }
         Ok(out)
