@@ -145,69 +145,21 @@ macro_rules! spec {
     };
 }
 
-const TBQ4_0: TypeSpec = spec!(
-    "tbq4_0",
-    4,
-    NORMAL_16,
-    NORMAL_16_LEVELS,
-    NORMAL_16_BOUNDS,
-    [4],
-    false
-);
-const TBQ3_0: TypeSpec = spec!(
-    "tbq3_0",
-    3,
-    NORMAL_8,
-    NORMAL_8_LEVELS,
-    NORMAL_8_BOUNDS,
-    [2, 1],
-    false
-);
-const TBQ5_0: TypeSpec = spec!(
-    "tbq5_0",
-    5,
-    NORMAL_32,
-    NORMAL_32_LEVELS,
-    NORMAL_32_BOUNDS,
-    [4, 1],
-    false
-);
-const TBQ6_0: TypeSpec = spec!(
-    "tbq6_0",
-    6,
-    NORMAL_64,
-    NORMAL_64_LEVELS,
-    NORMAL_64_BOUNDS,
-    [4, 2],
-    false
-);
-const TBQ3_1: TypeSpec = spec!(
-    "tbq3_1",
-    3,
-    NORMAL_8,
-    NORMAL_8_LEVELS,
-    NORMAL_8_BOUNDS,
-    [2, 1],
-    true
-);
-const TBQ4_1: TypeSpec = spec!(
-    "tbq4_1",
-    4,
-    NORMAL_16,
-    NORMAL_16_LEVELS,
-    NORMAL_16_BOUNDS,
-    [4],
-    true
-);
-const TBQ5_1: TypeSpec = spec!(
-    "tbq5_1",
-    5,
-    NORMAL_32,
-    NORMAL_32_LEVELS,
-    NORMAL_32_BOUNDS,
-    [4, 1],
-    true
-);
+// One line per type: the table a reader checks against the README and tbq.h.
+#[rustfmt::skip]
+const TBQ4_0: TypeSpec = spec!("tbq4_0", 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], false);
+#[rustfmt::skip]
+const TBQ3_0: TypeSpec = spec!("tbq3_0", 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], false);
+#[rustfmt::skip]
+const TBQ5_0: TypeSpec = spec!("tbq5_0", 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], false);
+#[rustfmt::skip]
+const TBQ6_0: TypeSpec = spec!("tbq6_0", 6, NORMAL_64, NORMAL_64_LEVELS, NORMAL_64_BOUNDS, [4, 2], false);
+#[rustfmt::skip]
+const TBQ3_1: TypeSpec = spec!("tbq3_1", 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], true);
+#[rustfmt::skip]
+const TBQ4_1: TypeSpec = spec!("tbq4_1", 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], true);
+#[rustfmt::skip]
+const TBQ5_1: TypeSpec = spec!("tbq5_1", 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], true);
 
 impl TbqType {
     /// Every type, in C ABI order.
