@@ -29,7 +29,7 @@ if [ -n "${TBQ_CMAKE_ARGS:-}" ]; then
     EXTRA_ARGS+=(${TBQ_CMAKE_ARGS})
 fi
 
-command -v cmake >/dev/null 2>&1 || die "cmake is not installed (pip install cmake, or apt-get install cmake)"
+command -v cmake >/dev/null 2>&1 || die "cmake is not installed: run scripts/ensure-tools.sh cmake cxx (main.sh and test.sh do), or pip install cmake"
 
 # with ccache (ggml uses it when found): paths under the repository hash relative, so a fresh clone
 # with the same layout (e.g. CI) reuses objects compiled by an earlier one
