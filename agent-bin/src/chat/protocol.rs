@@ -11,6 +11,10 @@
 //!
 //! The system prompt is followed by a few example exchanges (one per kind of tool): a 270M
 //! model imitates examples far better than it follows descriptions.
+//!
+//! The tools of MCP servers (`mcp/`) come with JSON schemas; their arguments are typed here
+//! ([`Arg`]: integers, numbers, booleans, enums, any JSON, optional ones), so that the grammar
+//! admits exactly what the server will accept and the parser refuses the rest.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -120,7 +124,7 @@ pub struct ToolSpec {
     pub args: &'static [(&'static str, Arg)],
 }
 
-/// Every tool; `web_fetch` is offered only when enabled, `shell` only when enabled.
+/// Every built-in tool; `web_fetch` is offered only when enabled, `shell` only when enabled.
 pub const TOOLS: &[ToolSpec] = &[
     ToolSpec {
         name: "shell",
@@ -747,6 +751,80 @@ mod tests {
             p.schema["properties"]["args"]["properties"]["command"]["const"],
             "echo \"a\\b\""
         );
+    }
+
+    /// An MCP-like tool with typed, optional arguments.
+    const TYPED: ToolSpec = ToolSpec {
+        name: "notes.search",
+        help: "search",
+        args: &[
+            ("query", Arg::Text),
+            ("limit", Arg::Optional(&Arg::Integer)),
+            ("order", Arg::Optional(&Arg::OneOf(&["new", "old"]))),
+        ],
+    };
+
+    #[test]
+    fn typed_and_optional_arguments_in_grammar_schema_and_parser() {
+        let c = constraint(&[&TYPED], false);
+        assert!(
+            c.grammar.starts_with("root ::= call-notes-search\n"),
+            "{}",
+            c.grammar
+        );
+        assert!(
+            c.grammar.contains(
+                r#""\"query\": " str (", \"limit\": " int)? (", \"order\": " ("\"new\"" | "\"old\""))? "}}""#
+            ),
+            "{}",
+            c.grammar
+        );
+        let args = &c.schema["properties"]["args"];
+        assert_eq!(args["required"], json!(["query"]));
+        assert_eq!(args["properties"]["limit"], json!({"type": "integer"}));
+        assert_eq!(args["properties"]["order"]["enum"], json!(["new", "old"]));
+
+        let known = [&TYPED];
+        let a = super::parse(
+            r#"{"tool": "notes.search", "args": {"query": "tax", "limit": 3}}"#,
+            &known,
+        );
+        assert!(matches!(a, Ok(Action::Call { ref args, .. }) if args["limit"] == 3));
+        for (bad, why) in [
+            (
+                r#"{"tool": "notes.search", "args": {"limit": 3}}"#,
+                "needs the argument \"query\"",
+            ),
+            (
+                r#"{"tool": "notes.search", "args": {"query": "a", "limit": "3"}}"#,
+                "must be an integer",
+            ),
+            (
+                r#"{"tool": "notes.search", "args": {"query": "a", "order": "random"}}"#,
+                "one of [\"new\", \"old\"]",
+            ),
+        ] {
+            let e = super::parse(bad, &known).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // Only optional arguments: whichever comes first has no comma, and none is fine.
+        const ALL_OPTIONAL: ToolSpec = ToolSpec {
+            name: "x.list",
+            help: "list",
+            args: &[
+                ("a", Arg::Optional(&Arg::Bool)),
+                ("b", Arg::Optional(&Arg::Json)),
+            ],
+        };
+        let g = constraint(&[&ALL_OPTIONAL], false).grammar;
+        assert!(
+            g.contains(r#"call-x-list ::= "{\"tool\": \"x.list\", \"args\": {" ("\"a\": " bool (", \"b\": " value)? | "\"b\": " value)? "}}""#),
+            "{g}"
+        );
+        assert!(system_prompt(&[&TYPED], &[], &[], "now")
+            .contains("- notes.search (query, limit?, order?): search"));
+        let p = pinned(&TYPED, &json!({"query": "tax"}));
+        assert_eq!(p.grammar, "root ::= \"{\\\"tool\\\": \\\"notes.search\\\", \\\"args\\\": {\\\"query\\\": \\\"tax\\\"}}\"\n");
     }
 
     #[test]

@@ -216,58 +216,31 @@ pub(crate) mod tests {
     use crate::chat::settings::ConfirmTools;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
-    use std::sync::Mutex;
+    use std::sync::OnceLock;
     use std::time::Instant;
 
-    /// A Python with the `mcp` package: `TBQ_MCP_PYTHON`, or a virtual environment made (once,
-    /// under a lock) in the target folder.
+    /// A Python with the `mcp` package (`tests/data/mcp-python.sh`: `TBQ_MCP_PYTHON`, or a
+    /// virtual environment made once in the target folder).
     pub(crate) fn python_with_mcp() -> PathBuf {
-        static MADE: Mutex<Option<PathBuf>> = Mutex::new(None);
-        if let Some(p) = std::env::var_os("TBQ_MCP_PYTHON") {
-            return p.into();
-        }
-        let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = &*made {
-            return p.clone();
-        }
-        // <target>/<profile>/deps/<test binary>
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-        let venv = target.join("mcp-venv");
-        let python = venv.join("bin/python");
-        let lock = std::fs::File::create(target.join("mcp-venv.lock")).unwrap();
-        // Another test binary may be making it: one at a time.
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        let has_mcp = |py: &Path| {
-            Command::new(py)
-                .args(["-c", "import mcp.server.fastmcp"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !has_mcp(&python) {
-            eprintln!("installing the mcp Python package into {}", venv.display());
-            let ok = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .is_ok_and(|s| s.success())
-                && Command::new(venv.join("bin/pip"))
-                    .args([
-                        "install",
-                        "-q",
-                        "--disable-pip-version-check",
-                        "mcp>=1.10,<2",
-                    ])
-                    .status()
-                    .is_ok_and(|s| s.success());
-            assert!(
-                ok && has_mcp(&python),
-                "could not install the mcp package (python3 -m venv, pip install 'mcp<2'); set TBQ_MCP_PYTHON to a Python that has it"
-            );
-        }
-        *made = Some(python.clone());
-        python
+        static FOUND: OnceLock<PathBuf> = OnceLock::new();
+        FOUND
+            .get_or_init(|| {
+                // <target>/<profile>/deps/<test binary>
+                let exe = std::env::current_exe().unwrap();
+                let venv = exe.ancestors().nth(3).unwrap().join("mcp-venv");
+                let out = Command::new("bash")
+                    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mcp-python.sh"))
+                    .arg(venv)
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "no Python with the mcp package (tests/data/mcp-python.sh failed); set TBQ_MCP_PYTHON to one"
+                );
+                PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+            })
+            .clone()
     }
 
     fn server_script() -> String {

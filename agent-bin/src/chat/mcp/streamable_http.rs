@@ -95,7 +95,7 @@ impl StreamableHttp {
     }
 
     /// Goes through the messages of an SSE body until the response to `id`.
-    fn from_event_stream(
+    fn read_event_stream(
         &mut self,
         id: u64,
         body: Box<dyn Read + Send + Sync>,
@@ -168,7 +168,7 @@ impl StreamableHttp {
     }
 
     /// The response to `id` in a JSON body.
-    fn from_json_body(
+    fn read_json_body(
         &mut self,
         id: u64,
         body: Box<dyn Read + Send + Sync>,
@@ -220,11 +220,16 @@ impl Transport for StreamableHttp {
             }
             self.session = Some(s.to_string());
         }
+        if resp.status() == 202 {
+            return Err(self.broken(&format!(
+                "accepted request {id} (HTTP 202) without answering it"
+            )));
+        }
         let content_type = resp.content_type().to_ascii_lowercase();
         let body = resp.into_reader();
         match content_type.as_str() {
-            "text/event-stream" => self.from_event_stream(id, body, timeout),
-            "application/json" => self.from_json_body(id, body, timeout),
+            "text/event-stream" => self.read_event_stream(id, body, timeout),
+            "application/json" => self.read_json_body(id, body, timeout),
             other => Err(self.broken(&format!(
                 "answered with content type {other:?}, neither JSON nor an event stream"
             ))),
