@@ -542,6 +542,51 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn config_tables_take_both_command_forms_and_both_confirm_forms() {
+        let c: crate::chat::ChatConfig = toml::from_str(
+            r#"
+            [mcp.files]
+            command = "npx"
+            args = ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"]
+            env = { NODE_NO_WARNINGS = "1" }
+            confirm = ["write_file"]
+            [mcp.py]
+            command = ["python3", "server.py"]
+            [mcp.remote]
+            url = "http://127.0.0.1:8000/mcp"
+            confirm = true
+            timeout = 5
+            "#,
+        )
+        .unwrap();
+        let files = &c.mcp["files"];
+        assert_eq!(files.command, Some(CommandLine::Program("npx".into())));
+        assert!(files.confirm.applies_to("write_file") && !files.confirm.applies_to("read_file"));
+        assert_eq!(files.env["NODE_NO_WARNINGS"], "1");
+        assert_eq!(
+            c.mcp["py"].command,
+            Some(CommandLine::Words(vec![
+                "python3".into(),
+                "server.py".into()
+            ]))
+        );
+        assert!(!c.mcp["py"].confirm.applies_to("anything"));
+        assert!(c.mcp["remote"].confirm.applies_to("anything"));
+        assert_eq!(
+            (c.mcp["remote"].timeout, c.mcp["remote"].max_result_bytes),
+            (5, 16384)
+        );
+        // A typo in a safety setting must not pass.
+        let e = toml::from_str::<crate::chat::ChatConfig>(
+            "[mcp.x]\nurl = \"http://h/mcp\"\nconfrim = true\n",
+        );
+        assert!(e.unwrap_err().to_string().contains("confrim"));
+        assert!(
+            valid_server_name("my-files_2") && !valid_server_name("a.b") && !valid_server_name("")
+        );
+    }
+
+    #[test]
     fn confirm_marks_tools_by_name_or_all() {
         let mut cfg = stdio_config(|c| c.confirm = ConfirmTools::Only(vec!["touch".into()]));
         cfg.enabled = true;
