@@ -819,24 +819,25 @@ fn the_model_calls_an_mcp_tool_and_a_declined_one_has_no_effect() {
     let (port, _srv) = s.server();
     let ws = s.dir.path().join("ws");
     let cfg = mcp_config(s.dir.path());
-    // The call is forced (a 270M model does not pick tools reliably); its argument is the
-    // model's, and the MCP server's answer must count exactly that text.
-    let out = chat_cmd(&url(port), &ws, &["--require-tool", "demo.word_count"])
+    // The call is forced (a 270M model does not pick tools reliably); its arguments are the
+    // model's (integers, as the tool's schema says: the grammar admits nothing else), and the
+    // MCP server's answer must be their sum.
+    let out = chat_cmd(&url(port), &ws, &["--require-tool", "demo.add"])
         .env("TBQ_AGENT_CONFIG", &cfg)
-        .arg("How many words are in this sentence: the quick brown fox jumps over the lazy dog")
+        .arg("What is 17 plus 25?")
         .output()
         .unwrap();
     let events = events_of(&out);
     assert!(out.status.success());
     let call = find(&events, "tool_call").expect("a tool call");
-    assert_eq!(call["tool"], "demo.word_count");
-    let text = call["args"]["text"].as_str().expect("a text argument");
+    assert_eq!(call["tool"], "demo.add");
+    let (a, b) = (call["args"]["a"].as_i64(), call["args"]["b"].as_i64());
+    let (Some(a), Some(b)) = (a, b) else {
+        panic!("integer arguments: {call}")
+    };
     let result = find(&events, "tool_result").unwrap();
     assert_eq!(result["ok"], true, "{result}");
-    assert_eq!(
-        result["text"],
-        format!("{} words", text.split_whitespace().count())
-    );
+    assert_eq!(result["text"], (a + b).to_string());
     assert!(find(&events, "answer").is_some());
 
     // A confirm-marked tool: asked, answered "n", not called.

@@ -3,7 +3,8 @@
 //! A turn is a short loop: recall what may be relevant (full text, and vectors when an
 //! embedding endpoint is set), ask the model for one JSON action under a grammar
 //! (`protocol.rs`), run the tool it names (`tools.rs`: shell with a policy, workspace files,
-//! memory, reminders, web, and the tools of configured MCP servers, `mcp/`), show it the result, and stop at an answer or after `max_steps`.
+//! memory, reminders, web, and the tools of configured MCP servers, `mcp/`), show it the
+//! result, and stop at an answer or after `max_steps`.
 //! The user's message is stored before the model sees it and the answer with the name of the
 //! model that wrote it, so nothing is lost when the server dies mid-turn (`route.rs` waits and
 //! retries, or says so).
