@@ -43,8 +43,11 @@ sed "s|$TMP|\$TMP|g; s|$REPO|\$REPO|g; s|$PYTHON|python3|g" "$TBQ_AGENT_CONFIG"
 show "cat \$WS/todo.txt"
 cat "$WS/todo.txt"
 
-show "tbq-agent chat --workspace \$WS --require-tool files.read_text_file 'What is on my todo list in todo.txt?'"
-chat --require-tool files.read_text_file "What is on my todo list in todo.txt?" 2>&1
+show "tbq-agent chat --workspace \$WS --require-tool files.list_directory 'List the files in the current folder .'"
+chat --require-tool files.list_directory "List the files in the current folder ." 2>&1
+
+show "tbq-agent chat --workspace \$WS --require-tool files.read_text_file 'Show me todo.txt'"
+chat --require-tool files.read_text_file "Show me todo.txt" 2>&1
 
 show "tbq-agent chat --workspace \$WS --require-tool files.write_file      # input typed below"
 printf '%s\n' \
