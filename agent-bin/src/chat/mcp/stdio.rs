@@ -34,6 +34,7 @@ pub struct StdioServer {
     stdin: Option<ChildStdin>,
     incoming: Receiver<Result<Vec<Incoming>, String>>,
     stderr_tail: Arc<Mutex<String>>,
+    stderr_reader: std::thread::JoinHandle<()>,
     abandoned: Abandoned,
     /// Set once the server is gone: every later call fails at once with this.
     gone: Option<String>,
@@ -101,7 +102,7 @@ impl StdioServer {
         let stderr_tail = Arc::new(Mutex::new(String::new()));
         let tail = stderr_tail.clone();
         let server = name.to_string();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for l in BufReader::new(stderr).lines().map_while(Result::ok) {
                 tracing::debug!("MCP server {server}: {l}");
                 let mut t = tail.lock().unwrap();
@@ -122,6 +123,7 @@ impl StdioServer {
             child,
             incoming,
             stderr_tail,
+            stderr_reader,
             abandoned: Abandoned::default(),
             gone: None,
             closed: false,
@@ -153,6 +155,11 @@ impl StdioServer {
                 _ => break None,
             }
         };
+        // Its last words on stderr may still be in the pipe: let the reader take them (it ends
+        // when the pipe closes, unless something the server started holds it open).
+        while !self.stderr_reader.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut why = format!("MCP server {} {how}", self.name);
         match status {
             Some(st) => why.push_str(&format!("; it exited ({st})")),
