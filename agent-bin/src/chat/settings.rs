@@ -266,6 +266,10 @@ pub struct McpServerConfig {
     pub startup_timeout: u64,
     /// Bytes of a tool result kept; the rest is cut.
     pub max_result_bytes: usize,
+    /// Whether the model may write the arguments a tool's schema does not require. Off by
+    /// default, like `chain_tools`: Gemma 270M, offered them, fills them with nonsense
+    /// (`"tail": 1000000000000000`); turn it on for a larger model.
+    pub optional_args: bool,
     /// Off: the server is neither started nor offered.
     pub enabled: bool,
 }
@@ -281,6 +285,7 @@ impl Default for McpServerConfig {
             timeout: 30,
             startup_timeout: 30,
             max_result_bytes: 16 * 1024,
+            optional_args: false,
             enabled: true,
         }
     }
@@ -351,6 +356,7 @@ token_env = "TBQ_CHAT_TOKEN"            # Authorization: Bearer $TBQ_CHAT_TOKEN
 # confirm = ["write_file", "edit_file", "move_file"]   # or true: every call asks y/N
 # timeout = 30                          # seconds per call; then it is cancelled
 # max_result_bytes = 16384
+# optional_args = false                 # true: the model may also write non-required arguments
 # [chat.mcp.tracker]                    # streamable HTTP, already running
 # url = "http://127.0.0.1:8000/mcp"
 # confirm = true                        # over HTTP (chat --http) confirm-marked calls are refused

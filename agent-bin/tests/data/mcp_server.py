@@ -34,6 +34,12 @@ def word_count(text: str) -> str:
 
 
 @mcp.tool()
+def greet(name: str, greeting: str = "Hello") -> str:
+    """Greet someone; the greeting is optional."""
+    return f"{greeting}, {name}"
+
+
+@mcp.tool()
 async def sleep(seconds: float) -> str:
     """Wait a number of seconds, then say so."""
     # Async, so that the server goes on answering (and can cancel it) meanwhile.

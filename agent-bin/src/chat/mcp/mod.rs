@@ -101,7 +101,7 @@ impl Servers {
         );
         for t in &listed {
             self.tools.push(McpTool {
-                spec: schema::tool_spec(&server.name, t),
+                spec: schema::tool_spec(&server.name, t, cfg.optional_args),
                 server: server.name.clone(),
                 remote: t.name.clone(),
                 confirm: cfg.confirm.applies_to(&t.name),
@@ -587,11 +587,35 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn confirm_marks_tools_by_name_or_all() {
-        let mut cfg = stdio_config(|c| c.confirm = ConfirmTools::Only(vec!["touch".into()]));
-        cfg.enabled = true;
-        let s = start("t", cfg, Path::new("/tmp"));
+    fn confirm_and_optional_arguments_follow_the_config() {
+        use crate::chat::protocol::Arg;
+        let s = start("t", stdio_config(|_| {}), Path::new("/tmp"));
+        assert!(!s.tool("t.touch").unwrap().confirm);
+        // By default the model is offered the required arguments only.
+        assert_eq!(
+            s.tool("t.greet").unwrap().spec.args.to_vec(),
+            [("name", Arg::Text)]
+        );
+        drop(s);
+
+        let cfg = stdio_config(|c| {
+            c.confirm = ConfirmTools::Only(vec!["touch".into()]);
+            c.optional_args = true;
+        });
+        let mut s = start("t", cfg, Path::new("/tmp"));
         assert!(s.tool("t.touch").unwrap().confirm);
         assert!(!s.tool("t.add").unwrap().confirm);
+        let greet = s.tool("t.greet").unwrap().spec;
+        assert_eq!(
+            greet.args.to_vec(),
+            [("name", Arg::Text), ("greeting", Arg::Optional(&Arg::Text))]
+        );
+        let r = s.call("t.greet", &serde_json::json!({"name": "Ada"}));
+        assert_eq!(r.text, "Hello, Ada");
+        let r = s.call(
+            "t.greet",
+            &serde_json::json!({"name": "Ada", "greeting": "Hi"}),
+        );
+        assert_eq!(r.text, "Hi, Ada");
     }
 }

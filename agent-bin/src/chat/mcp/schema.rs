@@ -10,11 +10,12 @@ use crate::chat::protocol::{Arg, ToolSpec};
 /// small, and a long description is mostly lost on it anyway).
 const HELP_CHARS: usize = 300;
 
-/// The spec of `tool` of server `server`, named `server.tool`.
+/// The spec of `tool` of server `server`, named `server.tool`, with the arguments its schema
+/// does not require when `optional_args`.
 ///
 /// Specs are built once per chat, when the servers start, and leaked: built-in and MCP tools
 /// then share one `&'static ToolSpec` type everywhere, for a few KB per process.
-pub fn tool_spec(server: &str, tool: &ListedTool) -> &'static ToolSpec {
+pub fn tool_spec(server: &str, tool: &ListedTool, optional_args: bool) -> &'static ToolSpec {
     let schema = &tool.input_schema;
     let props = schema.get("properties").and_then(Value::as_object);
     let required: Vec<&str> = schema
@@ -29,7 +30,7 @@ pub fn tool_spec(server: &str, tool: &ListedTool) -> &'static ToolSpec {
         let kind = props.and_then(|p| p.get(*name)).map_or(Arg::Json, arg_kind);
         args.push((leak(name), kind));
     }
-    for (name, prop) in props.into_iter().flatten() {
+    for (name, prop) in props.into_iter().flatten().filter(|_| optional_args) {
         if !required.contains(&name.as_str()) {
             args.push((
                 leak(name),
@@ -106,7 +107,12 @@ mod tests {
                 "required": ["query", "score"],
             }),
         };
-        let s = tool_spec("notes", &t);
+        let s = tool_spec("notes", &t, false);
+        assert_eq!(
+            s.args.to_vec(),
+            [("query", Arg::Text), ("score", Arg::Number)]
+        );
+        let s = tool_spec("notes", &t, true);
         assert_eq!(s.name, "notes.search");
         assert_eq!(s.help, "Search the notes.");
         let args: Vec<(&str, Arg)> = s.args.to_vec();
