@@ -124,6 +124,46 @@ static __device__ __forceinline__ uint32_t tbq_encode(float y) {
     return c;
 }
 
+// The same code as tbq_encode, in a constant number of instructions: |y| · 16 (exact: a power of
+// two) picks one of 64 buckets of width 1/16; a bucket holds the count of thresholds below it and
+// the one threshold inside it, if any (+inf otherwise). Every codebook's thresholds are more than
+// 1/16 apart (tbq6: 0.0669; checked when the table is filled), so a bucket holds at most one, and
+// the count is exact: #{t < lo} + [|y| > t*] for y > 0, + [|y| >= t*] for y <= 0.
+#define TBQ_ENCODE_BUCKETS 64
+
+template <int T>
+static __device__ __forceinline__ void tbq_fill_encode_buckets(int2 * bk) {
+    using tr = tbq_traits<T>;
+    const float * b = tr::bounds();
+    for (int i = threadIdx.x; i < TBQ_ENCODE_BUCKETS; i += blockDim.x) {
+        const float lo = i * (1.0f / 16), hi = i == TBQ_ENCODE_BUCKETS - 1 ? INFINITY : (i + 1) * (1.0f / 16);
+        int below = 0, inside = 0;
+        float t = INFINITY;
+        for (int k = 0; k < tr::n_bounds; ++k) {
+            below += b[k] < lo;
+            if (b[k] >= lo && b[k] < hi) {
+                inside += 1;
+                t = fminf(t, b[k]);
+            }
+        }
+        if (inside > 1) {
+            __trap(); // a codebook with thresholds closer than 1/16: needs finer buckets
+        }
+        bk[i] = make_int2(below, __float_as_int(t));
+    }
+}
+
+template <int T>
+static __device__ __forceinline__ uint32_t tbq_encode_bucketed(float y, const int2 * bk) {
+    using tr = tbq_traits<T>;
+    const float a = fabsf(y);
+    const int2 e = bk[min(__float2int_rz(a * 16.0f), TBQ_ENCODE_BUCKETS - 1)];
+    const float t = __int_as_float(e.y);
+    const bool pos = y > 0.0f;
+    const uint32_t n = (uint32_t) e.x + (pos ? a > t : a >= t);
+    return pos ? tr::n_half + n : tr::n_half - 1 - n;
+}
+
 // ---- flat index -> coordinates ------------------------------------------------------------------
 // (i0, i1, i2, i3) of the flat index w over sizes (n0, n1, n2, ·). With `narrow` (every index below
 // 2^32, the usual case) the divisions are 32-bit: a 64-bit division is a software routine several
@@ -234,10 +274,11 @@ static __device__ __forceinline__ float tbq_block_d(const uint8_t * blk) {
 
 // ---- quantize one block (reference::quantize_block) ------------------------------------------
 // x: the lane's 4 inputs (slots 0..3); blk: the block's bytes. `lut` holds the type's levels
-// (shared memory or the __constant__ table). Every lane of the warp must call it.
+// (shared memory or the __constant__ table), `buckets` its tbq_fill_encode_buckets table. Every
+// lane of the warp must call it.
 template <int T>
 static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4], uint8_t * blk, int lane,
-                                                               const float * lut) {
+                                                               const float * lut, const int2 * buckets) {
     const uint32_t signs = tbq_lane_signs(lane);
     float w[4];
 #pragma unroll
@@ -269,7 +310,7 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
 #pragma unroll
                 for (int s = 0; s < 4; ++s) {
                     const float yg = __fmul_rn(y[s], tbq_gains[15 - g]); // y / g_g (reference::encode_groups)
-                    const float e = __fsub_rn(y[s], __fmul_rn(gv, lut[tbq_encode<T>(yg)]));
+                    const float e = __fsub_rn(y[s], __fmul_rn(gv, lut[tbq_encode_bucketed<T>(yg, buckets)]));
                     err[s][g] = __fmul_rn(e, e);
                 }
             }
@@ -292,14 +333,14 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
                     }
                 }
                 const float gv = tbq_gains[bk];
-                c[s] = tbq_encode<T>(__fmul_rn(y[s], tbq_gains[15 - bk]));
+                c[s] = tbq_encode_bucketed<T>(__fmul_rn(y[s], tbq_gains[15 - bk]), buckets);
                 r[s] = __fmul_rn(gv, lut[c[s]]);
                 gains |= (uint32_t) bk << (4 * s);
             }
         } else {
 #pragma unroll
             for (int s = 0; s < 4; ++s) {
-                c[s] = tbq_encode<T>(y[s]);
+                c[s] = tbq_encode_bucketed<T>(y[s], buckets);
                 r[s] = lut[c[s]];
             }
         }

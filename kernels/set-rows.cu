@@ -6,15 +6,20 @@
 template <int T, typename SrcT, typename IdxT>
 static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params & p) {
     __shared__ float lut[tbq_traits<T>::n_levels];
+    __shared__ int2 buckets[TBQ_ENCODE_BUCKETS];
     tbq_fill_lut<T>(lut);
+    tbq_fill_encode_buckets<T>(buckets);
     __syncthreads();
 
+    // Thread blocks of 1 to TBQ_SET_ROWS_WARPS warps (src/cuda/ops.rs: one warp per block for a
+    // decode step's few rows, so that they spread over the SMs instead of sharing one).
     const int lane = threadIdx.x % TBQ_WARP_SIZE;
+    const int wpb = blockDim.x / TBQ_WARP_SIZE;
     const int64_t blocks_per_row = p.ne00 / 128;
     const int64_t total = blocks_per_row * p.ne01 * p.ne02 * p.ne03;
-    const int64_t warps = (int64_t) gridDim.x * TBQ_SET_ROWS_WARPS;
+    const int64_t warps = (int64_t) gridDim.x * wpb;
     const bool narrow = total + warps <= (int64_t) UINT32_MAX;
-    for (int64_t w = (int64_t) blockIdx.x * TBQ_SET_ROWS_WARPS + threadIdx.x / TBQ_WARP_SIZE; w < total; w += warps) {
+    for (int64_t w = (int64_t) blockIdx.x * wpb + threadIdx.x / TBQ_WARP_SIZE; w < total; w += warps) {
         const tbq_coords co = tbq_unflatten(w, blocks_per_row, p.ne01, p.ne02, narrow);
         const int64_t ib = co.i0, i = co.i1, i02 = co.i2, i03 = co.i3;
 
@@ -38,7 +43,7 @@ static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params 
             }
         }
         uint8_t * blk = (uint8_t *) p.dst + i1 * p.nb1 + i02 * p.nb2 + i03 * p.nb3 + ib * tbq_traits<T>::block_bytes;
-        tbq_quantize_block_warp<T>(v, blk, lane, lut);
+        tbq_quantize_block_warp<T>(v, blk, lane, lut, buckets);
     }
 }
 

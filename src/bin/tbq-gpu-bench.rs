@@ -178,6 +178,19 @@ fn main() {
             100.0 * gbs / copy_gbs
         );
         rows.push(format!("{{\"op\":\"set_rows\",\"type\":\"{tn}\",\"rows\":{n_rows},\"ms\":{ms:.6},\"gbs\":{gbs:.1}}}"));
+        // a decode step: one token of 8 KV heads (D 128: 8 blocks), one call as llama.cpp makes it
+        let step_rows = 8usize;
+        let tss = Tensor::contiguous(src.0, dtype::F32, [128, step_rows as i64, 1, 1]);
+        let tds = Tensor::contiguous(dst.0, ty, [128, step_rows as i64, 1, 1]);
+        let step_ms = time(s, reps, |_| {
+            unsafe { cuda::set_rows(&tss, None, &tds, s) }.unwrap()
+        });
+        let _ = writeln!(
+            table,
+            "set_rows f32->{tn} decode step ({step_rows} rows): {:.1} us per call",
+            step_ms * 1e3
+        );
+        rows.push(format!("{{\"op\":\"set_rows_step\",\"type\":\"{tn}\",\"rows\":{step_rows},\"ms\":{step_ms:.6}}}"));
         let out = Dev::new(n_rows * 128 * 2);
         let to = Tensor::contiguous(out.0, dtype::F16, [128, n_rows as i64, 1, 1]);
         let ms = time(s, reps, |_| {

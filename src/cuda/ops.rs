@@ -55,6 +55,8 @@ struct GetRowsParams {
 }
 
 const WARPS: i64 = 8;
+/// set_rows calls of at most this many blocks get a thread block per warp (see [`set_rows`]).
+const SET_ROWS_SPREAD_BLOCKS: i64 = 1024;
 
 fn tbq_name(t: i32) -> Option<&'static str> {
     crate::TbqType::from_abi(t).map(|t| t.spec().name)
@@ -185,7 +187,16 @@ pub unsafe fn set_rows(
     }
     let name = kernel_name(&["k_tbq_set_rows", tn, sn, iname]);
     let f = function(name)?;
-    launch(f, (grid(blocks), 1, 1), (WARPS * 32) as u32, 0, stream, &p)
+    // A decode step writes a few blocks per layer (one per KV head and 128 elements): one warp
+    // per thread block spreads them over as many SMs. Eight to a thread block put them all on one
+    // SM, two warps per scheduler, and the call took the time of all of them in a row.
+    let warps = if blocks <= SET_ROWS_SPREAD_BLOCKS {
+        1
+    } else {
+        WARPS
+    };
+    let grid = cdiv(blocks, warps).clamp(1, 1 << 20) as u32;
+    launch(f, (grid, 1, 1), (warps * 32) as u32, 0, stream, &p)
 }
 
 /// ggml GET_ROWS: dequantizes the rows `idx` (i32 `[ne10, ne11, ne12]`) of the tbq tensor `src`
