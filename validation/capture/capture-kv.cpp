@@ -10,6 +10,9 @@
 //   int32 layer, int32 chunk, int32 pad, int64 ne0, ne1, ne2, then ne0·ne1·ne2 float32 with ne0
 //   fastest. A name can occur more than once per layer (the projection, then views and the
 //   roped result); the last record of a (kind, layer, chunk) is the tensor the cache stores.
+// The chunks are llama-perplexity's: the text tokenized once, chunk k = tokens [k·n, (k+1)·n), its
+// first token replaced by BOS where the vocabulary adds one — so the rows are those the KLD runs
+// (validation/results/*/ppl, -c n_tokens) put into the cache, attention sink included.
 #include "ggml-backend.h"
 #include "ggml.h"
 #include "llama.h"
@@ -121,7 +124,11 @@ int main(int argc, char ** argv) {
         cp.cb_eval_user_data = &c;
         llama_context * ctx = llama_init_from_model(model, cp);
         c.chunk = k;
-        if (llama_decode(ctx, llama_batch_get_one(toks.data() + (size_t) k * n_tokens, n_tokens)) != 0) {
+        llama_token * chunk = toks.data() + (size_t) k * n_tokens;
+        if (llama_vocab_get_add_bos(vocab)) {
+            chunk[0] = llama_vocab_bos(vocab); // as llama-perplexity does for every chunk
+        }
+        if (llama_decode(ctx, llama_batch_get_one(chunk, n_tokens)) != 0) {
             fprintf(stderr, "capture-kv: decode failed\n");
             return 1;
         }
