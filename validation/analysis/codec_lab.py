@@ -331,6 +331,7 @@ class Codec:
     qfn: Callable[[np.ndarray], np.ndarray] | None = None
     family: str = ""
     note: str = ""
+    offset: bool = False  # keys: quantize k − μ (μ = calibrated per-(layer, KV head) key mean), add μ back
 
 
 def block_of(hd: int) -> int:
@@ -398,6 +399,19 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
                                  None, "empirical", f"Lloyd-Max on the calibration chunks' rotated {side}"))
             out.append(Codec(f"emp{b}_1 d=mse", b + hdr1, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse")),
                              None, "empirical", "empirical levels + gains"))
+    if side == "K":
+        # μ costs 16 bits per head_dim elements per layer and head, once per context: 16/n_ctx bits per
+        # element, counted here at the measured context of 512 (→ 0 at long context)
+        mu_bits = 16 / 512
+        for b in (3, 4, 5):
+            L = mirror(NORMAL_HALF[b])
+            out.append(Codec(f"tbq{b}_0 −μ", b + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, None, "norm")),
+                             None, "key offset", "tbq_0 of k − μ", offset=True))
+            out.append(Codec(f"tbq{b}_1 d=mse −μ", b + hdr1 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse")),
+                             None, "key offset", "tbq_1 (MSE d) of k − μ", offset=True))
+        L = mirror(NORMAL_HALF[4]) * TCQ_LEVEL_SCALE
+        out.append(Codec("tcq3 8-state −μ", 3 + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tcq_rotated(u, L, 8, "mse")),
+                         None, "key offset", "8-state TCQ of k − μ", offset=True))
     for b in (2, 3):
         for st in (4, 8):
             L = mirror(NORMAL_HALF[b + 1]) * TCQ_LEVEL_SCALE
@@ -410,19 +424,26 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
 # Reading the capture.
 
 def read_capture(path: Path):
-    """{'K'|'V'|'Q': array[chunk, layer, token, head, hd]} from capture-kv's records (the last
-    record of each (kind, layer, chunk) is what reaches the cache/attention)."""
+    """{'K'|'V'|'Q': array[chunk, layer, token, head, hd]} from capture-kv's records: the last record
+    of each (kind, layer, chunk) that is not a permuted view is what reaches the cache/attention (the
+    roped Q and K, or a 2-D view [n_embd_gqa, tokens] of the same data; "(permuted)" views hold the
+    same values in another order and are skipped)."""
     raw = np.memmap(path, np.uint8, "r")
-    off, last, names = 0, {}, {}
+    off, last, names, hds = 0, {}, {}, set()
     size = raw.shape[0]
     while off < size:
         name = bytes(raw[off:off + 64]).split(b"\0")[0].decode()
         kind, layer, chunk, _ = np.frombuffer(raw, np.int32, 4, off + 64)
         ne = np.frombuffer(raw, np.int64, 3, off + 80).copy()
         n = int(np.prod(ne))
-        last[(int(kind), int(layer), int(chunk))] = (off + 104, ne)
-        names.setdefault((int(kind), int(layer)), []).append(name)
+        if kind == 0 and ne[2] > 1:
+            hds.add(int(ne[0]))  # a 3-D K record [hd, heads, tokens]
+        if "(permuted)" not in name:
+            last[(int(kind), int(layer), int(chunk))] = (off + 104, ne)
+            names.setdefault((int(kind), int(layer)), []).append(f"{name} {list(map(int, ne))}")
         off += 104 + 4 * n
+    hd = min(hds)
+    T = max(int(ne[2]) if ne[2] > 1 else int(ne[1]) for (_, ne) in last.values())
     chunks = sorted({c for (_, _, c) in last})
     layers = sorted({l for (_, l, _) in last})
     out = {}
@@ -432,8 +453,8 @@ def read_capture(path: Path):
             per = []
             for l in layers:
                 o, ne = last[(kind, l, c)]
-                a = np.frombuffer(raw, F32, int(np.prod(ne)), o).reshape(ne[::-1])  # [tokens, heads, hd]
-                per.append(np.array(a))
+                a = np.frombuffer(raw, F32, int(np.prod(ne)), o)
+                per.append(np.array(a).reshape(T, -1, hd))  # ne0 fastest: [tokens, heads, hd]
             arrs.append(np.stack(per))
         out[kn] = np.stack(arrs)
     return out, {k: v[-1] for k, v in names.items()}
@@ -478,6 +499,8 @@ class Lab:
                 P = self.softmax(q, k)
                 self.ref[(c, l)] = (P, self.mix(P, v))
         self.cache = {}  # (side, codec name) -> x̂ of the held-out rows, for codecs used again
+        # per-(layer, KV head) key mean of the CALIBRATION chunks, stored as f16: [layer, hkv, hd]
+        self.mu = f16(self.cal["K"].astype(np.float64).mean(axis=(0, 2)))
 
     def scores(self, q, k):
         """q·k for the scored queries: [hq, scored queries, keys] (query head h reads KV head h // group)."""
@@ -499,6 +522,8 @@ class Lab:
 
     def quantize(self, codec: Codec | None, side: str, layers=None, keep=False):
         """x̂ of the held-out rows of `side`, layer by layer ({(c, l): x̂ [T, h, hd]}); `keep` caches it."""
+        if codec is not None and codec.offset and side != "K":
+            raise ValueError("a key offset is for keys only")
         if codec is not None and (side, codec.name) in self.cache:
             full = self.cache[(side, codec.name)]
             return full if layers is None else {k: v for k, v in full.items() if k[1] in layers}
@@ -506,7 +531,13 @@ class Lab:
         for l in layers if layers is not None else range(self.L):
             for c in range(self.C):
                 x = self.ev[side][c, l]
-                out[(c, l)] = f16(x) if codec is None else codec.fn(x.reshape(-1, self.hd)).reshape(x.shape)
+                if codec is None:
+                    out[(c, l)] = f16(x)
+                elif codec.offset:
+                    mu = self.mu[l][None]
+                    out[(c, l)] = codec.fn((x - mu).reshape(-1, self.hd)).reshape(x.shape) + mu
+                else:
+                    out[(c, l)] = codec.fn(x.reshape(-1, self.hd)).reshape(x.shape)
         if keep and layers is None and codec is not None:
             self.cache[(side, codec.name)] = out
         return out
@@ -639,6 +670,9 @@ def job_fit_levels(lab: Lab) -> dict:
 
 
 MENU = ["tbq3_0", "tbq3_1", "tbq4_0", "tbq4_1", "tbq5_0", "tbq5_1", "tbq6_0", "q8_0+rot"]
+# the new candidates the allocation may also use per layer
+ALLOC_EXTRA = {"K": ["tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_1 d=mse −μ", "tbq4_0 −μ", "tbq5_0 −μ"],
+               "V": ["tbq3_1 d=mse", "tbq4_1 d=mse", "tbq5_1 d=mse"]}
 PAIR_CODECS = {"q4_0+rot", "q4_0", "tbq3_0", "tbq4_0", "tbq5_0", "tbq6_0", "tbq3_1", "tbq4_1", "tbq5_1", "q8_0+rot"}
 
 
@@ -650,7 +684,7 @@ def job_candidates(lab: Lab, fitted: dict, log) -> dict:
         cands = stock_codecs(lab.hd, side) + tbq_codecs(lab.hd, fitted[side], side)
         for cd in cands:
             t0 = time.time()
-            xh = lab.quantize(cd, side, keep=cd.name in PAIR_CODECS or cd.name in MENU)
+            xh = lab.quantize(cd, side, keep=cd.name in PAIR_CODECS or cd.name in MENU or cd.name in ALLOC_EXTRA[side])
             row = {"bpe": cd.bpe, "family": cd.family, "note": cd.note, "rel_mse": lab.rel_mse(side, xh)}
             if side == "K":
                 row["logit_rms"] = lab.logit_rms(cd, xh)
@@ -671,6 +705,7 @@ def job_candidates(lab: Lab, fitted: dict, log) -> dict:
 
 def codec_by_name(lab: Lab, side: str, name: str, fitted=None) -> Codec:
     nm = {"q8_0": "q8_0+rot", "q4_0r": "q4_0+rot"}.get(name, name)
+    fitted = fitted or getattr(lab, "fitted", None)
     for cd in stock_codecs(lab.hd, side) + tbq_codecs(lab.hd, (fitted or {}).get(side), side):
         if cd.name == nm:
             return cd
@@ -714,26 +749,50 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def job_key_offset(lab: Lab, log) -> dict:
-    """Keys only: k − μ with μ the per-(layer, KV head) mean of the CALIBRATION keys; q·μ is the same
-    for every key of a query, so softmax is unchanged and only the residual is quantized. Metadata:
-    μ in f16 per layer and head = 16 bits per head_dim elements per layer, amortised over the context
-    (16/n_ctx bits per element: 0.03 at 512, ~0 at long context)."""
-    mu = lab.cal["K"].mean(axis=(0, 2))  # [layer, hkv, hd]
-    share = float((np.linalg.norm(mu, axis=-1) ** 2).mean() / (lab.cal["K"] ** 2).sum(-1).mean())
-    out = {"mean_energy_share": share}
-    for base in ("tbq3_0", "tbq4_0", "tbq5_0", "tbq4_0 d=mse", "tbq3_1", "tbq4_1", "tbq5_1"):
-        cd = codec_by_name(lab, "K", base)
-        kh = {}
-        for l in range(lab.L):
-            for c in range(lab.C):
-                x = lab.ev["K"][c, l]
-                kh[(c, l)] = cd.fn((x - mu[l][None]).reshape(-1, lab.hd)).reshape(x.shape) + mu[l][None]
-        off = Codec(base + " −μ", cd.bpe + 16 / 512, cd.fn)
-        row = {"bpe_at_512": off.bpe, "rel_mse": lab.rel_mse("K", kh), "logit_rms": lab.logit_rms(off, kh)}
-        row["out_rel"], row["attn_kl"] = lab.attention(off, kh, None)
-        out[base] = row
-        log(f"key offset {base}: {row}")
+def job_predictor(cands: dict, pairs: dict) -> dict:
+    """KLD ≈ c + a·E_K + b·E_V, least squares over the measured pairs, with E_K, E_V the (c) output
+    errors of the pair's K codec alone and V codec alone (job_candidates). It turns (c) into a
+    predicted KLD for pairs never run, and its weights a, b say how much more a key error costs than a
+    value error on this model. Without measured pairs: a = b = 1, c = 0 (a plain sum)."""
+    rows = [(p["measured_kld"], cands["K"][n.split("/")[0]]["out_rel"], cands["V"][n.split("/")[1]]["out_rel"])
+            for n, p in pairs.get("pairs", {}).items() if p["measured_kld"] is not None]
+    if len(rows) < 4:
+        return {"a": 1.0, "b": 1.0, "c": 0.0, "fitted": False}
+    y, ek, ev = (np.array(z) for z in zip(*rows))
+    A = np.stack([np.ones_like(ek), ek, ev], 1)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    pred = A @ coef
+    r2 = 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    return {"c": float(coef[0]), "a": float(coef[1]), "b": float(coef[2]), "r2": float(r2), "pairs": len(rows),
+            "max_abs_err": float(np.abs(y - pred).max()), "fitted": True,
+            "spearman_pred": spearman(y, pred)}
+
+
+def job_best_pairs(lab: Lab, cands: dict, pred: dict, log, top: int = 4) -> dict:
+    """For the bars (≤ 4.25 bits: KLD ≤ 0.5× q4_0+rot; ≤ 3.5 bits: ≤ 1.0×): every K candidate × V
+    candidate whose average bits fit, scored by the predictor (c + a·E_K + b·E_V); the best `top`
+    of each budget are then run with both sides quantized together, as the check that the errors add."""
+    a, b, c0 = pred["a"], pred["b"], pred["c"]
+    score = lambda kn, vn: c0 + a * cands["K"][kn]["out_rel"] + b * cands["V"][vn]["out_rel"]  # noqa: E731
+    ref = score("q4_0+rot", "q4_0+rot")
+    out = {"reference_q4_0+rot": ref}
+    for budget, bar in ((4.25, 0.5), (3.5, 1.0)):
+        allp = []
+        for kn, kr in cands["K"].items():
+            for vn, vr in cands["V"].items():
+                bits = (kr["bpe"] + vr["bpe"]) / 2
+                if bits <= budget + 1e-9:
+                    allp.append((score(kn, vn), kn, vn, bits))
+        allp.sort()
+        best = []
+        for sc, kn, vn, bits in allp[:top]:
+            kc, vc = codec_by_name(lab, "K", kn, lab.fitted), codec_by_name(lab, "V", vn, lab.fitted)
+            rel, kl = lab.attention(kc, lab.quantize(kc, "K"), lab.quantize(vc, "V"))
+            best.append({"K": kn, "V": vn, "bpe": bits, "pred": sc, "pred_ratio": sc / ref,
+                         "joint_out_rel": rel, "joint_attn_kl": kl,
+                         "sum_out_rel": cands["K"][kn]["out_rel"] + cands["V"][vn]["out_rel"]})
+            log(f"best pair ≤{budget}: {kn}/{vn} {bits:.4g} b pred {sc:.4g} ({sc / ref:.3f}× q4_0+rot) joint out {rel:.5f}")
+        out[str(budget)] = {"bar_ratio": bar, "best": best, "candidates_scored": len(allp)}
     return out
 
 
@@ -757,46 +816,46 @@ def job_tcq_gaussian(log) -> dict:
     return out
 
 
-def job_sensitivity(lab: Lab, cands: dict, log, menu=None) -> dict:
-    """Per layer: the output error (c) when only that layer's K (or V) is quantized with each width of
-    the menu (from job_candidates); then the per-layer allocation that minimises Σ_layers (K error +
-    V error) at an average of 4.25 and 3.5 bits per element (K and V elements are equally many), by
-    exact dynamic programming over the menu's bit costs (multiples of 1/8 bit). The objective weighs
-    every layer's relative output error equally: a proxy (a layer's error reaches the logits through
-    the rest of the network, which the lab does not run)."""
-    menu = menu or MENU
-    err = {side: {nm: cands[side][nm]["layers_out_rel"] for nm in menu} for side in ("K", "V")}
-    bpe = {nm: cands["K"][nm]["bpe"] for nm in menu}
+def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0)) -> dict:
+    """Per layer: the output error (c) when only that layer's K (or V) is quantized with each codec
+    of the menus (from job_candidates); then the per-layer allocation that minimises
+    Σ_layers (a·K error + b·V error) (a, b: the predictor's weights) at an average of 4.25 and 3.5
+    bits per element over K and V (equally many elements), by exact dynamic programming over the
+    codecs' bit costs (multiples of 1/32 bit). Every layer's relative output error counts the same:
+    a proxy (a layer's error reaches the logits through the rest of the network, not run here)."""
+    menus = {"K": MENU + [m for m in ALLOC_EXTRA["K"] if m in cands["K"]],
+             "V": MENU + [m for m in ALLOC_EXTRA["V"] if m in cands["V"]]}
+    wt = {"K": weights[0], "V": weights[1]}
+    err = {side: {nm: cands[side][nm]["layers_out_rel"] for nm in menus[side]} for side in ("K", "V")}
+    bpe = {side: {nm: cands[side][nm]["bpe"] for nm in menus[side]} for side in ("K", "V")}
     L = lab.L
     items = [(s, l) for s in ("K", "V") for l in range(L)]
-    units = {nm: int(round(bpe[nm] * 8)) for nm in menu}
-    assert all(abs(units[nm] / 8 - bpe[nm]) < 1e-9 for nm in menu), "bits not multiples of 1/8"
+    units = {side: {nm: int(round(bpe[side][nm] * 32)) for nm in menus[side]} for side in ("K", "V")}
+    assert all(abs(units[sd][nm] / 32 - bpe[sd][nm]) < 1e-9 for sd in units for nm in units[sd])
     alloc = {}
     for budget in (4.25, 3.5):
-        cap = int(math.floor(budget * 8 * len(items) + 1e-9))
+        cap = int(math.floor(budget * 32 * len(items) + 1e-9))
         best = {0: (0.0, [])}
-        for (s, l) in items:
+        for (sd, l) in items:
             nxt = {}
             for used, (e, ch) in best.items():
-                for nm in menu:
-                    u2 = used + units[nm]
+                for nm in menus[sd]:
+                    u2 = used + units[sd][nm]
                     if u2 > cap:
                         continue
-                    e2 = e + err[s][nm][l]
+                    e2 = e + wt[sd] * err[sd][nm][l]
                     if u2 not in nxt or e2 < nxt[u2][0]:
                         nxt[u2] = (e2, ch + [nm])
-            # prune dominated states
-            keep, bestE = {}, math.inf
+            keep, bestE = {}, math.inf  # drop states that use more bits for more error
             for u2 in sorted(nxt):
                 if nxt[u2][0] < bestE:
                     keep[u2] = nxt[u2]
                     bestE = nxt[u2][0]
             best = keep
         u, (e, ch) = min(best.items(), key=lambda kv: kv[1][0])
-        kch, vch = ch[:L], ch[L:]
-        alloc[str(budget)] = {"avg_bits": u / 8 / len(items), "sum_err_proxy": e, "K": kch, "V": vch}
-        log(f"allocation {budget}: avg {u / 8 / len(items):.4f} K {kch} V {vch}")
-    return {"menu": menu, "bpe": bpe, "err": err, "alloc": alloc}
+        alloc[str(budget)] = {"avg_bits": u / 32 / len(items), "weighted_err": e / L, "K": ch[:L], "V": ch[L:]}
+        log(f"allocation {budget}: avg {u / 32 / len(items):.4f} K {ch[:L]} V {ch[L:]}")
+    return {"menus": menus, "weights": weights, "bpe": bpe, "err": err, "alloc": alloc}
 
 
 def job_eval_alloc(lab: Lab, sens: dict, fitted, log) -> dict:
@@ -856,17 +915,39 @@ def write_table(out: Path, model: str, res: dict):
                       f"{r['spearman_out_rel']:.3f}, vs (c) attention KL {r['spearman_attn_kl']:.3f}; Pearson of the logs "
                       f"(KLD vs output error) {r['pearson_log_out_rel']:.3f}."]
         lines.append("")
-    if "key_offset" in res:
-        ko = res["key_offset"]
-        lines += ["## Keys: subtract the calibrated per-(layer, head) key mean μ", "",
-                  f"Share of key energy in the mean: {ko['mean_energy_share']:.3f}.", "",
-                  "| base | bpe (+16/512 for μ) | (a) rel MSE of k | (b) logit RMS | (c) out rel err | (c) attn KL | plain (c) out rel err |",
+    offs = [(nm, nm[: -len(" −μ")]) for nm in res["candidates"]["K"] if nm.endswith(" −μ")]
+    if offs:
+        K = res["candidates"]["K"]
+        lines += ["## Keys: subtract the calibrated per-(layer, KV head) key mean μ (softmax is unchanged)", "",
+                  f"Share of key energy in the per-(layer, head) mean (calibration chunk): {res['key_mean_energy_share']:.3f}. "
+                  "μ is stored once per context in f16: 16/n_ctx bits per element, counted at n_ctx = 512.", "",
+                  "| codec | bpe | (a) rel MSE | (b) logit RMS | (c) out rel err | (c) attn KL | same without μ: (b) / (c) out / KL |",
                   "|---|---|---|---|---|---|---|"]
-        for nm, r in ko.items():
-            if nm == "mean_energy_share":
-                continue
-            plain = res["candidates"]["K"][nm]["out_rel"]
-            lines.append(f"| {nm} | {r['bpe_at_512']:.4g} | {r['rel_mse']:.5f} | {r['logit_rms']:.4f} | {r['out_rel']:.6f} | {r['attn_kl']:.6f} | {plain:.6f} |")
+        for nm, base in offs:
+            r, p0 = K[nm], K.get(base)
+            tail = f"{p0['logit_rms']:.4f} / {p0['out_rel']:.6f} / {p0['attn_kl']:.6f}" if p0 else "—"
+            lines.append(f"| {nm} | {r['bpe']:.4g} | {r['rel_mse']:.5f} | {r['logit_rms']:.4f} | {r['out_rel']:.6f} | {r['attn_kl']:.6f} | {tail} |")
+        lines.append("")
+    pd = res.get("predictor")
+    if pd:
+        if pd.get("fitted"):
+            lines += ["## Predicted KLD from (c)", "",
+                      f"KLD ≈ {pd['c']:.4g} + {pd['a']:.4g}·E_K + {pd['b']:.4g}·E_V over {pd['pairs']} measured pairs "
+                      f"(E = (c) output error of that side alone): R² {pd['r2']:.3f}, largest miss {pd['max_abs_err']:.4g}, "
+                      f"Spearman of the prediction {pd['spearman_pred']:.3f}.", ""]
+        else:
+            lines += ["## Pair score from (c)", "", "No measured KLD for this model: score = E_K + E_V (both sides' (c) "
+                      "output errors), compared with the q4_0+rot pair's.", ""]
+    bp = res.get("best_pairs")
+    if bp:
+        lines += ["## Best pairs under the bars", "",
+                  f"Score of q4_0+rot/q4_0+rot: {bp['reference_q4_0+rot']:.5g}. Bars: ≤ 4.25 bits at ≤ 0.5×, ≤ 3.5 bits at ≤ 1.0×.", "",
+                  "| budget | K | V | bpe | score | × q4_0+rot | joint (c) out rel err | joint (c) attn KL | E_K + E_V |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for budget in ("4.25", "3.5"):
+            for r in bp[budget]["best"]:
+                lines.append(f"| ≤{budget} | {r['K']} | {r['V']} | {r['bpe']:.4g} | {r['pred']:.5g} | {r['pred_ratio']:.3f} | "
+                             f"{r['joint_out_rel']:.6f} | {r['joint_attn_kl']:.6f} | {r['sum_out_rel']:.6f} |")
         lines.append("")
     if "sensitivity" in res:
         se = res["sensitivity"]
@@ -877,7 +958,8 @@ def write_table(out: Path, model: str, res: dict):
         for l in sorted(se["err"]["K"]["tbq4_0"], key=int):
             lines.append(f"| {l} | " + " | ".join(f"{se['err']['K'][m][l]:.5f}" for m in ("tbq3_0", "tbq4_0", "tbq5_0")) + " | "
                          + " | ".join(f"{se['err']['V'][m][l]:.5f}" for m in ("tbq3_0", "tbq4_0", "tbq5_0")) + " |")
-        lines += ["", "Allocations minimising Σ_layers (K + V output error) (menu: " + ", ".join(se["menu"]) + "):", ""]
+        lines += ["", f"Allocations minimising Σ_layers ({se['weights'][0]:.3g}·K + {se['weights'][1]:.3g}·V output error); "
+                  "K menu: " + ", ".join(se["menus"]["K"]) + "; V menu: " + ", ".join(se["menus"]["V"]) + ":", ""]
         for b, a in se["alloc"].items():
             ev = res.get("alloc_eval", {}).get(b, {})
             lines.append(f"- budget {b}: average {a['avg_bits']:.4f} bits; (c) with both sides: out rel err "
@@ -966,6 +1048,7 @@ def main():
     if args.eval:
         cap = {k: v[:args.calib + args.eval] for k, v in cap.items()}
     lab = Lab(cap, args.calib)
+    lab.fitted = None
     res = {"model": model, "source": source, "head_dim": lab.hd, "heads_q": lab.hq, "heads_kv": lab.hkv,
            "layers": lab.L, "calib_chunks": args.calib, "eval_chunks": lab.C,
            "rows": (f"{lab.C} chunks × {lab.L} layers × {lab.T} tokens × {lab.hkv} KV heads = "
@@ -976,15 +1059,19 @@ def main():
     res["kurtosis"] = job_kurtosis(lab)
     log(f"kurtosis {res['kurtosis']}")
     fitted = job_fit_levels(lab)
+    lab.fitted = fitted
     res["fitted_levels"] = {s: {b: [float(v) for v in L[len(L) // 2:]] for b, L in d.items()} for s, d in fitted.items()}
     if "tcq" not in skip:
         res["tcq_gaussian"] = job_tcq_gaussian(log)
     res["candidates"] = job_candidates(lab, fitted, log)
     res["pairs"] = job_pairs(lab, args.kld, log)
-    if "offset" not in skip:
-        res["key_offset"] = job_key_offset(lab, log)
+    res["key_mean_energy_share"] = float((np.linalg.norm(lab.mu, axis=-1) ** 2).mean()
+                                         / (lab.cal["K"].astype(np.float64) ** 2).sum(-1).mean())
+    res["predictor"] = job_predictor(res["candidates"], res["pairs"])
+    log(f"predictor {res['predictor']}")
+    res["best_pairs"] = job_best_pairs(lab, res["candidates"], res["predictor"], log)
     if "sens" not in skip:
-        sens = job_sensitivity(lab, res["candidates"], log)
+        sens = job_sensitivity(lab, res["candidates"], log, weights=(res["predictor"]["a"], res["predictor"]["b"]))
         res["sensitivity"] = sens
         res["alloc_eval"] = job_eval_alloc(lab, sens, fitted, log)
     (args.out / "results.json").write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

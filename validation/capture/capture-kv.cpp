@@ -95,6 +95,12 @@ int main(int argc, char ** argv) {
 
     llama_backend_init();
     llama_model_params mp = llama_model_default_params();
+    // CAPTURE_REPACK=0: weights in a plain CPU buffer (no AMX/repacked matmul). The pinned tree's AMX
+    // mul_mat segfaults on this machine's Sapphire-Rapids-class CPU (Gemma 3 270M Q4_K_M); the rows
+    // differ from the repacked path only by float rounding of the projections.
+    if (const char * e = getenv("CAPTURE_REPACK")) {
+        mp.use_extra_bufts = atoi(e) != 0;
+    }
     llama_model * model = llama_model_load_from_file(argv[1], mp);
     if (!model) {
         fprintf(stderr, "capture-kv: cannot load %s\n", argv[1]);
