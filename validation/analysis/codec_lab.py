@@ -331,7 +331,7 @@ class Codec:
     qfn: Callable[[np.ndarray], np.ndarray] | None = None
     family: str = ""
     note: str = ""
-    offset: bool = False  # keys: quantize k − μ (μ = calibrated per-(layer, KV head) key mean), add μ back
+    offset: bool = False  # quantize x − μ (μ = calibrated per-(layer, KV head) mean of this side), add μ back
 
 
 def block_of(hd: int) -> int:
@@ -371,7 +371,7 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
     out = []
     for b in (3, 4, 5, 6):
         L = mirror(NORMAL_HALF[b])
-        for sc in ("norm", "mse", "unb") if b < 6 else ("norm",):
+        for sc in ("norm", "mse", "unb") if b < 5 else ("norm", "mse") if b == 5 else ("norm",):
             nm = f"tbq{b}_0" + ("" if sc == "norm" else f" d={sc}")
             out.append(Codec(nm, b + hdr0, in_rotation(hd, lambda u, L=L, sc=sc: tbq_rotated(u, L, None, sc)),
                              None, "tbq_0" if sc == "norm" else f"scale:{sc}"))
@@ -383,8 +383,9 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
     for b in (3, 4):
         out.append(Codec(f"uni{b}/32 f16 (rot)", b + 0.5, in_rotation(hd, lambda u, b=b: uniform_rotated(u, b, "f16")),
                          None, "uniform/32", "q4_0's rule (absmax/−2^(b−1)) on our rotated coords, f16 d per 32"))
-        out.append(Codec(f"uni{b}/32 8b (rot)", b + 0.25 + 16 / B, in_rotation(hd, lambda u, b=b: uniform_rotated(u, b, "8")),
-                         None, "uniform/32", "same, f16 max per block + 8-bit ratio per 32"))
+        if b == 4:
+            out.append(Codec(f"uni{b}/32 8b (rot)", b + 0.25 + 16 / B, in_rotation(hd, lambda u, b=b: uniform_rotated(u, b, "8")),
+                             None, "uniform/32", "same, f16 max per block + 8-bit ratio per 32"))
         # uniform (midrise) levels in the tbqN_1 structure: f16 norm + 4-bit gains per 32
         step = {3: 0.5860, 4: 0.3352, 5: 0.1881}[b]  # Max's optimal uniform step for N(0,1)
         L = ((np.arange(2 ** b) - (2 ** b - 1) / 2) * step).astype(F32)
@@ -399,21 +400,22 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
                                  None, "empirical", f"Lloyd-Max on the calibration chunks' rotated {side}"))
             out.append(Codec(f"emp{b}_1 d=mse", b + hdr1, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse")),
                              None, "empirical", "empirical levels + gains"))
-    if side == "K":
-        # μ costs 16 bits per head_dim elements per layer and head, once per context: 16/n_ctx bits per
-        # element, counted here at the measured context of 512 (→ 0 at long context)
-        mu_bits = 16 / 512
-        for b in (3, 4, 5):
-            L = mirror(NORMAL_HALF[b])
-            out.append(Codec(f"tbq{b}_0 −μ", b + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, None, "norm")),
-                             None, "key offset", "tbq_0 of k − μ", offset=True))
-            out.append(Codec(f"tbq{b}_1 d=mse −μ", b + hdr1 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse")),
-                             None, "key offset", "tbq_1 (MSE d) of k − μ", offset=True))
-        L = mirror(NORMAL_HALF[4]) * TCQ_LEVEL_SCALE
-        out.append(Codec("tcq3 8-state −μ", 3 + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tcq_rotated(u, L, 8, "mse")),
-                         None, "key offset", "8-state TCQ of k − μ", offset=True))
+    # Offsets: q·μ is the same for every key of a query (softmax is unchanged), and Σ_t p_t = 1 makes
+    # Σ_t p_t (v̂_t − μ) + μ exact for values: only the residual x − μ is quantized, on either side.
+    # μ costs 16 bits per head_dim elements per layer and head, once per context: 16/n_ctx bits per
+    # element, counted here at the measured context of 512 (→ 0 at long context).
+    mu_bits = 16 / 512
+    for b in (3, 4, 5) if side == "K" else (3, 4):
+        L = mirror(NORMAL_HALF[b])
+        out.append(Codec(f"tbq{b}_0 −μ", b + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, None, "norm")),
+                         None, "offset", "tbq_0 of x − μ", offset=True))
+        out.append(Codec(f"tbq{b}_1 d=mse −μ", b + hdr1 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse")),
+                         None, "offset", "tbq_1 (MSE d) of x − μ", offset=True))
+    L = mirror(NORMAL_HALF[4]) * TCQ_LEVEL_SCALE
+    out.append(Codec("tcq3 8-state −μ", 3 + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tcq_rotated(u, L, 8, "mse")),
+                     None, "offset", "8-state TCQ of x − μ", offset=True))
     for b in (2, 3):
-        for st in (4, 8):
+        for st in (4, 8) if b == 3 else (8,):
             L = mirror(NORMAL_HALF[b + 1]) * TCQ_LEVEL_SCALE
             out.append(Codec(f"tcq{b} {st}-state", b + hdr0, in_rotation(hd, lambda u, L=L, st=st: tcq_rotated(u, L, st, "mse")),
                              None, "tcq", f"{st}-state TCQ, {2 ** (b + 1)} Gaussian Lloyd-Max levels ×{TCQ_LEVEL_SCALE} in 4 cosets, MSE d"))
@@ -499,8 +501,9 @@ class Lab:
                 P = self.softmax(q, k)
                 self.ref[(c, l)] = (P, self.mix(P, v))
         self.cache = {}  # (side, codec name) -> x̂ of the held-out rows, for codecs used again
-        # per-(layer, KV head) key mean of the CALIBRATION chunks, stored as f16: [layer, hkv, hd]
-        self.mu = f16(self.cal["K"].astype(np.float64).mean(axis=(0, 2)))
+        # per-(layer, KV head) mean of the CALIBRATION chunks' K and V, stored as f16: [layer, hkv, hd]
+        self.mu = {s: f16(self.cal[s].astype(np.float64).mean(axis=(0, 2))) for s in ("K", "V")}
+        self.exact_scores = {}
 
     def scores(self, q, k):
         """q·k for the scored queries: [hq, scored queries, keys] (query head h reads KV head h // group)."""
@@ -522,8 +525,6 @@ class Lab:
 
     def quantize(self, codec: Codec | None, side: str, layers=None, keep=False):
         """x̂ of the held-out rows of `side`, layer by layer ({(c, l): x̂ [T, h, hd]}); `keep` caches it."""
-        if codec is not None and codec.offset and side != "K":
-            raise ValueError("a key offset is for keys only")
         if codec is not None and (side, codec.name) in self.cache:
             full = self.cache[(side, codec.name)]
             return full if layers is None else {k: v for k, v in full.items() if k[1] in layers}
@@ -534,7 +535,7 @@ class Lab:
                 if codec is None:
                     out[(c, l)] = f16(x)
                 elif codec.offset:
-                    mu = self.mu[l][None]
+                    mu = self.mu[side][l][None]
                     out[(c, l)] = codec.fn((x - mu).reshape(-1, self.hd)).reshape(x.shape) + mu
                 else:
                     out[(c, l)] = codec.fn(x.reshape(-1, self.hd)).reshape(x.shape)
@@ -563,7 +564,9 @@ class Lab:
         for (c, l), k in kh.items():
             q = self.ev["Q"][c, l]
             qe = q if codec.qfn is None else codec.qfn(q.reshape(-1, self.hd)).reshape(q.shape)
-            e = (self.scores(qe, k) - self.scores(q, self.ev["K"][c, l])) * self.scale
+            if (c, l) not in self.exact_scores:
+                self.exact_scores[(c, l)] = self.scores(q, self.ev["K"][c, l])
+            e = (self.scores(qe, k) - self.exact_scores[(c, l)]) * self.scale
             m = np.broadcast_to(self.mask[None], e.shape)
             num += float((e[m] ** 2).sum())
             cnt += int(m.sum())
@@ -672,7 +675,7 @@ def job_fit_levels(lab: Lab) -> dict:
 MENU = ["tbq3_0", "tbq3_1", "tbq4_0", "tbq4_1", "tbq5_0", "tbq5_1", "tbq6_0", "q8_0+rot"]
 # the new candidates the allocation may also use per layer
 ALLOC_EXTRA = {"K": ["tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_1 d=mse −μ", "tbq4_0 −μ", "tbq5_0 −μ"],
-               "V": ["tbq3_1 d=mse", "tbq4_1 d=mse", "tbq5_1 d=mse"]}
+               "V": ["tbq3_1 d=mse", "tbq4_1 d=mse", "tbq5_1 d=mse", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ"]}
 PAIR_CODECS = {"q4_0+rot", "q4_0", "tbq3_0", "tbq4_0", "tbq5_0", "tbq6_0", "tbq3_1", "tbq4_1", "tbq5_1", "q8_0+rot"}
 
 
@@ -722,7 +725,7 @@ def job_pairs(lab: Lab, kld_json: Path | None, log) -> dict:
                 k, v, ar = r["config"]["k"], r["config"]["v"], r["config"]["attn_rot"]
                 kn = k if k.startswith("tbq") or k == "f16" else (f"{k}+rot" if ar else k)
                 vn = v if v.startswith("tbq") or v == "f16" else (f"{v}+rot" if ar else v)
-                measured[(kn, vn)] = r["kld"]["mean"] if isinstance(r["kld"], dict) else r["kld"]
+                measured[(kn, vn)] = r["kld"]["kld_mean"] if isinstance(r["kld"], dict) else r["kld"]
     if not measured:
         measured = {(k, v): None for k, v in (("q8_0+rot", "q8_0+rot"), ("q4_0+rot", "q4_0+rot"), ("q4_0", "q4_0"),
                                                ("tbq4_0", "tbq4_0"), ("tbq4_0", "tbq3_0"), ("tbq5_1", "tbq3_1"))}
@@ -915,18 +918,25 @@ def write_table(out: Path, model: str, res: dict):
                       f"{r['spearman_out_rel']:.3f}, vs (c) attention KL {r['spearman_attn_kl']:.3f}; Pearson of the logs "
                       f"(KLD vs output error) {r['pearson_log_out_rel']:.3f}."]
         lines.append("")
-    offs = [(nm, nm[: -len(" −μ")]) for nm in res["candidates"]["K"] if nm.endswith(" −μ")]
-    if offs:
-        K = res["candidates"]["K"]
-        lines += ["## Keys: subtract the calibrated per-(layer, KV head) key mean μ (softmax is unchanged)", "",
-                  f"Share of key energy in the per-(layer, head) mean (calibration chunk): {res['key_mean_energy_share']:.3f}. "
+    for side in ("K", "V"):
+        X = res["candidates"][side]
+        offs = [(nm, nm[: -len(" −μ")]) for nm in X if nm.endswith(" −μ")]
+        if not offs:
+            continue
+        lines += [f"## {side}: subtract the calibrated per-(layer, KV head) mean μ "
+                  + ("(q·μ is the same for every key: softmax unchanged)" if side == "K" else "(Σ p_t = 1: the output is Σ p_t (v̂_t − μ) + μ, exact)"), "",
+                  f"Share of {side} energy in the per-(layer, head) mean (calibration chunk): {res['mean_energy_share'][side]:.3f}. "
                   "μ is stored once per context in f16: 16/n_ctx bits per element, counted at n_ctx = 512.", "",
-                  "| codec | bpe | (a) rel MSE | (b) logit RMS | (c) out rel err | (c) attn KL | same without μ: (b) / (c) out / KL |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| codec | bpe | (a) rel MSE | " + ("(b) logit RMS | (c) out rel err | (c) attn KL | same without μ: (b) / (c) out / KL |" if side == "K" else "(c) out rel err | same without μ: (a) / (c) out |"),
+                  "|---|---|---|---|" + ("---|---|---|" if side == "K" else "")]
         for nm, base in offs:
-            r, p0 = K[nm], K.get(base)
-            tail = f"{p0['logit_rms']:.4f} / {p0['out_rel']:.6f} / {p0['attn_kl']:.6f}" if p0 else "—"
-            lines.append(f"| {nm} | {r['bpe']:.4g} | {r['rel_mse']:.5f} | {r['logit_rms']:.4f} | {r['out_rel']:.6f} | {r['attn_kl']:.6f} | {tail} |")
+            r, p0 = X[nm], X.get(base)
+            if side == "K":
+                tail = f"{p0['logit_rms']:.4f} / {p0['out_rel']:.6f} / {p0['attn_kl']:.6f}" if p0 else "—"
+                lines.append(f"| {nm} | {r['bpe']:.4g} | {r['rel_mse']:.5f} | {r['logit_rms']:.4f} | {r['out_rel']:.6f} | {r['attn_kl']:.6f} | {tail} |")
+            else:
+                tail = f"{p0['rel_mse']:.5f} / {p0['out_rel']:.6f}" if p0 else "—"
+                lines.append(f"| {nm} | {r['bpe']:.4g} | {r['rel_mse']:.5f} | {r['out_rel']:.6f} | {tail} |")
         lines.append("")
     pd = res.get("predictor")
     if pd:
@@ -1012,7 +1022,7 @@ def plot(out: Path, model: str, res: dict):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("job", choices=["golden", "synthetic", "run"])
+    ap.add_argument("job", choices=["golden", "synthetic", "run", "render"])
     ap.add_argument("--kv", type=Path)
     ap.add_argument("--model", default="")
     ap.add_argument("--kld", type=Path)
@@ -1028,6 +1038,11 @@ def main():
         print(json.dumps(r, indent=1))
         sys.exit(0 if all(v["max_rel_diff"] < 1e-6 for v in r.values()) else 1)
 
+    if args.job == "render":  # table.md and the plot again from an existing results.json
+        res = json.loads((args.out / "results.json").read_text())
+        write_table(args.out, res["model"], res)
+        plot(args.out, res["model"], res)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     if args.job == "synthetic":
@@ -1065,8 +1080,8 @@ def main():
         res["tcq_gaussian"] = job_tcq_gaussian(log)
     res["candidates"] = job_candidates(lab, fitted, log)
     res["pairs"] = job_pairs(lab, args.kld, log)
-    res["key_mean_energy_share"] = float((np.linalg.norm(lab.mu, axis=-1) ** 2).mean()
-                                         / (lab.cal["K"].astype(np.float64) ** 2).sum(-1).mean())
+    res["mean_energy_share"] = {sd: float((np.linalg.norm(lab.mu[sd], axis=-1) ** 2).mean()
+                                          / (lab.cal[sd].astype(np.float64) ** 2).sum(-1).mean()) for sd in ("K", "V")}
     res["predictor"] = job_predictor(res["candidates"], res["pairs"])
     log(f"predictor {res['predictor']}")
     res["best_pairs"] = job_best_pairs(lab, res["candidates"], res["predictor"], log)
