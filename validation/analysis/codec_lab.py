@@ -154,8 +154,16 @@ def sumsq(v: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Scalar codecs in the format's rotation: norm, codes, optional per-32 gains, a choice of scale.
 
+def log8(d: np.ndarray) -> np.ndarray:
+    """d on an 8-bit log scale: 2^((k − 128)/16), k = 0..255 (step 2^(1/16): ≤ 2.2% off, a relative
+    MSE of ≈ 1.6e-4 on top of the codes'; range 2^−8 … 2^7.94, enough for these models' rows, not a
+    format guarantee — a real type would need a per-tensor exponent or a wider range)."""
+    k = np.clip(np.round(16 * np.log2(np.maximum(d, 1e-30))) + 128, 0, 255)
+    return np.where(d > 0, np.exp2((k - 128) / 16), 0).astype(F32)
+
+
 def tbq_rotated(w: np.ndarray, levels: np.ndarray, gains: np.ndarray | None = None,
-                scale: str = "norm", group: int = 32) -> np.ndarray:
+                scale: str = "norm", group: int = 32, dbits: int = 16) -> np.ndarray:
     """Quantize blocks w[N, B] = H·D·x (the unnormalised butterfly, B = 128 or 64), returning d·r,
     the reconstruction of u = T(x) = w/√B.
 
@@ -196,7 +204,8 @@ def tbq_rotated(w: np.ndarray, levels: np.ndarray, gains: np.ndarray | None = No
         d = ur / (r.astype(np.float64) ** 2).sum(-1) if scale == "mse" else uu / np.maximum(ur, 1e-30)
         if scale not in ("mse", "unb"):
             raise ValueError(scale)
-    d = f16(np.minimum(np.where(ok, d, 0), 65504))
+    d = np.minimum(np.where(ok, d, 0), 65504)
+    d = f16(d) if dbits == 16 else log8(d)
     return d[:, None] * r
 
 
@@ -332,6 +341,7 @@ class Codec:
     family: str = ""
     note: str = ""
     offset: bool = False  # quantize x − μ (μ = calibrated per-(layer, KV head) mean of this side), add μ back
+    sink: bool = False    # keep the context's first token (BOS, the attention sink) in f16
 
 
 def block_of(hd: int) -> int:
@@ -411,9 +421,28 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
                          None, "offset", "tbq_0 of x − μ", offset=True))
         out.append(Codec(f"tbq{b}_1 d=mse −μ", b + hdr1 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse")),
                          None, "offset", "tbq_1 (MSE d) of x − μ", offset=True))
+    # an 8-bit log norm instead of the f16 one: 8/B bits per element less (0.125 at head_dim 64)
+    for b in (3, 4, 5):
+        L = mirror(NORMAL_HALF[b])
+        for off in (False, True):
+            t = " −μ" if off else ""
+            out.append(Codec(f"tbq{b}_0 d8{t}", b + 8 / B + (mu_bits if off else 0),
+                             in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, None, "norm", dbits=8)),
+                             None, "8-bit norm", "tbq_0 with an 8-bit log norm" + (" of x − μ" if off else ""), offset=off))
+            out.append(Codec(f"tbq{b}_1 d=mse d8{t}", b + (8 + 4 * B // 32) / B + (mu_bits if off else 0),
+                             in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse", dbits=8)),
+                             None, "8-bit norm", "tbq_1 (MSE d) with an 8-bit log norm" + (" of x − μ" if off else ""), offset=off))
     L = mirror(NORMAL_HALF[4]) * TCQ_LEVEL_SCALE
     out.append(Codec("tcq3 8-state −μ", 3 + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tcq_rotated(u, L, 8, "mse")),
                      None, "offset", "8-state TCQ of x − μ", offset=True))
+    # the attention sink (token 0, BOS: most of the attention mass in many heads) kept in f16: one
+    # token of the context, (16 − bpe)/n_ctx bits per element, counted at n_ctx = 512
+    base = {cd.name: cd for cd in out}
+    for nm in (["tbq4_0", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_0 −μ", "tbq4_0 d8 −μ"] if side == "K"
+               else ["tbq3_0", "tbq3_1 d=mse", "tbq4_0", "tbq3_0 −μ", "tbq3_0 d8", "tbq4_0 d8"]):
+        cd = base[nm]
+        out.append(Codec(nm + " +sink", cd.bpe + (16 - cd.bpe) / 512, cd.fn, None, "sink f16",
+                         cd.note + "; token 0 in f16", offset=cd.offset, sink=True))
     for b in (2, 3):
         for st in (4, 8) if b == 3 else (8,):
             L = mirror(NORMAL_HALF[b + 1]) * TCQ_LEVEL_SCALE
@@ -539,6 +568,9 @@ class Lab:
                     out[(c, l)] = codec.fn((x - mu).reshape(-1, self.hd)).reshape(x.shape) + mu
                 else:
                     out[(c, l)] = codec.fn(x.reshape(-1, self.hd)).reshape(x.shape)
+                if codec is not None and codec.sink:
+                    out[(c, l)] = out[(c, l)].copy()
+                    out[(c, l)][0] = f16(x[0])
         if keep and layers is None and codec is not None:
             self.cache[(side, codec.name)] = out
         return out
@@ -674,17 +706,22 @@ def job_fit_levels(lab: Lab) -> dict:
 
 MENU = ["tbq3_0", "tbq3_1", "tbq4_0", "tbq4_1", "tbq5_0", "tbq5_1", "tbq6_0", "q8_0+rot"]
 # the new candidates the allocation may also use per layer
-ALLOC_EXTRA = {"K": ["tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_1 d=mse −μ", "tbq4_0 −μ", "tbq5_0 −μ"],
-               "V": ["tbq3_1 d=mse", "tbq4_1 d=mse", "tbq5_1 d=mse", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ"]}
+ALLOC_EXTRA = {"K": ["tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_1 d=mse −μ", "tbq4_0 −μ", "tbq5_0 −μ",
+                     "tbq3_1 d=mse d8 −μ", "tbq4_1 d=mse d8 −μ", "tbq5_1 d=mse d8 −μ", "tbq4_0 d8 −μ", "tbq5_0 d8 −μ"],
+               "V": ["tbq3_1 d=mse", "tbq4_1 d=mse", "tbq5_1 d=mse", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ",
+                     "tbq3_0 d8", "tbq3_1 d=mse d8", "tbq4_0 d8", "tbq4_1 d=mse d8", "tbq5_0 d8"]}
 PAIR_CODECS = {"q4_0+rot", "q4_0", "tbq3_0", "tbq4_0", "tbq5_0", "tbq6_0", "tbq3_1", "tbq4_1", "tbq5_1", "q8_0+rot"}
 
 
-def job_candidates(lab: Lab, fitted: dict, log) -> dict:
+def job_candidates(lab: Lab, fitted: dict, log, only: str = "") -> dict:
     """(a), (b), (c) for every candidate on each side, the other side at f16; (c) also per layer (the
     sensitivity table and the allocation use it)."""
     out = {}
     for side in ("K", "V"):
         cands = stock_codecs(lab.hd, side) + tbq_codecs(lab.hd, fitted[side], side)
+        if only:
+            import re
+            cands = [cd for cd in cands if re.search(only, cd.name)]
         for cd in cands:
             t0 = time.time()
             xh = lab.quantize(cd, side, keep=cd.name in PAIR_CODECS or cd.name in MENU or cd.name in ALLOC_EXTRA[side])
@@ -829,7 +866,8 @@ def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0)) -> dict:
     menus = {"K": MENU + [m for m in ALLOC_EXTRA["K"] if m in cands["K"]],
              "V": MENU + [m for m in ALLOC_EXTRA["V"] if m in cands["V"]]}
     wt = {"K": weights[0], "V": weights[1]}
-    err = {side: {nm: cands[side][nm]["layers_out_rel"] for nm in menus[side]} for side in ("K", "V")}
+    err = {side: {nm: {int(l): e for l, e in cands[side][nm]["layers_out_rel"].items()} for nm in menus[side]}
+           for side in ("K", "V")}  # (layer keys are strings after a JSON round trip)
     bpe = {side: {nm: cands[side][nm]["bpe"] for nm in menus[side]} for side in ("K", "V")}
     L = lab.L
     items = [(s, l) for s in ("K", "V") for l in range(L)]
@@ -1029,7 +1067,9 @@ def main():
     ap.add_argument("--calib", type=int, default=1, help="chunks used for calibration (the rest are held out)")
     ap.add_argument("--eval", type=int, default=0, help="held-out chunks used (0 = all the others)")
     ap.add_argument("--out", type=Path, default=Path("build/validation/codec-lab"))
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: sens,offset,tcq")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: sens,tcq")
+    ap.add_argument("--only", default="", help="regex: run only the candidates it matches, merged into the "
+                    "existing results.json of --out (then the predictor and best pairs are redone)")
     args = ap.parse_args()
     log = lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", flush=True)  # noqa: E731
 
@@ -1071,6 +1111,22 @@ def main():
                     f"{lab.C} chunks × {lab.L} layers × {lab.hq} query heads × {lab.T - SCORED_FROM} scored "
                     f"queries (causal over the {lab.T}-token chunk) = {lab.C * lab.L * lab.hq * (lab.T - SCORED_FROM)} "
                     f"query rows; calibration: {args.calib} other chunk(s)")}
+    if args.only:
+        res = json.loads((args.out / "results.json").read_text())
+        lab.fitted = {sd: {int(b): mirror(h) for b, h in d.items()} for sd, d in res["fitted_levels"].items()}
+        new = job_candidates(lab, lab.fitted, log, args.only)
+        for sd in new:
+            res["candidates"][sd].update(new[sd])
+        res["best_pairs"] = job_best_pairs(lab, res["candidates"], res["predictor"], log)
+        if "sensitivity" in res:
+            res["sensitivity"] = job_sensitivity(lab, res["candidates"], log, weights=(res["predictor"]["a"], res["predictor"]["b"]))
+            res["alloc_eval"] = job_eval_alloc(lab, res["sensitivity"], lab.fitted, log)
+        res["merged"] = res.get("merged", []) + [args.only]
+        (args.out / "results.json").write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+        write_table(args.out, model, res)
+        plot(args.out, model, res)
+        log(f"merged {args.only} into {args.out}/results.json")
+        return
     res["kurtosis"] = job_kurtosis(lab)
     log(f"kurtosis {res['kurtosis']}")
     fitted = job_fit_levels(lab)
