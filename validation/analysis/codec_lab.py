@@ -66,6 +66,7 @@ SQRT_128 = F32(11.313708)
 INV_SQRT_128 = F32(0.08838835)
 
 NORMAL_HALF = {
+    2: [0.4527800, 1.5104176],  # 4-level Lloyd-Max for N(0, 1) (Max 1960); no tbq2 type exists
     3: [0.245094, 0.756005, 1.343909, 2.151946],
     4: [0.128395, 0.388048, 0.656759, 0.942340, 1.256231, 1.618046, 2.069017, 2.73259],
     5: [0.065890, 0.198052, 0.331378, 0.466700, 0.604934, 0.747136, 0.894565, 1.048783, 1.211804,
@@ -379,9 +380,9 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
     hdr0 = 16 / B                  # f16 norm per block
     hdr1 = (16 + 4 * B // 32) / B  # + a 4-bit gain per 32
     out = []
-    for b in (3, 4, 5, 6):
+    for b in (2, 3, 4, 5, 6):
         L = mirror(NORMAL_HALF[b])
-        for sc in ("norm", "mse", "unb") if b < 5 else ("norm", "mse") if b == 5 else ("norm",):
+        for sc in ("norm", "mse") if b == 2 else ("norm", "mse", "unb") if b < 5 else ("norm", "mse") if b == 5 else ("norm",):
             nm = f"tbq{b}_0" + ("" if sc == "norm" else f" d={sc}")
             out.append(Codec(nm, b + hdr0, in_rotation(hd, lambda u, L=L, sc=sc: tbq_rotated(u, L, None, sc)),
                              None, "tbq_0" if sc == "norm" else f"scale:{sc}"))
@@ -422,7 +423,7 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
         out.append(Codec(f"tbq{b}_1 d=mse −μ", b + hdr1 + mu_bits, in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse")),
                          None, "offset", "tbq_1 (MSE d) of x − μ", offset=True))
     # an 8-bit log norm instead of the f16 one: 8/B bits per element less (0.125 at head_dim 64)
-    for b in (3, 4, 5):
+    for b in (2, 3, 4, 5):
         L = mirror(NORMAL_HALF[b])
         for off in (False, True):
             t = " −μ" if off else ""
@@ -709,7 +710,8 @@ MENU = ["tbq3_0", "tbq3_1", "tbq4_0", "tbq4_1", "tbq5_0", "tbq5_1", "tbq6_0", "q
 ALLOC_EXTRA = {"K": ["tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_1 d=mse −μ", "tbq4_0 −μ", "tbq5_0 −μ",
                      "tbq3_1 d=mse d8 −μ", "tbq4_1 d=mse d8 −μ", "tbq5_1 d=mse d8 −μ", "tbq4_0 d8 −μ", "tbq5_0 d8 −μ"],
                "V": ["tbq3_1 d=mse", "tbq4_1 d=mse", "tbq5_1 d=mse", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ",
-                     "tbq3_0 d8", "tbq3_1 d=mse d8", "tbq4_0 d8", "tbq4_1 d=mse d8", "tbq5_0 d8"]}
+                     "tbq3_0 d8", "tbq3_1 d=mse d8", "tbq4_0 d8", "tbq4_1 d=mse d8", "tbq5_0 d8",
+                     "tbq2_0 d8", "tbq2_1 d=mse", "tbq2_1 d=mse d8"]}
 PAIR_CODECS = {"q4_0+rot", "q4_0", "tbq3_0", "tbq4_0", "tbq5_0", "tbq6_0", "tbq3_1", "tbq4_1", "tbq5_1", "q8_0+rot"}
 
 
@@ -842,7 +844,7 @@ def job_tcq_gaussian(log) -> dict:
     y = np.random.default_rng(3).standard_normal((4000, 128)).astype(F32)
     out = {}
     for b in (2, 3, 4):
-        lm = mirror(NORMAL_HALF[b]) if b in NORMAL_HALF else mirror([0.4528, 1.5104])
+        lm = mirror(NORMAL_HALF[b])
         e_lm = float(((y - lm[encode(y, lm)]) ** 2).mean())
         row = {"lloyd_max": e_lm}
         for st in (4, 8):
