@@ -968,7 +968,7 @@ def write_table(out: Path, model: str, res: dict):
                   f"Share of {side} energy in the per-(layer, head) mean (calibration chunk): {res['mean_energy_share'][side]:.3f}. "
                   "μ is stored once per context in f16: 16/n_ctx bits per element, counted at n_ctx = 512.", "",
                   "| codec | bpe | (a) rel MSE | " + ("(b) logit RMS | (c) out rel err | (c) attn KL | same without μ: (b) / (c) out / KL |" if side == "K" else "(c) out rel err | same without μ: (a) / (c) out |"),
-                  "|---|---|---|---|" + ("---|---|---|" if side == "K" else "")]
+                  "|---|---|---|---|" + ("---|---|---|" if side == "K" else "---|")]
         for nm, base in offs:
             r, p0 = X[nm], X.get(base)
             if side == "K":
@@ -1029,33 +1029,37 @@ def write_table(out: Path, model: str, res: dict):
 
 
 def plot(out: Path, model: str, res: dict):
+    """Per side: (c) output error against bits per element, one colour per family; only the Pareto
+    frontier (no candidate with fewer bits and less error) and the stock types are labelled."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6))
+    fig, axes = plt.subplots(1, 2, figsize=(16, 7))
     colors = {}
     for ax, side in zip(axes, ("K", "V")):
-        rows = res["candidates"][side]
+        rows = {nm: r for nm, r in res["candidates"][side].items() if 2 <= r["bpe"] <= 7}
+        front = [nm for nm, r in rows.items()
+                 if not any(o["bpe"] <= r["bpe"] and o["out_rel"] < r["out_rel"] and on != nm for on, o in rows.items())]
         for nm, r in rows.items():
-            if r["bpe"] > 9:
-                continue
             fam = r["family"] or "other"
-            c = colors.setdefault(fam, f"C{len(colors) % 10}")
-            ax.scatter(r["bpe"], r["out_rel"], color=c, s=25, label=fam)
-            ax.annotate(nm, (r["bpe"], r["out_rel"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
-        ref = rows["q4_0+rot"]["out_rel"]
-        ax.axhline(ref, color="k", ls="--", lw=1)
-        ax.axhline(ref * 0.5, color="k", ls=":", lw=1)
-        ax.axvline(4.25, color="grey", lw=0.6)
-        ax.axvline(3.5, color="grey", lw=0.6)
+            c = colors.setdefault(fam, f"C{len(colors) % 10}" if len(colors) < 10 else "k")
+            ax.scatter(r["bpe"], r["out_rel"], color=c, s=30 if nm in front else 12, label=fam,
+                       edgecolors="k" if nm in front else "none", linewidths=0.6)
+            if nm in front or r["family"] == "stock":
+                ax.annotate(nm, (r["bpe"], r["out_rel"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ref = res["candidates"][side]["q4_0+rot"]["out_rel"]
+        ax.axhline(ref, color="k", ls="--", lw=1, label="q4_0+rot")
+        ax.axhline(ref * 0.5, color="k", ls=":", lw=1, label="½ × q4_0+rot")
+        for x in (3.5, 4.25):
+            ax.axvline(x, color="grey", lw=0.6)
         ax.set_yscale("log")
-        ax.set_xlabel("bits per element (all metadata counted)")
+        ax.set_xlabel("bits per element (every scale, norm and offset counted)")
         ax.set_ylabel("(c) attention output relative squared error")
-        ax.set_title(f"{side} side (other side f16); dashed = q4_0+rot, dotted = half of it")
+        ax.set_title(f"{side} quantized, {'V' if side == 'K' else 'K'} at f16 (labelled: Pareto frontier and stock)")
         h, lab_ = ax.get_legend_handles_labels()
         uniq = dict(zip(lab_, h))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-    fig.suptitle(f"Codec lab on real rows of {model} (held-out chunks)")
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper right")
+    fig.suptitle(f"Codec lab on real rows of {model} (held-out chunks; q8_0 and f16 off the chart)")
     fig.tight_layout()
     fig.savefig(out / "codec-lab.png", dpi=110)
 
