@@ -791,12 +791,12 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def job_predictor(cands: dict, pairs: dict) -> dict:
+def job_predictor(cands: dict, pairs: dict, kfeat: str = "out_rel") -> dict:
     """KLD ≈ c + a·E_K + b·E_V, least squares over the measured pairs, with E_K, E_V the (c) output
     errors of the pair's K codec alone and V codec alone (job_candidates). It turns (c) into a
     predicted KLD for pairs never run, and its weights a, b say how much more a key error costs than a
     value error on this model. Without measured pairs: a = b = 1, c = 0 (a plain sum)."""
-    rows = [(p["measured_kld"], cands["K"][n.split("/")[0]]["out_rel"], cands["V"][n.split("/")[1]]["out_rel"])
+    rows = [(p["measured_kld"], cands["K"][n.split("/")[0]][kfeat], cands["V"][n.split("/")[1]]["out_rel"])
             for n, p in pairs.get("pairs", {}).items() if p["measured_kld"] is not None]
     if len(rows) < 4:
         return {"a": 1.0, "b": 1.0, "c": 0.0, "fitted": False}
@@ -805,7 +805,7 @@ def job_predictor(cands: dict, pairs: dict) -> dict:
     coef, *_ = np.linalg.lstsq(A, y, rcond=None)
     pred = A @ coef
     r2 = 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
-    return {"c": float(coef[0]), "a": float(coef[1]), "b": float(coef[2]), "r2": float(r2), "pairs": len(rows),
+    return {"kfeat": kfeat, "c": float(coef[0]), "a": float(coef[1]), "b": float(coef[2]), "r2": float(r2), "pairs": len(rows),
             "max_abs_err": float(np.abs(y - pred).max()), "fitted": True,
             "spearman_pred": spearman(y, pred)}
 
@@ -984,7 +984,13 @@ def write_table(out: Path, model: str, res: dict):
             lines += ["## Predicted KLD from (c)", "",
                       f"KLD ≈ {pd['c']:.4g} + {pd['a']:.4g}·E_K + {pd['b']:.4g}·E_V over {pd['pairs']} measured pairs "
                       f"(E = (c) output error of that side alone): R² {pd['r2']:.3f}, largest miss {pd['max_abs_err']:.4g}, "
-                      f"Spearman of the prediction {pd['spearman_pred']:.3f}.", ""]
+                      f"Spearman of the prediction {pd['spearman_pred']:.3f}."]
+            p2 = res.get("predictor_attn_kl")
+            if p2 and p2.get("fitted"):
+                lines += ["", f"The same fit with the key side's (c) attention KL instead of its output error: KLD ≈ "
+                          f"{p2['c']:.4g} + {p2['a']:.4g}·KL_K + {p2['b']:.4g}·E_V, R² {p2['r2']:.3f}, largest miss "
+                          f"{p2['max_abs_err']:.4g}, Spearman {p2['spearman_pred']:.3f}."]
+            lines.append("")
         else:
             lines += ["## Pair score from (c)", "", "No measured KLD for this model: score = E_K + E_V (both sides' (c) "
                       "output errors), compared with the q4_0+rot pair's.", ""]
@@ -1042,7 +1048,7 @@ def plot(out: Path, model: str, res: dict):
                  if not any(o["bpe"] <= r["bpe"] and o["out_rel"] < r["out_rel"] and on != nm for on, o in rows.items())]
         for nm, r in rows.items():
             fam = r["family"] or "other"
-            c = colors.setdefault(fam, f"C{len(colors) % 10}" if len(colors) < 10 else "k")
+            c = colors.setdefault(fam, plt.cm.tab20(len(colors) % 20))
             ax.scatter(r["bpe"], r["out_rel"], color=c, s=30 if nm in front else 12, label=fam,
                        edgecolors="k" if nm in front else "none", linewidths=0.6)
             if nm in front or r["family"] == "stock":
@@ -1086,6 +1092,7 @@ def main():
 
     if args.job == "render":  # table.md and the plot again from an existing results.json
         res = json.loads((args.out / "results.json").read_text())
+        res["predictor_attn_kl"] = job_predictor(res["candidates"], res["pairs"], "attn_kl")
         write_table(args.out, res["model"], res)
         plot(args.out, res["model"], res)
         return
@@ -1145,6 +1152,7 @@ def main():
     res["mean_energy_share"] = {sd: float((np.linalg.norm(lab.mu[sd], axis=-1) ** 2).mean()
                                           / (lab.cal[sd].astype(np.float64) ** 2).sum(-1).mean()) for sd in ("K", "V")}
     res["predictor"] = job_predictor(res["candidates"], res["pairs"])
+    res["predictor_attn_kl"] = job_predictor(res["candidates"], res["pairs"], "attn_kl")
     log(f"predictor {res['predictor']}")
     res["best_pairs"] = job_best_pairs(lab, res["candidates"], res["predictor"], log)
     if "sens" not in skip:
