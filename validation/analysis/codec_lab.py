@@ -858,7 +858,7 @@ def job_tcq_gaussian(log) -> dict:
     return out
 
 
-def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0)) -> dict:
+def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0), select: dict | None = None) -> dict:
     """Per layer: the output error (c) when only that layer's K (or V) is quantized with each codec
     of the menus (from job_candidates); then the per-layer allocation that minimises
     Σ_layers (a·K error + b·V error) (a, b: the predictor's weights) at an average of 4.25 and 3.5
@@ -870,6 +870,9 @@ def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0)) -> dict:
     wt = {"K": weights[0], "V": weights[1]}
     err = {side: {nm: {int(l): e for l, e in cands[side][nm]["layers_out_rel"].items()} for nm in menus[side]}
            for side in ("K", "V")}  # (layer keys are strings after a JSON round trip)
+    held_out = err
+    if select is not None:  # choose on these per-layer errors (the calibration chunk), report held-out ones
+        err = select
     bpe = {side: {nm: cands[side][nm]["bpe"] for nm in menus[side]} for side in ("K", "V")}
     L = lab.L
     items = [(s, l) for s in ("K", "V") for l in range(L)]
@@ -896,9 +899,30 @@ def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0)) -> dict:
                     bestE = nxt[u2][0]
             best = keep
         u, (e, ch) = min(best.items(), key=lambda kv: kv[1][0])
-        alloc[str(budget)] = {"avg_bits": u / 32 / len(items), "weighted_err": e / L, "K": ch[:L], "V": ch[L:]}
+        e_held = sum(wt[sd] * held_out[sd][nm][l] for (sd, l), nm in zip(items, ch))
+        alloc[str(budget)] = {"avg_bits": u / 32 / len(items), "weighted_err_selection": e / L,
+                              "weighted_err": e_held / L, "K": ch[:L], "V": ch[L:]}
         log(f"allocation {budget}: avg {u / 32 / len(items):.4f} K {ch[:L]} V {ch[L:]}")
-    return {"menus": menus, "weights": weights, "bpe": bpe, "err": err, "alloc": alloc}
+    return {"menus": menus, "weights": weights, "bpe": bpe, "err": held_out, "alloc": alloc,
+            "selected_on": "held-out chunks (in-sample)" if select is None else "calibration chunk"}
+
+
+def job_select_on_calibration(lab: Lab, menus: dict, log) -> dict:
+    """Per-layer (c) errors of the allocation menus on the CALIBRATION chunk, so the allocation is
+    chosen on rows it is not scored on (μ and the empirical levels come from that chunk too)."""
+    sub = {k: np.concatenate([v[: lab.cal["K"].shape[0]]] * 2) for k, v in
+           {"K": lab.cal["K"], "V": lab.cal["V"], "Q": lab.cal["Q"]}.items()}
+    cl = Lab(sub, lab.cal["K"].shape[0])  # calibration rows as its "held-out" rows
+    cl.fitted = lab.fitted
+    out = {"K": {}, "V": {}}
+    for side in ("K", "V"):
+        for nm in menus[side]:
+            cd = codec_by_name(cl, side, nm)
+            xh = cl.quantize(cd, side)
+            per = cl.attention(cd, xh, None, per_layer=True) if side == "K" else cl.attention(None, None, xh, per_layer=True)
+            out[side][nm] = {l: v[0] for l, v in per.items()}
+        log(f"calibration-chunk sensitivity {side} done")
+    return out
 
 
 def job_eval_alloc(lab: Lab, sens: dict, fitted, log) -> dict:
@@ -1016,9 +1040,15 @@ def write_table(out: Path, model: str, res: dict):
                          + " | ".join(f"{se['err']['V'][m][l]:.5f}" for m in ("tbq3_0", "tbq4_0", "tbq5_0")) + " |")
         lines += ["", f"Allocations minimising Σ_layers ({se['weights'][0]:.3g}·K + {se['weights'][1]:.3g}·V output error); "
                   "K menu: " + ", ".join(se["menus"]["K"]) + "; V menu: " + ", ".join(se["menus"]["V"]) + ":", ""]
+        pdc = res.get("predictor", {})
+        lines += [f"Chosen on: {se.get('selected_on', 'held-out chunks (in-sample)')}; scored on the held-out chunks.", ""]
         for b, a in se["alloc"].items():
             ev = res.get("alloc_eval", {}).get(b, {})
-            lines.append(f"- budget {b}: average {a['avg_bits']:.4f} bits; (c) with both sides: out rel err "
+            ref = res.get("best_pairs", {}).get("reference_q4_0+rot")
+            sc = pdc.get("c", 0.0) + a["weighted_err"]
+            lines.append(f"- budget {b}: average {a['avg_bits']:.4f} bits; held-out score {sc:.5g}"
+                         + (f" ({sc / ref:.3f}× q4_0+rot's)" if ref else "")
+                         + f"; (c) with both sides quantized together: out rel err "
                          f"{ev.get('out_rel', float('nan')):.6f}, attn KL {ev.get('attn_kl', float('nan')):.6f}")
             lines.append(f"  - K: {' '.join(a['K'])}")
             lines.append(f"  - V: {' '.join(a['V'])}")
@@ -1080,6 +1110,8 @@ def main():
     ap.add_argument("--eval", type=int, default=0, help="held-out chunks used (0 = all the others)")
     ap.add_argument("--out", type=Path, default=Path("build/validation/codec-lab"))
     ap.add_argument("--skip", default="", help="comma list of sections to skip: sens,tcq")
+    ap.add_argument("--realloc", action="store_true", help="redo only the per-layer allocation (chosen on the "
+                    "calibration chunk) in the existing results.json of --out")
     ap.add_argument("--only", default="", help="regex: run only the candidates it matches, merged into the "
                     "existing results.json of --out (then the predictor and best pairs are redone)")
     args = ap.parse_args()
@@ -1124,6 +1156,18 @@ def main():
                     f"{lab.C} chunks × {lab.L} layers × {lab.hq} query heads × {lab.T - SCORED_FROM} scored "
                     f"queries (causal over the {lab.T}-token chunk) = {lab.C * lab.L * lab.hq * (lab.T - SCORED_FROM)} "
                     f"query rows; calibration: {args.calib} other chunk(s)")}
+    if args.realloc:
+        res = json.loads((args.out / "results.json").read_text())
+        lab.fitted = {sd: {int(b): mirror(h) for b, h in d.items()} for sd, d in res["fitted_levels"].items()}
+        menus = {sd: MENU + [m for m in ALLOC_EXTRA[sd] if m in res["candidates"][sd]] for sd in ("K", "V")}
+        sel = job_select_on_calibration(lab, menus, log)
+        res["sensitivity"] = job_sensitivity(lab, res["candidates"], log, weights=(res["predictor"]["a"], res["predictor"]["b"]), select=sel)
+        res["alloc_eval"] = job_eval_alloc(lab, res["sensitivity"], lab.fitted, log)
+        (args.out / "results.json").write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+        write_table(args.out, model, res)
+        plot(args.out, model, res)
+        log(f"allocation redone in {args.out}/results.json")
+        return
     if args.only:
         res = json.loads((args.out / "results.json").read_text())
         lab.fitted = {sd: {int(b): mirror(h) for b, h in d.items()} for sd, d in res["fitted_levels"].items()}
@@ -1132,7 +1176,9 @@ def main():
             res["candidates"][sd].update(new[sd])
         res["best_pairs"] = job_best_pairs(lab, res["candidates"], res["predictor"], log)
         if "sensitivity" in res:
-            res["sensitivity"] = job_sensitivity(lab, res["candidates"], log, weights=(res["predictor"]["a"], res["predictor"]["b"]))
+            menus = {sd: MENU + [m for m in ALLOC_EXTRA[sd] if m in res["candidates"][sd]] for sd in ("K", "V")}
+            sel = job_select_on_calibration(lab, menus, log)
+            res["sensitivity"] = job_sensitivity(lab, res["candidates"], log, weights=(res["predictor"]["a"], res["predictor"]["b"]), select=sel)
             res["alloc_eval"] = job_eval_alloc(lab, res["sensitivity"], lab.fitted, log)
         res["merged"] = res.get("merged", []) + [args.only]
         (args.out / "results.json").write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
@@ -1156,7 +1202,9 @@ def main():
     log(f"predictor {res['predictor']}")
     res["best_pairs"] = job_best_pairs(lab, res["candidates"], res["predictor"], log)
     if "sens" not in skip:
-        sens = job_sensitivity(lab, res["candidates"], log, weights=(res["predictor"]["a"], res["predictor"]["b"]))
+        menus = {sd: MENU + [m for m in ALLOC_EXTRA[sd] if m in res["candidates"][sd]] for sd in ("K", "V")}
+        sel = job_select_on_calibration(lab, menus, log)
+        sens = job_sensitivity(lab, res["candidates"], log, weights=(res["predictor"]["a"], res["predictor"]["b"]), select=sel)
         res["sensitivity"] = sens
         res["alloc_eval"] = job_eval_alloc(lab, sens, fitted, log)
     (args.out / "results.json").write_text(json.dumps(res, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
