@@ -436,19 +436,22 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
     L = mirror(NORMAL_HALF[4]) * TCQ_LEVEL_SCALE
     out.append(Codec("tcq3 8-state −μ", 3 + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tcq_rotated(u, L, 8, "mse")),
                      None, "offset", "8-state TCQ of x − μ", offset=True))
-    # the attention sink (token 0, BOS: most of the attention mass in many heads) kept in f16: one
-    # token of the context, (16 − bpe)/n_ctx bits per element, counted at n_ctx = 512
-    base = {cd.name: cd for cd in out}
-    for nm in (["tbq4_0", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_0 −μ", "tbq4_0 d8 −μ"] if side == "K"
-               else ["tbq3_0", "tbq3_1 d=mse", "tbq4_0", "tbq3_0 −μ", "tbq3_0 d8", "tbq4_0 d8"]):
-        cd = base[nm]
-        out.append(Codec(nm + " +sink", cd.bpe + (16 - cd.bpe) / 512, cd.fn, None, "sink f16",
-                         cd.note + "; token 0 in f16", offset=cd.offset, sink=True))
     for b in (2, 3):
         for st in (4, 8) if b == 3 else (8,):
             L = mirror(NORMAL_HALF[b + 1]) * TCQ_LEVEL_SCALE
             out.append(Codec(f"tcq{b} {st}-state", b + hdr0, in_rotation(hd, lambda u, L=L, st=st: tcq_rotated(u, L, st, "mse")),
                              None, "tcq", f"{st}-state TCQ, {2 ** (b + 1)} Gaussian Lloyd-Max levels ×{TCQ_LEVEL_SCALE} in 4 cosets, MSE d"))
+    # the attention sink (token 0, BOS: most of the attention mass in many heads) kept in f16: one
+    # token of the context, (16 − bpe)/n_ctx bits per element, counted at n_ctx = 512
+    base = {cd.name: cd for cd in out}
+    for nm in (["tbq4_0", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_0 −μ", "tbq4_0 d8 −μ",
+                "tbq3_1 d=mse d8 −μ", "tbq4_1 d=mse d8 −μ", "tbq5_1 d=mse d8 −μ", "tbq5_1 d=mse −μ", "tcq3 8-state −μ"]
+               if side == "K" else
+               ["tbq3_0", "tbq3_1 d=mse", "tbq4_0", "tbq3_0 −μ", "tbq3_0 d8", "tbq4_0 d8",
+                "tbq3_1 d=mse d8", "tbq4_1 d=mse d8", "tcq3 8-state", "tcq2 8-state", "tbq2_1 d=mse d8"]):
+        cd = base[nm]
+        out.append(Codec(nm + " +sink", cd.bpe + (16 - cd.bpe) / 512, cd.fn, None, "sink f16",
+                         cd.note + "; token 0 in f16", offset=cd.offset, sink=True))
     return out
 
 
@@ -708,10 +711,12 @@ def job_fit_levels(lab: Lab) -> dict:
 MENU = ["tbq3_0", "tbq3_1", "tbq4_0", "tbq4_1", "tbq5_0", "tbq5_1", "tbq6_0", "q8_0+rot"]
 # the new candidates the allocation may also use per layer
 ALLOC_EXTRA = {"K": ["tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_1 d=mse −μ", "tbq4_0 −μ", "tbq5_0 −μ",
-                     "tbq3_1 d=mse d8 −μ", "tbq4_1 d=mse d8 −μ", "tbq5_1 d=mse d8 −μ", "tbq4_0 d8 −μ", "tbq5_0 d8 −μ"],
+                     "tbq3_1 d=mse d8 −μ", "tbq4_1 d=mse d8 −μ", "tbq5_1 d=mse d8 −μ", "tbq4_0 d8 −μ", "tbq5_0 d8 −μ",
+                     "tbq3_1 d=mse d8 −μ +sink", "tbq4_1 d=mse d8 −μ +sink", "tbq5_1 d=mse d8 −μ +sink", "tbq4_0 d8 −μ +sink"],
                "V": ["tbq3_1 d=mse", "tbq4_1 d=mse", "tbq5_1 d=mse", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ",
                      "tbq3_0 d8", "tbq3_1 d=mse d8", "tbq4_0 d8", "tbq4_1 d=mse d8", "tbq5_0 d8",
-                     "tbq2_0 d8", "tbq2_1 d=mse", "tbq2_1 d=mse d8"]}
+                     "tbq2_0 d8", "tbq2_1 d=mse", "tbq2_1 d=mse d8",
+                     "tbq3_1 d=mse d8 +sink", "tbq4_1 d=mse d8 +sink", "tbq3_0 d8 +sink", "tbq2_1 d=mse d8 +sink"]}
 PAIR_CODECS = {"q4_0+rot", "q4_0", "tbq3_0", "tbq4_0", "tbq5_0", "tbq6_0", "tbq3_1", "tbq4_1", "tbq5_1", "q8_0+rot"}
 
 
@@ -876,8 +881,9 @@ def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0), select: dict
     bpe = {side: {nm: cands[side][nm]["bpe"] for nm in menus[side]} for side in ("K", "V")}
     L = lab.L
     items = [(s, l) for s in ("K", "V") for l in range(L)]
-    units = {side: {nm: int(round(bpe[side][nm] * 32)) for nm in menus[side]} for side in ("K", "V")}
-    assert all(abs(units[sd][nm] / 32 - bpe[sd][nm]) < 1e-9 for sd in units for nm in units[sd])
+    # costs in 1/32 bit, rounded UP (the sink variants' (16 − bpe)/512 is not a multiple): the budget
+    # holds for the true bits too, which are what the result reports
+    units = {side: {nm: math.ceil(bpe[side][nm] * 32 - 1e-9) for nm in menus[side]} for side in ("K", "V")}
     alloc = {}
     for budget in (4.25, 3.5):
         cap = int(math.floor(budget * 32 * len(items) + 1e-9))
@@ -900,9 +906,10 @@ def job_sensitivity(lab: Lab, cands: dict, log, weights=(1.0, 1.0), select: dict
             best = keep
         u, (e, ch) = min(best.items(), key=lambda kv: kv[1][0])
         e_held = sum(wt[sd] * held_out[sd][nm][l] for (sd, l), nm in zip(items, ch))
-        alloc[str(budget)] = {"avg_bits": u / 32 / len(items), "weighted_err_selection": e / L,
+        true_bits = sum(bpe[sd][nm] for (sd, _), nm in zip(items, ch)) / len(items)
+        alloc[str(budget)] = {"avg_bits": true_bits, "weighted_err_selection": e / L,
                               "weighted_err": e_held / L, "K": ch[:L], "V": ch[L:]}
-        log(f"allocation {budget}: avg {u / 32 / len(items):.4f} K {ch[:L]} V {ch[L:]}")
+        log(f"allocation {budget}: avg {true_bits:.4f} K {ch[:L]} V {ch[L:]}")
     return {"menus": menus, "weights": weights, "bpe": bpe, "err": held_out, "alloc": alloc,
             "selected_on": "held-out chunks (in-sample)" if select is None else "calibration chunk"}
 
