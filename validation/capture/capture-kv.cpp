@@ -10,6 +10,9 @@
 //   int32 layer, int32 chunk, int32 pad, int64 ne0, ne1, ne2, then ne0·ne1·ne2 float32 with ne0
 //   fastest. A name can occur more than once per layer (the projection, then views and the
 //   roped result); the last record of a (kind, layer, chunk) is the tensor the cache stores.
+// The chunks are llama-perplexity's: the text tokenized once, chunk k = tokens [k·n, (k+1)·n), its
+// first token replaced by BOS where the vocabulary adds one — so the rows are those the KLD runs
+// (validation/results/*/ppl, -c n_tokens) put into the cache, attention sink included.
 #include "ggml-backend.h"
 #include "ggml.h"
 #include "llama.h"
@@ -92,6 +95,12 @@ int main(int argc, char ** argv) {
 
     llama_backend_init();
     llama_model_params mp = llama_model_default_params();
+    // CAPTURE_REPACK=0: weights in a plain CPU buffer (no AMX/repacked matmul). The pinned tree's AMX
+    // mul_mat segfaults on this machine's Sapphire-Rapids-class CPU (Gemma 3 270M Q4_K_M); the rows
+    // differ from the repacked path only by float rounding of the projections.
+    if (const char * e = getenv("CAPTURE_REPACK")) {
+        mp.use_extra_bufts = atoi(e) != 0;
+    }
     llama_model * model = llama_model_load_from_file(argv[1], mp);
     if (!model) {
         fprintf(stderr, "capture-kv: cannot load %s\n", argv[1]);
@@ -121,7 +130,11 @@ int main(int argc, char ** argv) {
         cp.cb_eval_user_data = &c;
         llama_context * ctx = llama_init_from_model(model, cp);
         c.chunk = k;
-        if (llama_decode(ctx, llama_batch_get_one(toks.data() + (size_t) k * n_tokens, n_tokens)) != 0) {
+        llama_token * chunk = toks.data() + (size_t) k * n_tokens;
+        if (llama_vocab_get_add_bos(vocab)) {
+            chunk[0] = llama_vocab_bos(vocab); // as llama-perplexity does for every chunk
+        }
+        if (llama_decode(ctx, llama_batch_get_one(chunk, n_tokens)) != 0) {
             fprintf(stderr, "capture-kv: decode failed\n");
             return 1;
         }
