@@ -547,6 +547,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tensor_sizes_come_from_the_offsets_and_the_file_end() {
+        let mut buf = Vec::new();
+        metadata_only(
+            &mut buf,
+            &[("general.architecture", WValue::Str("llama".into()))],
+        )
+        .unwrap();
+        buf[8..16].copy_from_slice(&2u64.to_le_bytes());
+        let info = |buf: &mut Vec<u8>, name: &str, dims: &[u64], offset: u64| {
+            buf.extend((name.len() as u64).to_le_bytes());
+            buf.extend(name.as_bytes());
+            buf.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                buf.extend(d.to_le_bytes());
+            }
+            buf.extend(0u32.to_le_bytes());
+            buf.extend(offset.to_le_bytes());
+        };
+        // Listed out of offset order: sizes must not depend on the listing order.
+        info(&mut buf, "blk.0.b", &[4], 64);
+        info(&mut buf, "token_embd.weight", &[8, 2], 0);
+        let start = buf.len().div_ceil(32) * 32;
+        buf.resize(start + 64 + 16, 0);
+        let dir = std::env::temp_dir().join(format!("tbq-gguf-{}.gguf", std::process::id()));
+        std::fs::write(&dir, &buf).unwrap();
+        let (m, t) = Metadata::open_with_tensors(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(m.n_tensors, 2);
+        assert_eq!((t[0].name.as_str(), t[0].bytes), ("blk.0.b", 16));
+        assert_eq!(
+            (t[1].name.as_str(), t[1].bytes, t[1].dims.clone()),
+            ("token_embd.weight", 64, vec![8, 2])
+        );
+    }
+
+    #[test]
     fn round_trip_of_every_written_type() {
         let mut buf = Vec::new();
         metadata_only(
