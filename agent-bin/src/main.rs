@@ -178,7 +178,12 @@ A fallback endpoint answers only when opted in. Every answer names the model tha
 
 Settings: [chat], [chat.shell], [chat.web], [chat.fallback], [chat.http] in the config file \
 (`tbq-agent config --example`). Shell: deny patterns win over allow patterns; anything not allowed asks \
-y/N on the terminal (refused over HTTP); timeout kills the command's whole process group."
+y/N on the terminal (refused over HTTP); timeout kills the command's whole process group.
+
+HTTP (--http): any OpenAI client works (base URL http://ADDR/v1, the token as API key): GET /v1/models, \
+POST /v1/chat/completions (stream, stream_options.include_usage), GET /health without the token. \
+[chat.http] workers turns run at once (0: one per llama-server slot), queue more wait, the rest get 429 \
+with Retry-After. Errors are OpenAI's {\"error\": {message, type, param, code}}."
     )]
     Chat(ChatArgs),
     /// KV-cache size of a model for given cache types, the largest context that fits a budget, and (--fit) the best cache types for a budget
