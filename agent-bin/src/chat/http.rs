@@ -20,7 +20,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,8 +88,11 @@ struct Shared {
     queue: usize,
     /// Turns being answered now.
     busy: AtomicUsize,
-    /// Requests accepted and not yet taken by a worker.
-    waiting: AtomicUsize,
+    /// Requests accepted and not yet answered (being answered or waiting). Counted here rather
+    /// than by a bounded channel's fullness: a request handed to an idle worker would still
+    /// occupy the channel until that thread wakes, and the next one would get a 429 it should
+    /// not.
+    pending: AtomicUsize,
     /// Moving average of a turn's wall time, ms: what `Retry-After` is made of.
     turn_ms: AtomicU64,
 }
@@ -98,10 +101,27 @@ impl Shared {
     /// Seconds until a worker is likely free: the queue ahead drained by all workers.
     fn retry_after(&self) -> u64 {
         let turn = self.turn_ms.load(Ordering::Relaxed).max(1000);
-        let ahead = self.waiting.load(Ordering::Relaxed) as u64 + 1;
+        let ahead = self.waiting() as u64 + 1;
         (turn * ahead / self.workers.max(1) as u64)
             .div_ceil(1000)
             .max(1)
+    }
+
+    /// Requests accepted that no worker has taken yet.
+    fn waiting(&self) -> usize {
+        self.pending
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.busy.load(Ordering::Relaxed))
+    }
+
+    /// Takes a request if a worker or a queue place is free.
+    fn admit(&self) -> bool {
+        let limit = self.workers + self.queue;
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     fn record_turn(&self, ms: u64) {
@@ -339,11 +359,11 @@ pub fn serve(mut agent: Agent, addr: &str, o: &Options) -> Result<()> {
         workers,
         queue: o.cfg.http.queue,
         busy: AtomicUsize::new(0),
-        waiting: AtomicUsize::new(0),
+        pending: AtomicUsize::new(0),
         turn_ms: AtomicU64::new(0),
     });
-    // A rendezvous channel when queue = 0: a request is taken only by an idle worker.
-    let (jobs, rx) = sync_channel::<Request>(o.cfg.http.queue);
+    // Unbounded: `Shared::admit` is the bound.
+    let (jobs, rx) = channel::<Request>();
     let rx = Arc::new(Mutex::new(rx));
     let mut agents = vec![agent];
     for _ in 1..workers {
@@ -357,12 +377,12 @@ pub fn serve(mut agent: Agent, addr: &str, o: &Options) -> Result<()> {
                 Ok(Ok(r)) => r,
                 _ => return,
             };
-            shared.waiting.fetch_sub(1, Ordering::Relaxed);
             shared.busy.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = completions(&mut a, req, json, allow, &shared) {
                 tracing::warn!("answering a request: {e:#}");
             }
             shared.busy.fetch_sub(1, Ordering::Relaxed);
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
         });
     }
 
@@ -399,13 +419,13 @@ pub fn serve(mut agent: Agent, addr: &str, o: &Options) -> Result<()> {
 }
 
 /// Answers what needs no model at once; queues a completion for a worker, or answers 429.
-fn dispatch(req: Request, shared: &Shared, jobs: &SyncSender<Request>) -> Result<()> {
+fn dispatch(req: Request, shared: &Shared, jobs: &Sender<Request>) -> Result<()> {
     let path = req.url().split('?').next().unwrap_or("").to_string();
     let method = req.method().clone();
     if path == "/health" {
         // No token: supervisors and load balancers probe it; it says nothing private.
         let v = json!({"status": "ok", "model": shared.model, "workers": shared.workers,
-                       "busy": shared.busy.load(Ordering::Relaxed), "waiting": shared.waiting.load(Ordering::Relaxed),
+                       "busy": shared.busy.load(Ordering::Relaxed), "waiting": shared.waiting(),
                        "queue": shared.queue});
         return Ok(req.respond(json_response(200, &v))?);
     }
@@ -437,26 +457,25 @@ fn dispatch(req: Request, shared: &Shared, jobs: &SyncSender<Request>) -> Result
             &json!({"object": "list", "data": [{"id": shared.model, "object": "model", "created": 0, "owned_by": "tbq-agent"}]}),
         ))?),
         (Method::Post, "/v1/chat/completions") => {
-            shared.waiting.fetch_add(1, Ordering::Relaxed);
-            match jobs.try_send(req) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(req) | TrySendError::Disconnected(req)) => {
-                    shared.waiting.fetch_sub(1, Ordering::Relaxed);
-                    let wait = shared.retry_after();
-                    let e = ApiError::new(
-                        429,
-                        "rate_limit_error",
-                        "queue_full",
-                        format!(
-                            "{} turns are being answered and {} are waiting (the most [chat.http] allows): try again in {wait} s",
-                            shared.workers, shared.queue
-                        ),
-                    );
-                    Ok(req.respond(
-                        e.response()
-                            .with_header(header("Retry-After", &wait.to_string())),
-                    )?)
-                }
+            if shared.admit() {
+                // The workers live as long as the process: a send cannot fail.
+                let _ = jobs.send(req);
+                Ok(())
+            } else {
+                let wait = shared.retry_after();
+                let e = ApiError::new(
+                    429,
+                    "rate_limit_error",
+                    "queue_full",
+                    format!(
+                        "{} turns are being answered and {} are waiting (the most [chat.http] allows): try again in {wait} s",
+                        shared.workers, shared.queue
+                    ),
+                );
+                Ok(req.respond(
+                    e.response()
+                        .with_header(header("Retry-After", &wait.to_string())),
+                )?)
             }
         }
         (m, p) if known => Ok(req.respond(
@@ -683,14 +702,30 @@ mod tests {
             workers: 2,
             queue: 4,
             busy: AtomicUsize::new(2),
-            waiting: AtomicUsize::new(3),
+            pending: AtomicUsize::new(5),
             turn_ms: AtomicU64::new(0),
         };
         // No turn measured yet: one second a turn.
         assert_eq!(s.retry_after(), 2);
         s.record_turn(5000);
         assert_eq!(s.retry_after(), 10);
-        s.waiting.store(0, Ordering::Relaxed);
+        s.pending.store(2, Ordering::Relaxed);
         assert_eq!(s.retry_after(), 3);
+    }
+
+    #[test]
+    fn admits_workers_plus_queue_then_refuses() {
+        let s = Shared {
+            token: String::new(),
+            model: String::new(),
+            workers: 2,
+            queue: 1,
+            busy: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            turn_ms: AtomicU64::new(0),
+        };
+        assert!(s.admit() && s.admit() && s.admit());
+        assert!(!s.admit());
+        assert_eq!(s.pending.load(Ordering::Relaxed), 3);
     }
 }
