@@ -53,8 +53,8 @@ Examples:
     tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 -c 32768
     tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 --budget 8GiB --json
     tbq-agent plan --profile gemma --budget 24GiB
-    tbq-agent plan model.gguf --fit -c 32768 --budget 2GiB          # best K/V whose KV cache fits 2 GiB
-    tbq-agent plan model.gguf --fit -c 32768 --gpu-memory 24GiB     # weights + KV + compute on a 24 GiB GPU
+    tbq-agent plan model.gguf --fit -c 32768 --budget 2GiB       # KV cache within 2 GiB
+    tbq-agent plan model.gguf --fit -c 32768 --gpu-memory 24GiB  # a GPU with 24 GiB free
 
 Sizes follow llama.cpp's own rules (context padded to 256, unified or per-slot streams, a separate \
 sliding-window cache) and agree with llama-server's `llama_kv_cache: size = ...` log lines. The defaults \
@@ -70,7 +70,8 @@ same model and text (\"×q4_0\": 0.42 means 0.42 times q4_0's divergence; f16/f1
 was measured itself (same file name and size) is ranked by its own ratios. Any other model is ranked \
 by the worst ratio over all measured models (--worst-case forces that): measured models disagree on \
 whether keys or values carry the loss, and the worst case is safe for both. Pairs without a \
-measurement on every model in use are not offered. Ties go to the smaller cache.
+measurement on every model in use are not offered; --ctk/--ctv restrict the candidates. Ties go \
+to the smaller cache.
 
   --budget SIZE: the KV cache alone must fit SIZE. Choice: the best ×q4_0 that fits.
 
