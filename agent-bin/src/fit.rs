@@ -116,11 +116,13 @@ impl Weights {
 }
 
 /// Estimate of the compute buffer llama.cpp reserves on the device that runs the whole graph
-/// (`-fa on`): the largest of the live tensors at the output (`n_ubatch` rows of logits and
-/// hidden state, f32), in a feed-forward block (gate, up and their product) and in attention
-/// (Q, K, V and the output). ggml's allocator reuses memory between those, so the peak is
-/// about the largest of them, not their sum. Checked against the CPU build's own buffer in
-/// `tests/plan.rs`; the CUDA build adds scratch that this does not model (the margin covers it).
+/// (`-fa on`), for one ubatch of `n_tok` tokens: the largest of the live f32 tensors at the
+/// output (llama-server keeps one row of logits per slot: its `n_outputs_max` is `-np`), in a
+/// feed-forward block (gate, up, the activation and the product, with the residual stream) and
+/// in attention (Q, K, V, the output and the residual stream). ggml's allocator reuses memory
+/// between those, so the peak is about the largest, not their sum. Checked against the CPU
+/// build's own compute buffer in `tests/plan.rs` (about 0.8× of it on Gemma 3 270M); the CUDA
+/// build adds scratch this does not model (the `--fit-target` margin covers it).
 pub fn compute_estimate(w: &Weights, shape: &ModelShape, cfg: &CacheConfig) -> u64 {
     let requested = if cfg.n_ctx == 0 {
         shape.n_ctx_train
@@ -128,13 +130,15 @@ pub fn compute_estimate(w: &Weights, shape: &ModelShape, cfg: &CacheConfig) -> u
         cfg.n_ctx
     };
     let n_tok = cfg.n_ubatch.min(cfg.n_batch).min(requested).max(1) as u64;
+    let n_out = (cfg.n_seq_max.max(1) as u64).min(n_tok);
     let (head_k, kv_elems) = shape
         .layers
         .first()
         .map_or((0, 0), |l| (l.head_k as u64, l.k_elems() + l.v_elems()));
-    let out = n_tok * (w.n_vocab + 2 * w.n_embd) * 4;
-    let ffn = n_tok * (3 * w.n_ff + 2 * w.n_embd) * 4;
-    let attn = n_tok * (2 * w.n_head * head_k + kv_elems + 2 * w.n_embd) * 4;
+    let residual = 3 * w.n_embd;
+    let out = (n_out * w.n_vocab + n_tok * residual) * 4;
+    let ffn = n_tok * (4 * w.n_ff + residual) * 4;
+    let attn = n_tok * (2 * w.n_head * head_k + kv_elems + residual) * 4;
     out.max(ffn).max(attn)
 }
 
