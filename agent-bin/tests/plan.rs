@@ -244,9 +244,10 @@ fn buffer_mib(log: &str, what: &str) -> f64 {
 
 /// `--fit --gpu-memory` on this CPU-only machine: what can be checked without a GPU. The weights
 /// the planner places are the ones the CPU build maps (within 1%); the compute estimate is of
-/// the size of the CPU build's compute buffer; a GPU too small for the whole model gets the
-/// largest -ngl that fits (device memory within free − margin; the search is unit-tested); the
-/// printed arguments start llama-server.
+/// the size of the CPU build's compute buffer; weights + KV + compute agree with upstream
+/// `--fit`'s own dry-run projection (within 5%); a GPU too small for the whole model gets some
+/// layers, not all, within free − margin (the search itself is unit-tested); the printed
+/// arguments start llama-server.
 #[test]
 fn fit_for_a_gpu_places_layers_like_upstream_fit() {
     let Some((bin, model)) = setup() else { return };
@@ -274,6 +275,31 @@ fn fit_for_a_gpu_places_layers_like_upstream_fit() {
     assert!(
         compute > 0.5 * compute_cpu && compute < 2.0 * compute_cpu,
         "{compute} vs {compute_cpu}"
+    );
+
+    // Upstream --fit's own projection on this CPU build: with a margin no machine has, it logs
+    // what it measured by dry-run allocation ("projected to use N MiB of host memory"), keeps
+    // the context that -c set and goes on. On the host nothing is duplicated, so the plan's
+    // counterpart is the file's weights + KV + compute.
+    let mut probe: Vec<&str> = argv[..argv.len() - 4].to_vec();
+    probe.extend(["--fit", "on", "--fit-target", "1000000"]);
+    let log = server_log(&bin, &model, &probe);
+    let projected: f64 = log
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("projected to use").nth(1)?;
+            rest.split("MiB").next()?.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no projection in the log:\n{log}"));
+    assert!(
+        log.contains("context size set by user to 4096 -> no change"),
+        "{log}"
+    );
+    let planned = weights + mib(&c["kv_bytes"]) + compute;
+    eprintln!("host memory: upstream --fit projects {projected} MiB, plan {planned} MiB");
+    assert!(
+        (projected - planned).abs() <= 0.05 * projected,
+        "{projected} vs {planned}"
     );
 
     // A GPU with room beyond the margin for the output layer (first to go: Gemma's tied 262k
