@@ -34,7 +34,9 @@ def ensure_openai():
         pass
     venv = os.path.abspath(os.environ.get("TBQ_PY_VENV", ".py-openai"))
     py = os.path.join(venv, "bin", "python")
-    if os.path.realpath(sys.executable) == os.path.realpath(py):
+    # Running from the venv already (sys.prefix, not the interpreter's path: a venv's python is
+    # a symlink to the system one).
+    if os.path.realpath(sys.prefix) == os.path.realpath(venv):
         sys.exit(f"openai is still missing in {venv} after installing it")
     if not os.path.exists(py):
         print(f"installing openai into {venv}", flush=True)
