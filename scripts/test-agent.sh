@@ -6,7 +6,9 @@
 #   scripts/test-agent.sh            build and run them (~3 min of tests on 2 cores once built,
 #                                    2 min of it the chat tests; building adds a few minutes)
 #
-# Also runs the crate's planner and GGUF unit tests. Exits non-zero if anything failed.
+# Also runs the crate's planner and GGUF unit tests. Exits non-zero if anything failed. The HTTP
+# channel's openai-python test installs `openai` from PyPI into a venv under the target folder the
+# first time (agent-bin/tests/openai_client.py).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -229,6 +229,92 @@ impl Metadata {
     }
 }
 
+/// One tensor's description (the section after the key/value pairs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// `blk.3.attn_q.weight`, `token_embd.weight`, …
+    pub name: String,
+    /// Dimensions, innermost first.
+    pub dims: Vec<u64>,
+    /// The ggml type id.
+    pub ggml_type: u32,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+    /// Bytes of the data, up to the next tensor (so including the alignment padding: what a
+    /// loader that pads to the same alignment allocates).
+    pub bytes: u64,
+}
+
+/// A `Read` that counts the bytes it has read: where the data section starts.
+struct Counting<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+impl Metadata {
+    /// Reads the metadata and the tensor descriptions of the GGUF file at `path` (still no
+    /// tensor data). Each tensor's size is the distance to the next one's offset (the last one's
+    /// to the end of the file), so no table of ggml type sizes is needed and the sizes include
+    /// the file's alignment padding.
+    pub fn open_with_tensors(
+        path: impl AsRef<Path>,
+    ) -> Result<(Metadata, Vec<TensorInfo>), GgufError> {
+        let f = File::open(path.as_ref())?;
+        let file_len = f.metadata()?.len();
+        let mut r = Counting {
+            inner: BufReader::with_capacity(1 << 16, f),
+            n: 0,
+        };
+        let meta = Metadata::read(&mut r)?;
+        if meta.n_tensors > 1 << 24 {
+            return Err(GgufError::Corrupt(format!("{} tensors", meta.n_tensors)));
+        }
+        let mut tensors = Vec::with_capacity(meta.n_tensors as usize);
+        for _ in 0..meta.n_tensors {
+            let name = read_string(&mut r)?;
+            let n_dims = read_u32(&mut r)?;
+            if n_dims > 8 {
+                return Err(GgufError::Corrupt(format!(
+                    "tensor {name:?}: {n_dims} dimensions"
+                )));
+            }
+            let dims = (0..n_dims)
+                .map(|_| read_u64(&mut r))
+                .collect::<io::Result<Vec<_>>>()?;
+            let ggml_type = read_u32(&mut r)?;
+            let offset = read_u64(&mut r)?;
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+                bytes: 0,
+            });
+        }
+        let align = meta.get_u64("general.alignment").unwrap_or(32).max(1);
+        let data_start = r.n.div_ceil(align) * align;
+        let data_len = file_len.saturating_sub(data_start);
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        order.sort_by_key(|&i| tensors[i].offset);
+        for w in 0..order.len() {
+            let end = order.get(w + 1).map_or(data_len, |&j| tensors[j].offset);
+            let t = &mut tensors[order[w]];
+            t.bytes = end.checked_sub(t.offset).ok_or_else(|| {
+                GgufError::Corrupt(format!("tensor {:?} lies past the end of the file", t.name))
+            })?;
+        }
+        Ok((meta, tensors))
+    }
+}
+
 fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
     r.read_exact(&mut b)?;
@@ -459,6 +545,42 @@ pub mod write {
 mod tests {
     use super::write::{metadata_only, WValue};
     use super::*;
+
+    #[test]
+    fn tensor_sizes_come_from_the_offsets_and_the_file_end() {
+        let mut buf = Vec::new();
+        metadata_only(
+            &mut buf,
+            &[("general.architecture", WValue::Str("llama".into()))],
+        )
+        .unwrap();
+        buf[8..16].copy_from_slice(&2u64.to_le_bytes());
+        let info = |buf: &mut Vec<u8>, name: &str, dims: &[u64], offset: u64| {
+            buf.extend((name.len() as u64).to_le_bytes());
+            buf.extend(name.as_bytes());
+            buf.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                buf.extend(d.to_le_bytes());
+            }
+            buf.extend(0u32.to_le_bytes());
+            buf.extend(offset.to_le_bytes());
+        };
+        // Listed out of offset order: sizes must not depend on the listing order.
+        info(&mut buf, "blk.0.b", &[4], 64);
+        info(&mut buf, "token_embd.weight", &[8, 2], 0);
+        let start = buf.len().div_ceil(32) * 32;
+        buf.resize(start + 64 + 16, 0);
+        let dir = std::env::temp_dir().join(format!("tbq-gguf-{}.gguf", std::process::id()));
+        std::fs::write(&dir, &buf).unwrap();
+        let (m, t) = Metadata::open_with_tensors(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(m.n_tensors, 2);
+        assert_eq!((t[0].name.as_str(), t[0].bytes), ("blk.0.b", 16));
+        assert_eq!(
+            (t[1].name.as_str(), t[1].bytes, t[1].dims.clone()),
+            ("token_embd.weight", 64, vec![8, 2])
+        );
+    }
 
     #[test]
     fn round_trip_of_every_written_type() {

@@ -10,7 +10,9 @@ mod compare;
 mod config;
 mod doctor;
 mod error;
+mod fit;
 mod measure;
+mod quality;
 mod report;
 mod research;
 mod serve;
@@ -44,6 +46,50 @@ profiles of llama-server settings; `tbq-agent config --example` prints one. llam
 through --llama-server, the config's llama_server, TBQ_LLAMA_SERVER, TBQ_BUILD_DIR/bin, PATH, then
 ./build/bin.
 ";
+
+const PLAN_HELP: &str = "\
+Examples:
+    tbq-agent plan model.gguf                    # all cache types, training context
+    tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 -c 32768
+    tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 --budget 8GiB --json
+    tbq-agent plan --profile gemma --budget 24GiB
+    tbq-agent plan model.gguf --fit -c 32768 --budget 2GiB       # KV cache within 2 GiB
+    tbq-agent plan model.gguf --fit -c 32768 --gpu-memory 24GiB  # a GPU with 24 GiB free
+
+Sizes follow llama.cpp's own rules (context padded to 256, unified or per-slot streams, a separate \
+sliding-window cache) and agree with llama-server's `llama_kv_cache: size = ...` log lines. The defaults \
+are llama-server's: 4 slots sharing a unified cache unless --parallel is given.
+
+--fit: which K/V cache types to run, given a budget and the context you want (-c; default the \
+model's training context). The answer is llama-server's arguments (-ctk K -ctv V -c N -fa on, and \
+-ngl N with --gpu-memory).
+
+  Quality is measured, not guessed: the mean KL divergence against f16/f16 from `tbq-validate ppl` \
+(validation/results/<model>/ppl/results.json; --results DIR for others), divided by q4_0/q4_0's on the \
+same model and text (\"×q4_0\": 0.42 means 0.42 times q4_0's divergence; f16/f16 is 0). A model that \
+was measured itself (same file name and size) is ranked by its own ratios. Any other model is ranked \
+by the worst ratio over all measured models (--worst-case forces that): measured models disagree on \
+whether keys or values carry the loss, and the worst case is safe for both. Pairs without a \
+measurement on every model in use are not offered; --ctk/--ctv restrict the candidates. Ties go \
+to the smaller cache.
+
+  --budget SIZE: the KV cache alone must fit SIZE. Choice: the best ×q4_0 that fits.
+
+  --gpu-memory SIZE: a GPU with SIZE free holds weights (the GGUF's tensor sizes), the KV cache of \
+its layers and the compute buffer (estimated), leaving --fit-target MiB free (upstream's default \
+1024). The layers are chosen as upstream llama-server --fit chooses them when -c is given: the \
+largest -ngl whose device memory fits (output layer first, then layers from the last one back; \
+token_embd stays on the CPU). Choice: the best ×q4_0 among pairs that put every layer on the GPU; \
+if none does, the pair that puts the most layers there. Dense models; MoE expert placement \
+(upstream moves experts to the CPU first) is not mirrored.
+
+  On a CPU-only build upstream --fit has no layers to place: it compares the host's total memory \
+with weights + KV + compute and, only when -c was not given, lowers the context toward --fit-ctx \
+(4096); with -c given it warns and goes on. So on a CPU, --budget (the KV cache) is the budget \
+that decides.
+
+  One K/V pair serves every layer: the patched llama.cpp has no per-layer cache types yet (the \
+sliding-window layers of Gemma could take a cheaper type once it has).";
 
 /// Supervise, tune and size llama-server with TurboQuant-style KV caches (tbq4_0 / tbq3_0).
 #[derive(Parser)]
@@ -133,18 +179,16 @@ A fallback endpoint answers only when opted in. Every answer names the model tha
 
 Settings: [chat], [chat.shell], [chat.web], [chat.fallback], [chat.http] in the config file \
 (`tbq-agent config --example`). Shell: deny patterns win over allow patterns; anything not allowed asks \
-y/N on the terminal (refused over HTTP); timeout kills the command's whole process group."
+y/N on the terminal (refused over HTTP); timeout kills the command's whole process group.
+
+HTTP (--http): any OpenAI client works (base URL http://ADDR/v1, the token as API key): GET /v1/models, \
+POST /v1/chat/completions (stream, stream_options.include_usage), GET /health without the token. \
+[chat.http] workers turns run at once (0: one per llama-server slot), queue more wait, the rest get 429 \
+with Retry-After. Errors are OpenAI's {\"error\": {message, type, param, code}}."
     )]
     Chat(ChatArgs),
-    /// KV-cache size of a model for given cache types, and the largest context that fits a budget
-    #[command(after_long_help = "Examples:
-    tbq-agent plan model.gguf                    # all cache types, training context
-    tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 -c 32768
-    tbq-agent plan model.gguf --ctk tbq4_0 --ctv tbq3_0 --budget 8GiB --json
-    tbq-agent plan --profile gemma --budget 24GiB
-Sizes follow llama.cpp's own rules (context padded to 256, unified or per-slot streams, a separate \
-sliding-window cache) and agree with llama-server's `llama_kv_cache: size = ...` log lines. The defaults \
-are llama-server's: 4 slots sharing a unified cache unless --parallel is given.")]
+    /// KV-cache size of a model for given cache types, the largest context that fits a budget, and (--fit) the best cache types for a budget
+    #[command(after_long_help = PLAN_HELP)]
     Plan(PlanArgs),
     /// Check llama-server, GPU and driver, model, memory and disk; say what to fix
     Doctor(DoctorArgs),
@@ -377,6 +421,21 @@ struct PlanArgs {
     /// Full-size sliding-window cache
     #[arg(long)]
     swa_full: bool,
+    /// Choose the K/V pair with the best measured quality that fits --budget or --gpu-memory (see below)
+    #[arg(long)]
+    fit: bool,
+    /// With --fit: free GPU memory for weights + KV cache + compute; the layers are chosen as llama-server --fit would
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    gpu_memory: Option<u64>,
+    /// With --gpu-memory: MiB to leave free on the GPU (upstream --fit-target)
+    #[arg(long, default_value_t = 1024, value_name = "MiB")]
+    fit_target: u64,
+    /// With --fit: folder of tbq-validate results (<model>/ppl/results.json) [default: validation/results of the source tree]
+    #[arg(long, value_name = "DIR", env = "TBQ_RESULTS")]
+    results: Option<PathBuf>,
+    /// With --fit: rank by the worst case over every measured model, even for a model that was measured
+    #[arg(long)]
+    worst_case: bool,
 }
 
 #[derive(Args)]
@@ -779,6 +838,9 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
     if a.swa_full {
         cfg.swa_full = true;
     }
+    if a.fit {
+        return cmd_fit(cli, a, &model, &shape, &cfg, &profile);
+    }
     let pairs: Vec<(CacheType, CacheType)> = match (&profile.cache_type_k, &profile.cache_type_v) {
         (None, None) => [
             "f16/f16",
@@ -902,4 +964,237 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
         println!("note: {n}");
     }
     Ok(())
+}
+
+/// `plan --fit`: sizes every measured pair, picks one by `fit::choose`, prints llama-server's
+/// arguments (the rule is in PLAN_HELP and fit.rs).
+fn cmd_fit(
+    cli: &Cli,
+    a: &PlanArgs,
+    model: &Path,
+    shape: &ModelShape,
+    cfg: &CacheConfig,
+    profile: &Profile,
+) -> Result<()> {
+    if a.budget.is_none() && a.gpu_memory.is_none() {
+        return Err(fail(Exit::Usage, "--fit needs a budget")
+            .fix("--budget SIZE (the KV cache alone) or --gpu-memory SIZE (a GPU's free memory), e.g. --fit -c 32768 --budget 2GiB")
+            .into());
+    }
+    let dir = a
+        .results
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(quality::DEFAULT_RESULTS));
+    let results = quality::load(&dir).map_err(|e| {
+        fail(Exit::Input, format!("{e:#}"))
+            .fix("point --results (or TBQ_RESULTS) at a folder of tbq-validate ppl results: DIR/<model>/ppl/results.json")
+    })?;
+    if results.is_empty() {
+        return Err(fail(
+            Exit::Input,
+            format!("no <model>/ppl/results.json with a q4_0/q4_0 row under {}", dir.display()),
+        )
+        .fix("run tbq-validate ppl -o DIR/<model>/ppl (with q4_0/q4_0 among the pairs), then --results DIR")
+        .into());
+    }
+    let ranking = quality::rank(&results, model, a.worst_case);
+    let parse = |t: &Option<String>| {
+        t.as_deref()
+            .map(|s| CacheType::parse(s).map_err(|e| fail(Exit::Input, e.to_string())))
+            .transpose()
+    };
+    let (only_k, only_v) = (parse(&profile.cache_type_k)?, parse(&profile.cache_type_v)?);
+    let n_ctx = if cfg.n_ctx == 0 {
+        shape.n_ctx_train
+    } else {
+        cfg.n_ctx
+    };
+    let weights = match a.gpu_memory {
+        Some(_) => Some(
+            fit::Weights::open(model, shape)
+                .map_err(|e| fail(Exit::Input, format!("{}: {e:#}", model.display())))?,
+        ),
+        None => None,
+    };
+    let compute = weights
+        .as_ref()
+        .map(|w| fit::compute_estimate(w, shape, cfg));
+    let device = a.gpu_memory.map(|free| fit::Device {
+        free,
+        margin: a.fit_target << 20,
+    });
+    let n_layer = shape.layers.len() as u32;
+    let mut cands = Vec::new();
+    for &(k, v, score) in &ranking.scores {
+        if only_k.is_some_and(|t| t != k) || only_v.is_some_and(|t| t != v) {
+            continue;
+        }
+        let mut c = fit::Candidate {
+            k: k.name().into(),
+            v: v.name().into(),
+            score,
+            kv_bytes: 0,
+            bits: (k.bits_per_element(), v.bits_per_element()),
+            kv_fits: false,
+            ngl: None,
+            device_bytes: None,
+            full_offload: None,
+            refused: None,
+        };
+        match tbq::plan::kv_bytes(shape, k, v, cfg) {
+            Err(e) => c.refused = Some(e.to_string()),
+            Ok(kv) => {
+                c.kv_bytes = kv.total();
+                c.kv_fits = a.budget.map_or(true, |b| kv.total() <= b);
+                if let (Some(w), Some(d), Some(comp)) = (&weights, device, compute) {
+                    let per = fit::kv_per_layer(shape, k, v, &kv);
+                    let (n, b) =
+                        fit::layers_that_fit(w, &per, comp, d.free.saturating_sub(d.margin));
+                    c.ngl = Some(n);
+                    c.device_bytes = Some(b);
+                    c.full_offload = Some(n == n_layer + 1);
+                }
+            }
+        }
+        cands.push(c);
+    }
+    let (cands, pick) = fit::choose(cands, device.is_some());
+    let chosen = pick.map(|i| &cands[i]);
+    let args = chosen.map(|c| fit::server_args(c, cfg, n_ctx, profile.parallel));
+    let command = args.as_ref().map(|a| {
+        format!(
+            "llama-server -m {} {}",
+            shell_quote(&model.display().to_string()),
+            a.join(" ")
+        )
+    });
+    const PER_LAYER: &str =
+        "one K/V pair for every layer: the patched llama.cpp has no per-layer cache types yet";
+    let mib = |b: u64| b as f64 / 1048576.0;
+    if cli.json {
+        print_json(&json!({
+            "model": model, "arch": shape.arch, "n_layer": n_layer, "n_ctx": n_ctx,
+            "config": { "n_seq_max": cfg.n_seq_max, "kv_unified": cfg.kv_unified, "n_batch": cfg.n_batch, "n_ubatch": cfg.n_ubatch, "swa_full": cfg.swa_full },
+            "budget": a.budget, "gpu_memory": a.gpu_memory, "fit_target_mib": device.map(|_| a.fit_target),
+            "quality": { "score": "mean KLD vs f16/f16 divided by q4_0/q4_0's on the same model", "source": ranking.basis, "results": dir },
+            "weights": weights.as_ref().map(fit::weights_json), "compute_estimate": compute,
+            "candidates": cands, "choice": chosen, "args": args, "command": command,
+            "per_layer_types": serde_json::Value::Null, "notes": [PER_LAYER],
+        }))?;
+    } else {
+        println!(
+            "{} ({}, {n_layer} layers): context {n_ctx}, {} slot(s){}",
+            model.display(),
+            shape.arch,
+            cfg.n_seq_max,
+            if cfg.kv_unified {
+                ", unified"
+            } else {
+                ", per-slot streams"
+            }
+        );
+        println!(
+            "quality: mean KLD vs f16/f16 ÷ q4_0/q4_0's, {}",
+            ranking.basis.describe()
+        );
+        if let Some(b) = a.budget {
+            println!("budget: KV cache ≤ {:.2} MiB", mib(b));
+        }
+        if let (Some(d), Some(w), Some(c)) = (device, &weights, compute) {
+            println!(
+                "GPU: {:.0} MiB free, {} MiB left free (--fit-target); weights {:.1} MiB (output layer {:.1}, on the CPU {:.1}), compute ≈ {:.1} MiB",
+                mib(d.free), a.fit_target, mib(w.file_total), mib(w.output), mib(w.input), mib(c)
+            );
+            if w.n_expert > 0 {
+                println!("note: a MoE model ({} experts): upstream --fit first moves the experts to the CPU; this plan places whole layers", w.n_expert);
+            }
+        }
+        println!();
+        print!(
+            "{:<16} {:>9} {:>10} {:>11}",
+            "K/V", "×q4_0", "bits", "KV MiB"
+        );
+        if device.is_some() {
+            print!(" {:>6} {:>9}", "-ngl", "GPU MiB");
+        }
+        println!();
+        for (i, c) in cands.iter().enumerate() {
+            let pair = format!("{}/{}", c.k, c.v);
+            if let Some(r) = &c.refused {
+                println!("{pair:<16} refused: {r}");
+                continue;
+            }
+            print!(
+                "{pair:<16} {:>9.3} {:>13} {:>11.2}",
+                c.score,
+                format!("{}/{}", c.bits.0, c.bits.1),
+                mib(c.kv_bytes)
+            );
+            if let (Some(n), Some(b)) = (c.ngl, c.device_bytes) {
+                print!(" {:>6} {:>9.1}", format!("{n}/{}", n_layer + 1), mib(b));
+            }
+            let mark = if Some(i) == pick {
+                "  <- choice"
+            } else if !c.kv_fits {
+                "  over --budget"
+            } else {
+                ""
+            };
+            println!("{mark}");
+        }
+        println!();
+        match (chosen, &command) {
+            (Some(c), Some(cmd)) => {
+                println!(
+                    "choice: {}/{} ({:.3}× q4_0's mean KLD; KV cache {:.2} MiB{})",
+                    c.k,
+                    c.v,
+                    c.score,
+                    mib(c.kv_bytes),
+                    match c.ngl {
+                        Some(n) if n == n_layer + 1 => " ; every layer on the GPU".to_string(),
+                        Some(n) => format!("; {n} of {} layers on the GPU", n_layer + 1),
+                        None => String::new(),
+                    }
+                );
+                println!("  {cmd}");
+            }
+            _ => println!("choice: none fits"),
+        }
+        println!("note: {PER_LAYER}");
+        for n in &shape.notes {
+            println!("note: {n}");
+        }
+    }
+    if chosen.is_none() {
+        let smallest = cands
+            .iter()
+            .filter(|c| c.refused.is_none())
+            .min_by_key(|c| c.kv_bytes);
+        let fix = match smallest {
+            Some(s) => format!(
+                "the smallest measured pair, {}/{}, needs {:.2} MiB of KV cache at -c {n_ctx}: lower -c, or raise the budget (tbq-agent plan --ctk {} --ctv {} --budget SIZE shows the largest context that fits)",
+                s.k, s.v, mib(s.kv_bytes), s.k, s.v
+            ),
+            None => "no measured pair can hold this model's heads".to_string(),
+        };
+        return Err(fail(
+            Exit::Input,
+            "no measured K/V pair fits the budget at this context",
+        )
+        .fix(fix)
+        .into());
+    }
+    Ok(())
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }

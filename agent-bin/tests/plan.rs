@@ -17,6 +17,11 @@ fn server_kv(
     model: &std::path::Path,
     args: &[&str],
 ) -> Vec<(u64, u64, f64)> {
+    kv_lines(&server_log(bin, model, args))
+}
+
+/// Starts llama-server with `args`, waits for /health, stops it, returns its log.
+fn server_log(bin: &std::path::Path, model: &std::path::Path, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
     let port = free_port();
@@ -56,7 +61,11 @@ fn server_kv(
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(g);
-    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// The `llama_kv_cache: size = ...` lines of a log: (cells, layers, MiB) per cache.
+fn kv_lines(text: &str) -> Vec<(u64, u64, f64)> {
     let lines: Vec<(u64, u64, f64)> = text
         .lines()
         .filter_map(|l| {
@@ -139,4 +148,197 @@ fn planner_agrees_with_the_server_within_one_percent() {
         }
     }
     eprintln!("{}", rows.join("\n"));
+}
+
+fn mib(v: &Value) -> f64 {
+    v.as_u64().unwrap() as f64 / 1048576.0
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `--fit --budget`: the choice is the best measured pair whose KV cache fits, its arguments
+/// start llama-server, and the server allocates what the plan said (within 1%).
+#[test]
+fn fit_picks_the_best_measured_pair_in_the_budget_and_the_server_agrees() {
+    let Some((bin, model)) = setup() else { return };
+    // With room for everything, f16/f16 (the reference, score 0) is the choice.
+    let all = plan(&model, &["--fit", "-c", "8192", "--budget", "1TiB"]);
+    assert_eq!(all["quality"]["source"]["basis"], "this_model", "{all}");
+    assert_eq!(all["choice"]["k"], "f16");
+    let cands = all["candidates"].as_array().unwrap().clone();
+    // Make the two best pairs not fit: one byte less than the second's cache.
+    let second = &cands[1];
+    let budget = second["kv_bytes"].as_u64().unwrap() - 1;
+    let p = plan(
+        &model,
+        &["--fit", "-c", "8192", "--budget", &budget.to_string()],
+    );
+    let choice = &p["choice"];
+    eprintln!("budget {budget} B: choice {choice}");
+    let fitting: Vec<&Value> = cands
+        .iter()
+        .filter(|c| c["refused"].is_null() && c["kv_bytes"].as_u64().unwrap() <= budget)
+        .collect();
+    let best = fitting
+        .iter()
+        .min_by(|a, b| {
+            let s = |c: &Value| c["score"].as_f64().unwrap();
+            s(a).total_cmp(&s(b))
+        })
+        .unwrap();
+    assert_eq!((&choice["k"], &choice["v"]), (&best["k"], &best["v"]));
+    assert!(choice["kv_bytes"].as_u64().unwrap() <= budget);
+    // Gemma loses in the keys: the measured best under this budget keeps wide keys.
+    assert_ne!(choice["k"], "tbq3_0");
+
+    let args = strings(&p["args"]);
+    assert_eq!(
+        args,
+        [
+            "-ctk",
+            choice["k"].as_str().unwrap(),
+            "-ctv",
+            choice["v"].as_str().unwrap(),
+            "-c",
+            "8192",
+            "-fa",
+            "on"
+        ]
+    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = server_log(&bin, &model, &argv);
+    let server: f64 = kv_lines(&log).iter().map(|l| l.2).sum();
+    let planned = mib(&choice["kv_bytes"]);
+    eprintln!("server {server} MiB, plan {planned} MiB");
+    assert!(
+        (server - planned).abs() <= 0.01 * server,
+        "server {server} MiB vs plan {planned} MiB"
+    );
+
+    // A budget below every pair: refused with the smallest pair's size in the fix.
+    let o = agent()
+        .args(["plan", "--fit", "-c", "8192", "--budget", "1MiB"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("smallest measured pair"));
+}
+
+/// The largest `WHAT buffer size = X MiB` of a llama-server log (the compute buffer is reserved
+/// more than once).
+fn buffer_mib(log: &str, what: &str) -> f64 {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split(&format!("{what} buffer size =")).nth(1)?;
+            rest.split("MiB").next()?.trim().parse::<f64>().ok()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// `--fit --gpu-memory` on this CPU-only machine: what can be checked without a GPU. The weights
+/// the planner places are the ones the CPU build maps (within 1%); the compute estimate is of
+/// the size of the CPU build's compute buffer; weights + KV + compute agree with upstream
+/// `--fit`'s own dry-run projection (within 5%); a GPU too small for the whole model gets some
+/// layers, not all, within free − margin (the search itself is unit-tested); the printed
+/// arguments start llama-server.
+#[test]
+fn fit_for_a_gpu_places_layers_like_upstream_fit() {
+    let Some((bin, model)) = setup() else { return };
+    let whole = plan(&model, &["--fit", "-c", "4096", "--gpu-memory", "64GiB"]);
+    let c = &whole["choice"];
+    assert_eq!(c["k"], "f16", "{whole}");
+    let n_layer = whole["n_layer"].as_u64().unwrap();
+    assert_eq!(c["ngl"].as_u64().unwrap(), n_layer + 1);
+    assert_eq!(c["full_offload"], true);
+    let args = strings(&whole["args"]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = server_log(&bin, &model, &argv);
+    // The CPU build maps the whole file (CPU_Mapped); a repacking CPU adds copies of some
+    // weights in other buffers (AMX, CPU_REPACK), which a GPU build would not make.
+    let mapped = buffer_mib(&log, "CPU_Mapped model");
+    let weights = mib(&whole["weights"]["file_total"]);
+    eprintln!("weights: server maps {mapped} MiB, plan {weights} MiB");
+    assert!(
+        (mapped - weights).abs() <= 0.01 * mapped,
+        "{mapped} vs {weights}"
+    );
+    let compute_cpu = buffer_mib(&log, "compute");
+    let compute = mib(&whole["compute_estimate"]);
+    eprintln!("compute: CPU build {compute_cpu} MiB, estimate {compute} MiB");
+    assert!(
+        compute > 0.5 * compute_cpu && compute < 2.0 * compute_cpu,
+        "{compute} vs {compute_cpu}"
+    );
+
+    // Upstream --fit's own projection on this CPU build: with a margin no machine has, it logs
+    // what it measured by dry-run allocation ("projected to use N MiB of host memory"), keeps
+    // the context that -c set and goes on. On the host nothing is duplicated, so the plan's
+    // counterpart is the file's weights + KV + compute.
+    let mut probe: Vec<&str> = argv[..argv.len() - 4].to_vec();
+    probe.extend(["--fit", "on", "--fit-target", "1000000"]);
+    let log = server_log(&bin, &model, &probe);
+    let projected: f64 = log
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("projected to use").nth(1)?;
+            rest.split("MiB").next()?.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no projection in the log:\n{log}"));
+    assert!(
+        log.contains("context size set by user to 4096 -> no change"),
+        "{log}"
+    );
+    let planned = weights + mib(&c["kv_bytes"]) + compute;
+    eprintln!("host memory: upstream --fit projects {projected} MiB, plan {planned} MiB");
+    assert!(
+        (projected - planned).abs() <= 0.05 * projected,
+        "{projected} vs {planned}"
+    );
+
+    // A GPU with room beyond the margin for the output layer (first to go: Gemma's tied 262k
+    // vocabulary, 170 MiB), the compute buffer and half the repeating layers: some, not all.
+    let dev_all = whole["choice"]["device_bytes"].as_u64().unwrap();
+    let fixed =
+        whole["weights"]["output"].as_u64().unwrap() + whole["compute_estimate"].as_u64().unwrap();
+    let free = (1u64 << 30) + fixed + (dev_all - fixed) / 2;
+    let half = plan(
+        &model,
+        &[
+            "--fit",
+            "-c",
+            "4096",
+            "--gpu-memory",
+            &free.to_string(),
+            "--ctk",
+            "f16",
+            "--ctv",
+            "f16",
+        ],
+    );
+    let h = &half["choice"];
+    eprintln!("{free} B free: {h}");
+    let ngl = h["ngl"].as_u64().unwrap();
+    assert!(ngl > 0 && ngl < n_layer + 1, "{h}");
+    assert!(h["device_bytes"].as_u64().unwrap() <= free - (1 << 30));
+    let args = strings(&half["args"]);
+    assert!(
+        args.ends_with(&[
+            "-ngl".to_string(),
+            ngl.to_string(),
+            "--fit".into(),
+            "off".into()
+        ]),
+        "{args:?}"
+    );
+    // The CPU build takes the arguments (it has no GPU to put the layers on).
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = server_log(&bin, &model, &argv);
+    assert!(!kv_lines(&log).is_empty());
 }

@@ -148,6 +148,8 @@ pub struct Answer {
     pub steps: u32,
     /// Tokens generated over all steps.
     pub tokens: u64,
+    /// Prompt tokens over all steps (each step sends the whole prompt again).
+    pub prompt_tokens: u64,
     /// Wall time of the turn, ms.
     pub ms: u64,
 }
@@ -464,6 +466,7 @@ impl Agent {
 
         let max_steps = self.cfg.max_steps.max(1);
         let mut tokens = 0;
+        let mut prompt_tokens = 0;
         let mut last_call: Option<(String, Value, String)> = None;
         let mut answer_only = false;
         for step in 0..max_steps {
@@ -506,6 +509,7 @@ impl Agent {
                 }
             };
             tokens += reply.tokens.unwrap_or(0);
+            prompt_tokens += reply.prompt_tokens.unwrap_or(0);
             let action = match protocol::parse(&reply.text, &known_tools(&self.mcp)) {
                 Ok(a) => a,
                 Err(e)
@@ -558,6 +562,7 @@ impl Agent {
                         endpoint: reply.endpoint,
                         steps: step + 1,
                         tokens,
+                        prompt_tokens,
                         ms: t0.elapsed().as_millis() as u64,
                     };
                     io.event(Event::Answer(&a));

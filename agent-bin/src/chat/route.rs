@@ -44,6 +44,8 @@ pub struct Reply {
     pub finish_reason: Option<String>,
     /// Generated tokens, if reported.
     pub tokens: Option<u64>,
+    /// Prompt tokens, if reported (for the HTTP channel's `usage`).
+    pub prompt_tokens: Option<u64>,
 }
 
 /// Things the router wants the user to know while it works.
@@ -193,6 +195,7 @@ impl Endpoint {
             endpoint: self.role,
             finish_reason: None,
             tokens: None,
+            prompt_tokens: None,
         };
         let mut done = false;
         for line in BufReader::new(resp.into_reader()).lines() {
@@ -246,6 +249,9 @@ impl Endpoint {
             }
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                 reply.tokens = Some(n);
+            }
+            if let Some(n) = v["usage"]["prompt_tokens"].as_u64() {
+                reply.prompt_tokens = Some(n);
             }
         }
         if !done && reply.finish_reason.is_none() {

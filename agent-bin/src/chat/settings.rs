@@ -227,6 +227,12 @@ pub struct HttpConfig {
     /// Whether shell commands that would need a confirmation run anyway over HTTP (there is
     /// nobody to ask). Off: they are refused.
     pub allow_unconfirmed_shell: bool,
+    /// Requests answered at the same time. 0: one per slot of the llama-server (its `/props`
+    /// `total_slots`), so every slot has a turn to work on and none waits behind another.
+    pub workers: usize,
+    /// Requests that may wait for a worker; beyond that the endpoint answers 429 with a
+    /// `Retry-After`, so a client backs off instead of piling up timeouts.
+    pub queue: usize,
 }
 
 impl Default for HttpConfig {
@@ -235,6 +241,8 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8765".into(),
             token_env: "TBQ_CHAT_TOKEN".into(),
             allow_unconfirmed_shell: false,
+            workers: 0,
+            queue: 8,
         }
     }
 }
@@ -348,6 +356,8 @@ enabled = false                         # web_fetch; private and loopback addres
 [chat.http]
 listen = "127.0.0.1:8765"               # loopback only
 token_env = "TBQ_CHAT_TOKEN"            # Authorization: Bearer $TBQ_CHAT_TOKEN
+workers = 0                             # turns at once; 0: one per llama-server slot
+queue = 8                               # waiting requests; beyond: 429 + Retry-After
 
 # MCP servers: their tools are offered to the model as NAME.tool (here files.read_text_file).
 # [chat.mcp.files]                      # started with the chat (stdio), stopped at exit

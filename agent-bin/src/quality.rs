@@ -1,0 +1,240 @@
+//! Measured quality of K/V cache pairs: the KL divergence tables of `tbq-validate ppl`
+//! (`validation/results/<model>/ppl/results.json`), as `plan --fit` ranks them.
+//!
+//! A pair's score is its mean KLD against f16/f16 divided by q4_0/q4_0's on the same model and
+//! the same text: a ratio, because absolute KLDs differ by a factor of 40 between the measured
+//! models (Gemma 3 270M and the head_dim-128 reference model) while "better or worse than
+//! q4_0, by how much" carries over. A GGUF that was itself measured (same file name and size)
+//! is ranked by its own ratios; any other by the worst ratio over every measured model, since
+//! which model it resembles is not known (Gemma loses in the keys, the reference model in the
+//! values: the worst case is the pair that is safe for both). f16/f16 is the reference (score 0).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use tbq::plan::CacheType;
+
+/// Where `tbq-validate ppl` results are looked for when `--results` is not given: the source
+/// tree this binary was built from.
+pub const DEFAULT_RESULTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../validation/results");
+
+/// One measured pair on one model.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measured {
+    /// K type.
+    pub k: String,
+    /// V type.
+    pub v: String,
+    /// Mean KL divergence against f16/f16 (0 for f16/f16 itself).
+    pub kld_mean: f64,
+    /// 99th percentile of the KL divergence.
+    pub kld_p99: f64,
+}
+
+/// A model's measured table.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelResults {
+    /// The results folder's name (`gemma-3-270m`).
+    pub name: String,
+    /// The results file.
+    pub file: PathBuf,
+    /// File name of the GGUF that was measured.
+    pub model_file: String,
+    /// Its size in bytes.
+    pub model_bytes: u64,
+    /// q4_0/q4_0's mean KLD (with llama.cpp's default attention rotation): the yardstick.
+    pub q4_0_kld: f64,
+    /// Every pair measured with llama.cpp's defaults.
+    pub pairs: Vec<Measured>,
+}
+
+impl ModelResults {
+    fn get(&self, k: CacheType, v: CacheType) -> Option<&Measured> {
+        self.pairs
+            .iter()
+            .find(|p| p.k == k.name() && p.v == v.name())
+    }
+
+    /// `pair`'s mean KLD over q4_0/q4_0's.
+    pub fn ratio(&self, k: CacheType, v: CacheType) -> Option<f64> {
+        self.get(k, v).map(|p| p.kld_mean / self.q4_0_kld)
+    }
+}
+
+/// Reads every `DIR/*/ppl/results.json`. Runs with a non-default configuration (attention
+/// rotation disabled) and failed runs are left out: `--fit` prints llama-server's defaults.
+pub fn load(dir: &Path) -> Result<Vec<ModelResults>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the results folder {}", dir.display()))?;
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    for d in dirs {
+        let file = d.join("ppl/results.json");
+        if !file.is_file() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
+            .with_context(|| format!("parsing {}", file.display()))?;
+        if let Some(m) = parse(&d, &file, &v) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+fn parse(dir: &Path, file: &Path, v: &Value) -> Option<ModelResults> {
+    let model = &v["settings"]["model"];
+    let model_path = model["path"].as_str()?;
+    let mut pairs = Vec::new();
+    for r in v["results"].as_array()? {
+        let (Some(k), Some(vt)) = (r["config"]["k"].as_str(), r["config"]["v"].as_str()) else {
+            continue;
+        };
+        if r["ok"] != true || r["config"]["attn_rot"] == false {
+            continue;
+        }
+        let (mean, p99) = if r["is_base"] == true {
+            (0.0, 0.0)
+        } else {
+            (
+                r["kld"]["kld_mean"].as_f64()?,
+                r["kld"]["kld_p99"].as_f64().unwrap_or(f64::NAN),
+            )
+        };
+        pairs.push(Measured {
+            k: k.to_string(),
+            v: vt.to_string(),
+            kld_mean: mean,
+            kld_p99: p99,
+        });
+    }
+    let q4 = pairs
+        .iter()
+        .find(|p| p.k == "q4_0" && p.v == "q4_0")?
+        .kld_mean;
+    Some(ModelResults {
+        name: dir.file_name()?.to_string_lossy().into_owned(),
+        file: file.to_path_buf(),
+        model_file: Path::new(model_path)
+            .file_name()?
+            .to_string_lossy()
+            .into_owned(),
+        model_bytes: model["bytes"].as_u64()?,
+        q4_0_kld: q4,
+        pairs,
+    })
+}
+
+/// Which measurements rank the pairs for a model.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "basis", rename_all = "snake_case")]
+pub enum Basis {
+    /// The GGUF was measured itself.
+    ThisModel { name: String },
+    /// The worst ratio over these models.
+    WorstCase { models: Vec<String> },
+}
+
+impl Basis {
+    /// One line for the text output.
+    pub fn describe(&self) -> String {
+        match self {
+            Basis::ThisModel { name } => format!("measured on this model ({name})"),
+            Basis::WorstCase { models } => format!(
+                "this model was not measured: the worst ratio over {}",
+                models.join(", ")
+            ),
+        }
+    }
+}
+
+/// The quality score of every pair that can be scored: (K, V, mean KLD ÷ q4_0's).
+pub struct Ranking {
+    /// Where the scores come from.
+    pub basis: Basis,
+    /// Scored pairs (unsorted).
+    pub scores: Vec<(CacheType, CacheType, f64)>,
+}
+
+/// Scores the pairs for the GGUF at `model` (file name and size decide whether it was measured;
+/// `worst_case` ranks by the worst case even then).
+pub fn rank(results: &[ModelResults], model: &Path, worst_case: bool) -> Ranking {
+    let name = model.file_name().map(|n| n.to_string_lossy().into_owned());
+    let bytes = std::fs::metadata(model).map(|m| m.len()).ok();
+    let own = results
+        .iter()
+        .find(|r| Some(&r.model_file) == name.as_ref() && Some(r.model_bytes) == bytes)
+        .filter(|_| !worst_case);
+    let used: Vec<&ModelResults> = match own {
+        Some(r) => vec![r],
+        None => results.iter().collect(),
+    };
+    let basis = match own {
+        Some(r) => Basis::ThisModel {
+            name: r.name.clone(),
+        },
+        None => Basis::WorstCase {
+            models: used.iter().map(|r| r.name.clone()).collect(),
+        },
+    };
+    let mut scores = Vec::new();
+    for k in CacheType::ALL {
+        for v in CacheType::ALL {
+            // A pair missing on one of the models has no worst case: it is not ranked.
+            let ratios: Option<Vec<f64>> = used.iter().map(|r| r.ratio(k, v)).collect();
+            if let Some(rs) = ratios.filter(|rs| !rs.is_empty()) {
+                scores.push((k, v, rs.into_iter().fold(0.0, f64::max)));
+            }
+        }
+    }
+    Ranking { basis, scores }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results() -> Vec<ModelResults> {
+        load(Path::new(DEFAULT_RESULTS)).unwrap()
+    }
+
+    #[test]
+    fn reads_the_committed_tables() {
+        let r = results();
+        let names: Vec<&str> = r.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["gemma-3-270m", "ref-model-128"]);
+        let g = &r[0];
+        assert_eq!(g.model_file, "gemma-3-270m-q4_k_m.gguf");
+        assert!((g.q4_0_kld - 0.106069).abs() < 1e-9);
+        // The no-rotation q4_0 run is not a default configuration: left out.
+        assert_eq!(g.pairs.iter().filter(|p| p.k == "q4_0").count(), 1);
+        let t = |s: &str| CacheType::parse(s).unwrap();
+        assert_eq!(g.ratio(t("f16"), t("f16")), Some(0.0));
+        let r51 = g.ratio(t("tbq5_1"), t("tbq3_1")).unwrap();
+        assert!((r51 - 0.044085 / 0.106069).abs() < 1e-9, "{r51}");
+    }
+
+    #[test]
+    fn an_unmeasured_model_is_ranked_by_the_worst_case() {
+        let r = results();
+        let t = |s: &str| CacheType::parse(s).unwrap();
+        let ranking = rank(&r, Path::new("/nonexistent/other.gguf"), false);
+        assert!(matches!(ranking.basis, Basis::WorstCase { ref models } if models.len() == 2));
+        let score = |k: &str, v: &str| {
+            ranking
+                .scores
+                .iter()
+                .find(|s| s.0 == t(k) && s.1 == t(v))
+                .unwrap()
+                .2
+        };
+        // tbq5_1/tbq3_1: 0.42× q4_0 on Gemma, 1.51× on the reference model: the worst is 1.51.
+        let want = (0.003734f64 / 0.002479).max(0.044085 / 0.106069);
+        assert!((score("tbq5_1", "tbq3_1") - want).abs() < 1e-9);
+        assert_eq!(score("q4_0", "q4_0"), 1.0);
+    }
+}
