@@ -47,6 +47,8 @@ pub enum Event<'a> {
         url: &'a str,
         model: &'a str,
         workspace: &'a Path,
+        /// Where shell commands run: the sandbox, or that there is none and why.
+        sandbox: &'a str,
     },
     /// Answer text as it streams in.
     Delta(&'a str),
@@ -89,8 +91,10 @@ impl Event<'_> {
                 url,
                 model,
                 workspace,
+                sandbox,
             } => {
-                json!({"event": "ready", "url": url, "model": model, "workspace": workspace})
+                json!({"event": "ready", "url": url, "model": model, "workspace": workspace,
+                "sandbox": sandbox})
             }
             Event::Delta(t) => json!({"event": "delta", "text": t}),
             Event::ToolCall { tool, args } => {
@@ -158,6 +162,9 @@ pub struct Agent {
     db_path: PathBuf,
     emb: Option<Embedder>,
     policy: shell::Policy,
+    sandbox: shell::Sandbox,
+    /// Whether a shell result already said that there is no sandbox.
+    told_unsandboxed: bool,
     router: Router,
     conversation: i64,
     require_tool: Option<String>,
@@ -273,8 +280,24 @@ impl Agent {
                 .into());
             }
         }
+        let sandbox = if cfg.shell.enabled {
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            shell::Sandbox::open(
+                cfg.shell.sandbox,
+                shell::SandboxPolicy::new(ws.root(), home.as_deref(), cfg.shell.network),
+            )?
+        } else {
+            shell::Sandbox::Unsandboxed {
+                why: "the shell tool is off".into(),
+            }
+        };
+        if cfg.shell.enabled && matches!(sandbox, shell::Sandbox::Unsandboxed { .. }) {
+            tracing::warn!("{}", sandbox.describe());
+        }
         Ok(Agent {
             policy: shell::Policy::new(&cfg.shell.allow, &cfg.shell.deny),
+            sandbox,
+            told_unsandboxed: false,
             emb: cfg.embedding_url.as_deref().map(Embedder::new),
             router: Router {
                 local,
@@ -335,6 +358,7 @@ impl Agent {
             url: &url,
             model: &model,
             workspace: self.ws.root(),
+            sandbox: &self.sandbox.describe(),
         });
         Ok(model)
     }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::shell::SandboxMode;
+
 /// `[chat]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -97,6 +99,11 @@ pub struct ShellConfig {
     /// program's basename), every pipeline and the whole line; they win over `allow` and over a
     /// "yes".
     pub deny: Vec<String>,
+    /// The OS sandbox: `auto` (bubblewrap where it works, else the patterns alone, said so),
+    /// `bwrap` (required), `off`.
+    pub sandbox: SandboxMode,
+    /// Whether sandboxed commands may use the network.
+    pub network: bool,
     /// Seconds before the command's whole process group is killed.
     pub timeout: u64,
     /// Bytes of output (stdout and stderr together) kept; the rest is cut.
@@ -110,6 +117,8 @@ impl Default for ShellConfig {
             enabled: true,
             allow: s(DEFAULT_ALLOW),
             deny: s(DEFAULT_DENY),
+            sandbox: SandboxMode::Auto,
+            network: false,
             timeout: 30,
             output_cap: 16 * 1024,
         }

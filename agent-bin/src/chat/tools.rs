@@ -171,6 +171,7 @@ impl Agent {
         match shell::run(
             command,
             self.ws.root(),
+            &self.sandbox,
             Duration::from_secs(self.cfg.shell.timeout),
             self.cfg.shell.output_cap,
         ) {
@@ -185,10 +186,18 @@ impl Agent {
                 if o.timed_out {
                     t.push_str(&format!("\n[killed after {} s]", self.cfg.shell.timeout));
                 }
-                let status = match o.code {
+                let mut status = match o.code {
                     Some(c) => format!("exit {c}"),
                     None => "killed".into(),
                 };
+                // Said once per session: the model and the person should know that nothing but
+                // the patterns stood between this command and the machine.
+                if matches!(self.sandbox, shell::Sandbox::Unsandboxed { .. })
+                    && !self.told_unsandboxed
+                {
+                    self.told_unsandboxed = true;
+                    status.push_str(&format!(" [{}]", self.sandbox.describe()));
+                }
                 ToolOutcome {
                     ok: o.code == Some(0),
                     text: format!("{status}\n{t}"),

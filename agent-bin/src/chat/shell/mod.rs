@@ -7,12 +7,15 @@
 //! win over everything, a "yes" included; a line whose every command is allowed runs; anything
 //! else asks.
 //!
-//! What runs runs in a process group that the timeout kills whole, output capped (`run.rs`).
+//! What runs is confined by an OS sandbox where the machine has bubblewrap (`sandbox.rs`: the
+//! workspace writable, the rest read-only, home secrets hidden, no network by default), and
+//! run in a process group that the timeout kills whole, output capped (`run.rs`).
 
 mod flags;
 mod parse;
 mod policy;
 mod run;
+mod sandbox;
 mod wrappers;
 
 #[cfg(test)]
@@ -20,3 +23,4 @@ mod corpus;
 
 pub use policy::{Policy, Verdict};
 pub use run::run;
+pub use sandbox::{Sandbox, SandboxMode, SandboxPolicy};

@@ -1,14 +1,17 @@
-//! Running a shell command: `sh -c` in the workspace, in a process group of its own so that a timeout kills the command and everything it
+//! Running a shell command: `sh -c` in the workspace (inside the sandbox when there is one),
+//! in a process group of its own so that a timeout kills the command and everything it
 //! started, with stdout and stderr in one capped stream.
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+use super::sandbox::Sandbox;
 
 /// What a command did.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -23,19 +26,26 @@ pub struct Outcome {
     pub timed_out: bool,
 }
 
-/// Runs `command` with `sh -c` in `cwd`; kills its process group after `timeout`; keeps at most
-/// `cap` bytes of output. Anything the command left running in its group is killed when it ends.
-pub fn run(command: &str, cwd: &Path, timeout: Duration, cap: usize) -> Result<Outcome> {
+/// Runs `command` with `sh -c` in `cwd`, inside `sandbox`; kills its process group after
+/// `timeout`; keeps at most `cap` bytes of output. Anything the command left running in its
+/// group is killed when it ends. (Under bubblewrap the command is in a session of its own; bwrap
+/// dies with the group, and `--die-with-parent` and the PID namespace take everything in the
+/// sandbox with it.)
+pub fn run(
+    command: &str,
+    cwd: &Path,
+    sandbox: &Sandbox,
+    timeout: Duration,
+    cap: usize,
+) -> Result<Outcome> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error()).context("creating a pipe");
     }
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(cwd)
+    let mut cmd = sandbox.command(command);
+    cmd.current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(write_end.try_clone()?))
         .stderr(Stdio::from(write_end));
@@ -99,10 +109,13 @@ mod tests {
 
     #[test]
     fn runs_in_cwd_caps_output_and_kills_the_group_on_timeout() {
+        // Unsandboxed, so that the background job's PID is this machine's (not a namespace's).
+        let unsandboxed = Sandbox::Unsandboxed { why: "test".into() };
         let dir = tempfile::tempdir().unwrap();
         let o = run(
             "pwd; echo err >&2; exit 3",
             dir.path(),
+            &unsandboxed,
             Duration::from_secs(5),
             4096,
         )
@@ -115,6 +128,7 @@ mod tests {
         let o = run(
             "yes | head -c 100000",
             dir.path(),
+            &unsandboxed,
             Duration::from_secs(5),
             1000,
         )
@@ -127,6 +141,7 @@ mod tests {
         let o = run(
             &format!("sleep 30 & echo $! > {}; sleep 30", marker.display()),
             dir.path(),
+            &unsandboxed,
             Duration::from_millis(500),
             1000,
         )
