@@ -58,6 +58,19 @@ fn arg<'a>(args: &'a Value, name: &str) -> &'a str {
     args.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
+/// git runs programs named in a repository's `.git` folder (`core.fsmonitor` on `git status`,
+/// diff drivers on `git diff`), and the default allow list runs those without asking: the model
+/// must not be able to write there without a question.
+fn git_config_guard(p: &str) -> Result<&str, String> {
+    if std::path::Path::new(p.trim())
+        .components()
+        .any(|c| c.as_os_str() == ".git")
+    {
+        return Err("write_file does not write inside .git (git runs programs named there)".into());
+    }
+    Ok(p)
+}
+
 impl Agent {
     /// Runs `tool` with `args`.
     pub(super) fn call_tool(&mut self, tool: &str, args: &Value, io: &mut dyn Io) -> ToolOutcome {
@@ -70,7 +83,10 @@ impl Agent {
                     Err(e) => refused(format!("{e:#}")),
                 },
             },
-            "write_file" => match self.files_guard(arg(args, "path")) {
+            "write_file" => match self
+                .files_guard(arg(args, "path"))
+                .and_then(git_config_guard)
+            {
                 Err(e) => refused(e),
                 Ok(p) => match self.ws.write(p, arg(args, "content")) {
                     Ok(n) => ok(format!("wrote {n} bytes to {p}")),
@@ -223,5 +239,17 @@ impl Agent {
             .ok_or_else(|| anyhow::anyhow!("{sched:?} never fires"))?;
         let id = self.store.add_reminder(sched.trim(), text.trim(), next)?;
         Ok((id, super::local_time(next)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::git_config_guard;
+
+    #[test]
+    fn write_file_stays_out_of_git_folders() {
+        assert!(git_config_guard(".git/config").is_err());
+        assert!(git_config_guard("./sub/.git/hooks/pre-commit").is_err());
+        assert_eq!(git_config_guard("notes/.gitignore"), Ok("notes/.gitignore"));
     }
 }
