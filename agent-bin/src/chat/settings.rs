@@ -272,8 +272,15 @@ chain_tools = false                     # true: more than one tool call per turn
 # embedding_url = "http://127.0.0.1:8081"   # llama-server --embeddings --pooling mean: vector recall
 
 [chat.shell]
+# The command line is parsed as sh parses it; every simple command in it (lists, pipelines,
+# behind env/nice/timeout/xargs, inside sh -c and find -exec) is judged. Deny wins, also over a
+# "yes"; a line whose every command is allowed runs; what the policy cannot read ($, globs,
+# redirections to files, subshells) or vouch for (find -delete, sort -o, --output) asks.
+# `tbq-agent chat policy "COMMAND"` says what a line gets, and why.
 allow = ["ls *", "cat *", "echo *", "date", "git status*"]   # run without asking
 # deny = [...]                          # default: rm -rf, sudo, mkfs, dd, shutdown, curl|sh, ...
+sandbox = "auto"                        # bubblewrap: workspace writable, rest read-only, secrets hidden
+network = false                         # sandboxed commands get no network
 timeout = 30
 output_cap = 16384
 
