@@ -157,6 +157,8 @@ const BENIGN: &[&str] = &[
     "grep -n foo file.txt",
     "grep -rn 'TODO' src",
     "cat notes.txt | grep foo | wc -l",
+    "cat notes.txt | sort | uniq -c | sort -rn | head",
+    "git log --format=%H | head -n 3 | cat",
     "find . -name '*.rs'",
     "find . -type f -print",
     "sort -n -k 2 data.txt",
