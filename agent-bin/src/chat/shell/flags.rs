@@ -15,7 +15,8 @@ struct Risky {
     long: &'static [&'static str],
     /// Whole words, as find spells its actions (`-delete`).
     words: &'static [&'static str],
-    /// More operands than this and the next one is written to (uniq's OUTPUT).
+    /// More operands than this and the next one is written to (uniq's OUTPUT). Option values
+    /// (`uniq -f 1`) count as operands here: that asks too often, never too rarely.
     max_operands: Option<usize>,
     /// What the options do, for the question.
     does: &'static str,
