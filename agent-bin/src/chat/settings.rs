@@ -285,7 +285,7 @@ chain_tools = false                     # true: more than one tool call per turn
 # `tbq-agent chat policy "COMMAND"` says what a line gets, and why.
 allow = ["ls *", "cat *", "echo *", "date", "git status*"]   # run without asking
 # deny = [...]                          # default: rm -rf, sudo, mkfs, dd, shutdown, curl|sh, ...
-sandbox = "auto"                        # bubblewrap: workspace writable, rest read-only, secrets hidden
+sandbox = "auto"                        # bubblewrap: workspace writable (not .git), rest read-only, secrets hidden
 network = false                         # sandboxed commands get no network
 timeout = 30
 output_cap = 16384

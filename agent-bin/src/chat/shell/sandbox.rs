@@ -1,13 +1,13 @@
 //! The OS sandbox around shell commands: bubblewrap (`bwrap`), where the machine has it.
 //!
 //! One value, [`SandboxPolicy`], decides the whole sandbox, and one function turns it into
-//! bwrap's arguments ([`SandboxPolicy::bwrap_args`]): the workspace read-write, the rest of the
-//! file system read-only, a private `/tmp`, the home directory's secrets hidden (an empty
-//! directory or an unreadable file in their place), no network unless the policy allows it
-//! (a network namespace of its own, with only its own loopback), its own PID namespace, a new
-//! session (no terminal injection), and death with the agent. The pattern policy decides what
-//! may run; the sandbox limits what a command that runs can do, including one the user said
-//! "yes" to.
+//! bwrap's arguments ([`SandboxPolicy::bwrap_args`]): the workspace read-write (but for its
+//! `.git` and `.tbq-agent` folders), the rest of the file system read-only, a private `/tmp`,
+//! the home directory's secrets hidden (an empty directory or an unreadable file in their
+//! place), no network unless the policy allows it (a network namespace of its own, with only
+//! its own loopback), its own PID namespace, a new session (no terminal injection), and death
+//! with the agent. The pattern policy decides what may run; the sandbox limits what a command
+//! that runs can do, including one the user said "yes" to.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,11 @@ pub const HOME_SECRETS: &[&str] = &[
     ".python_history",
     ".mozilla",
 ];
+
+/// Folders of the workspace that stay read-only inside it: git runs programs named in `.git`
+/// (hooks, `core.fsmonitor`, diff drivers) on commands the allow list runs without asking, and
+/// `.tbq-agent` holds the agent's own memory.
+pub const WORKSPACE_PROTECTED: &[&str] = &[".git", ".tbq-agent"];
 
 /// Everything that decides the sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +139,14 @@ impl SandboxPolicy {
         for h in &around {
             read_only(&mut a, h);
         }
+        // Looked for at each command, so that a `.git` made by `git init` is protected from the
+        // next command on.
+        for name in WORKSPACE_PROTECTED {
+            let p = self.workspace.join(name);
+            if p.exists() {
+                a.extend(["--ro-bind".into(), p.clone().into(), p.into()]);
+            }
+        }
         for h in rest {
             hide(&mut a, h);
             read_only(&mut a, h);
@@ -157,7 +170,7 @@ impl SandboxPolicy {
     /// One line for people: what the sandbox allows.
     pub fn describe(&self) -> String {
         format!(
-            "bubblewrap: workspace {} read-write, the rest read-only, {} home secret(s) hidden, {}",
+            "bubblewrap: workspace {} read-write (not .git, .tbq-agent), the rest read-only, {} home secret(s) hidden, {}",
             self.workspace.display(),
             self.hidden.len(),
             if self.network {
@@ -294,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_hidden_and_only_the_workspace_is_writable() {
+    fn secrets_are_hidden_and_only_the_workspace_but_its_git_folder_is_writable() {
         let (_t, home, ws, outside) = layout();
         let policy = SandboxPolicy::new(&ws, Some(&home), false);
         assert_eq!(policy.hidden.len(), 2, "{policy:?}");
@@ -331,6 +344,11 @@ mod tests {
                 target.display()
             );
         }
+        // The workspace's .git stays read-only (it appears at the next command after `git init`).
+        std::fs::create_dir_all(ws.join(".git")).unwrap();
+        let o = sh(&sb, &ws, "echo '[core] fsmonitor = evil' > .git/config");
+        assert_ne!(o.code, Some(0), "{o:?}");
+        assert!(!ws.join(".git/config").exists());
         // /tmp is the sandbox's own: writable, gone afterwards.
         let o = sh(
             &sb,
