@@ -428,6 +428,38 @@ mod tests {
         );
     }
 
+    /// The words of one simple command are the words sh itself passes to the program: sh
+    /// prints them here, as arguments of printf.
+    #[test]
+    fn words_are_the_words_sh_sees() {
+        let home = std::env::var("HOME").ok();
+        for line in [
+            "r''m -rf ~",
+            r#""r"m \-x"#,
+            "\\rm a\\\nb",
+            r#"echo "a; b" 'c|d'"#,
+            r#"echo "\$x \q \\ \"" 'e\f'"#,
+            "echo '' \"\"",
+            "ls ~/x a~ ~",
+            "echo a#b '#' \\#",
+            "x\\ y \"{}\" {}",
+            "a\tb  c",
+        ] {
+            let ours = parse(line, home.as_deref()).unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s\\0' {line}"))
+                .output()
+                .unwrap();
+            let theirs: Argv = String::from_utf8(out.stdout)
+                .unwrap()
+                .split_terminator('\0')
+                .map(String::from)
+                .collect();
+            assert_eq!(ours, vec![vec![theirs]], "{line:?}");
+        }
+    }
+
     #[test]
     fn lists_and_pipelines_split_where_sh_splits() {
         assert_eq!(
