@@ -429,6 +429,15 @@ static __device__ __forceinline__ void tbq_mma16816(float (&c)[4], uint32_t a0, 
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// e^x of a softmax weight (x ≤ 0): ex2.approx with results below 2^-126 flushed to zero (they
+// are zero weights either way). __expf is the same instruction, but under -ftz=false (kept for
+// the quantizer's bit-exactness) it comes with a denormal fix-up of ~5 instructions.
+static __device__ __forceinline__ float tbq_exp_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
+    return y;
+}
+
 // f32 pair -> (hi, lo) f16x2 (x0 in the low half) with hi + lo = x to ~2^-22 relative.
 static __device__ __forceinline__ void tbq_split2(float x0, float x1, uint32_t & hi, uint32_t & lo) {
     const __half2 h = __floats2half2_rn(x0, x1);
@@ -456,17 +465,32 @@ template <int N> struct tbq_uwords {
 // K of any tbq type: thread (g, c) reads packed lanes 8c..8c+7 of each plane, i.e. 4·p bytes at
 // 4·p·c of a plane of p bits; k-step j's slots (2h, 2h+1) are the 2p bits at 4·p·j + 2·p·h of that
 // run. The table index of a register is (plane-0 pair) | (plane-1 pair) << 2·plane0; the table
-// holds half2 (C[c0], C[c1]) for every index, replicated `rep` times (word rep·e + lane % rep) so
-// that lanes reading different entries rarely share a bank: 32 replicas up to 256 entries (no
-// conflicts), fewer for the 1024 (5-bit) and 4096 (6-bit) entries, every table ≤ 32 KB.
+// holds half2 (C[c0], C[c1]) for every index, replicated once per bank so that the 32 lanes of a
+// warp never meet in a bank.
+//
+// Two layouts (tbq_mma_smem):
+// - interleaved (K tables of ≤ 256 entries: tbq3, tbq4): entry e of lane l at byte 256·e + 4·l
+//   (K) and 256·e + 128 + 4·l (V), so the byte offset of a register is the index in byte 1 and
+//   the lane's constant in byte 0: one PRMT of the code word and that constant (`lb`), with no
+//   shift, multiply or add — the table look-up costs 2 instructions a register instead of 5.
+// - separate (tbq5: 1024 entries, tbq6: 4096): K entry e of lane l at word rep·e + l % rep (rep
+//   replicas so that the table stays at 32 KB; lanes sharing l % rep may meet in a bank), then
+//   the V table with 32 replicas (word 32·e + l).
 template <int T> struct tbq_mma_k {
     using tr = tbq_traits<T>;
     static constexpr int P0 = tr::plane0, P1 = tr::plane1;
     static constexpr int entries = 1 << (2 * tr::bits);
-    static constexpr int rep = entries <= 256 ? 32 : 8192 / entries;
+    static constexpr bool IL = entries <= 256;
+    static constexpr int rep = IL ? 32 : 8192 / entries;
     static constexpr uint32_t M0 = (1u << P0) - 1, M1 = (1u << P1) - 1;
     static __device__ __forceinline__ int c0(int e) { return (e & M0) | ((e >> (2 * P0)) & M1) << P0; }
     static __device__ __forceinline__ int c1(int e) { return ((e >> P0) & M0) | ((e >> (2 * P0 + P1)) & M1) << P0; }
+    // byte offset of entry e, lane l in the K table
+    static __device__ __forceinline__ uint32_t entry_off(int e, int l) {
+        return IL ? 256u * e + 4u * l : 4u * (rep * e + l % rep);
+    }
+    // the lane's constant of a byte offset: 4·l (interleaved), 4·(l % rep) (separate)
+    static __device__ __forceinline__ uint32_t lane_base(int l) { return 4u * (IL ? l : l % rep); }
     struct kraw {
         tbq_uwords<P0> a;
         tbq_uwords<P1 == 0 ? 1 : P1> b; // unused without a second plane
@@ -483,6 +507,17 @@ template <int T> struct tbq_mma_k {
                 e |= ((b.get(o1 >> 5) >> ((o1 & 31) + 2 * P1 * h)) & ((1u << (2 * P1)) - 1)) << (2 * P0);
             }
             return e;
+        }
+        // byte offset in the K table of k-step j, slots (2h, 2h+1); lb = lane_base(lane)
+        __device__ __forceinline__ uint32_t off(int j, int h, uint32_t lb) const {
+            if constexpr (IL && P1 == 0) {
+                // one plane of 4 bits: the index is byte 2·(j & 1) + h of word j / 2
+                return __byte_perm(a.get(j >> 1), lb, 0x5504 | ((2 * (j & 1) + h) << 4));
+            } else if constexpr (IL) {
+                return (idx(j, h) << 8) | lb;
+            } else {
+                return idx(j, h) * (4u * rep) + lb;
+            }
         }
     };
 };
@@ -512,8 +547,13 @@ template <> struct tbq_mma_v_planes<4, 0> {
                 w[2 * h + 1] = ((x0 >> 4) & 0x0F0F0F0Fu) | (x1 & 0xF0F0F0F0u);
             }
         }
-        __device__ __forceinline__ uint32_t idx(int l, int s) const {
-            return __byte_perm(w[2 * (l >> 1) + (s & 1)], 0, 0x4440 | (2 * (l & 1) + (s >> 1)));
+        // byte offset in the V table of (lane l, slot s) of the pair: the index is byte
+        // 2·(l & 1) + s / 2 of w[2·(l / 2) + s % 2]; vb as for tbq_mma_v::off
+        template <bool IL>
+        __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const {
+            const uint32_t wd = w[2 * (l >> 1) + (s & 1)];
+            const int k = 2 * (l & 1) + (s >> 1);
+            return IL ? __byte_perm(wd, vb, 0x5504 | (k << 4)) : __byte_perm(wd, 0, 0x4440 | k) * 128u + vb;
         }
     };
 };
@@ -550,18 +590,27 @@ template <> struct tbq_mma_v_planes<2, 1> {
                        (((s0 >> s) << 4) & 0x10101010u) | (((s1 >> s) << 5) & 0x20202020u);
             }
         }
-        __device__ __forceinline__ uint32_t idx(int l, int s) const {
-            return __byte_perm(w[s], 0, 0x4440 | l);
+        // byte offset in the V table of (lane l, slot s) of the pair: the index is byte l of w[s]
+        template <bool IL>
+        __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const {
+            return IL ? __byte_perm(w[s], vb, 0x5504 | (l << 4)) : __byte_perm(w[s], 0, 0x4440 | l) * 128u + vb;
         }
     };
 };
+// V table offsets: `vb` is the lane's constant, 128 + 4·l in the interleaved layout (the odd
+// 128-byte halves of the K table's 256-byte rows), table start + 4·l in the separate one (entry
+// e at byte 128·e + vb).
 template <int T> struct tbq_mma_v : tbq_mma_v_planes<tbq_traits<T>::plane0, tbq_traits<T>::plane1> {};
 
 // Words of shared memory the tensor-core kernel's tables take (src/cuda/fattn.rs mirrors this):
-// K and V code tables, and for a sub-scaled type a 256-entry table of gain pairs.
+// K and V code tables (interleaved: 64 words per entry of the larger table; separate: K replicas,
+// then V's 32), and for a sub-scaled type a 256-entry table of gain pairs.
 template <int KT, int VT> struct tbq_mma_smem {
-    static constexpr int k_words = tbq_mma_k<KT>::rep * tbq_mma_k<KT>::entries;
-    static constexpr int v_words = 32 * tbq_mma_v<VT>::entries;
+    static constexpr bool IL = tbq_mma_k<KT>::IL;
+    static constexpr int kv_entries = tbq_mma_k<KT>::entries > tbq_mma_v<VT>::entries ? tbq_mma_k<KT>::entries
+                                                                                      : tbq_mma_v<VT>::entries;
+    static constexpr int k_words = IL ? 64 * kv_entries : tbq_mma_k<KT>::rep * tbq_mma_k<KT>::entries;
+    static constexpr int v_words = IL ? 0 : 32 * tbq_mma_v<VT>::entries;
     static constexpr int g_words = tbq_traits<KT>::sub_scales || tbq_traits<VT>::sub_scales ? 256 : 0;
     static constexpr int words = k_words + v_words + g_words;
 };
@@ -574,18 +623,21 @@ template <int KT, int VT, int NB> struct tbq_mma_raw {
     unsigned short mk[2][2];               // mask bits [row 2c+r][token g, g+8]
 };
 
+// One tile's bytes for thread (g, c). kbase, vbase and mrow point at the split's first token;
+// t0: the tile's first token and t_len: the split's length, both relative to it. Tokens past the
+// end re-read the last one (their weight is 0).
 template <int KT, int VT, int NB>
 static __device__ __forceinline__ void tbq_mma_load(tbq_mma_raw<KT, VT, NB> & r, const tbq_fattn_params & p,
                                                     const uint8_t * kbase, const uint8_t * vbase,
-                                                    const unsigned short * const mrow[2], int t0, int t_end, int g,
+                                                    const unsigned short * const mrow[2], int t0, int t_len, int g,
                                                     int c) {
     constexpr int KB = tbq_traits<KT>::block_bytes, VB = tbq_traits<VT>::block_bytes;
+    const uint32_t nbk1 = (uint32_t) p.nbk1, nbv1 = (uint32_t) p.nbv1;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const int tt = t0 + g + 8 * i;
-        const int t = min(tt, t_end - 1); // past the end: re-read the last token, weight 0
-        const uint8_t * krow = kbase + (int64_t) t * p.nbk1;
-        const uint8_t * vrow = vbase + (int64_t) t * p.nbv1;
+        const uint32_t t = (uint32_t) min(t0 + g + 8 * i, t_len - 1);
+        const uint8_t * krow = kbase + t * nbk1;
+        const uint8_t * vrow = vbase + t * nbv1;
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             r.kd[b][i] = __ldg((const unsigned short *) (krow + b * KB));
@@ -602,8 +654,8 @@ static __device__ __forceinline__ void tbq_mma_load(tbq_mma_raw<KT, VT, NB> & r,
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const int t = min(t0 + 2 * c + (i & 1) + 8 * (i >> 1), t_end - 1);
-        const uint8_t * vrow = vbase + (int64_t) t * p.nbv1;
+        const uint32_t t = (uint32_t) min(t0 + 2 * c + (i & 1) + 8 * (i >> 1), t_len - 1);
+        const uint8_t * vrow = vbase + t * nbv1;
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             if constexpr (tbq_traits<VT>::sub_scales) {
@@ -626,8 +678,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     constexpr bool KS = tbq_traits<KT>::sub_scales, VS = tbq_traits<VT>::sub_scales;
     extern __shared__ uint32_t smem_u[]; // max(SM::words, NW·R·(D+2), R·D) words
     float * smem = (float *) smem_u;
-    uint32_t * lut_k = smem_u;
-    uint32_t * lut_v = smem_u + SM::k_words;
+    const char * tab = (const char *) smem_u;              // K and V tables: byte offsets (tbq_mma_k)
     uint32_t * lut_g = smem_u + SM::k_words + SM::v_words; // gain pairs (G[e & 15], G[e >> 4])
 
     const int lane = threadIdx.x % TBQ_WARP_SIZE;
@@ -685,21 +736,38 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         }
     }
     __syncthreads();
-    // 2. Pair tables, replicated per bank.
+    // 2. Pair tables, replicated per bank: one thread computes an entry and stores its replicas
+    //    with 16-byte stores (a block's set-up is a floor at short contexts).
     {
         const float * lk = tbq_traits<KT>::levels();
         const float * lv = tbq_traits<VT>::levels();
-        for (int i = threadIdx.x; i < SM::k_words; i += NW * TBQ_WARP_SIZE) {
-            const int e = i / TK::rep;
-            const __half2 h = __floats2half2_rn(lk[TK::c0(e)], lk[TK::c1(e)]);
-            lut_k[i] = *(const uint32_t *) &h;
+        const auto pair = [](const float * lev, int a, int b) {
+            const __half2 h = __floats2half2_rn(lev[a], lev[b]);
+            return *(const uint32_t *) &h;
+        };
+        // the replicas of entry e: 32 words (interleaved or V) or TK::rep words (separate K)
+        const auto fill = [&](int w0, int copies, uint32_t v) {
+            if (copies == 2) {
+                *(uint2 *) (smem_u + w0) = make_uint2(v, v);
+            } else {
+                for (int k = 0; k < copies; k += 4) *(uint4 *) (smem_u + w0 + k) = make_uint4(v, v, v, v);
+            }
+        };
+        constexpr int NT = NW * TBQ_WARP_SIZE;
+        if constexpr (SM::IL) {
+            // row e: 32 K words, then 32 V words; entries past a table's size stay unused
+            for (int i = threadIdx.x; i < 2 * SM::kv_entries; i += NT) {
+                const int e = i >> 1;
+                const bool is_v = i & 1;
+                const bool used = is_v ? e < TV::entries : e < TK::entries;
+                const uint32_t v = !used ? 0u : is_v ? pair(lv, TV::c0(e), TV::c1(e)) : pair(lk, TK::c0(e), TK::c1(e));
+                fill(64 * e + 32 * is_v, 32, v);
+            }
+        } else {
+            for (int e = threadIdx.x; e < TK::entries; e += NT) fill(TK::rep * e, TK::rep, pair(lk, TK::c0(e), TK::c1(e)));
+            for (int e = threadIdx.x; e < TV::entries; e += NT) fill(SM::k_words + 32 * e, 32, pair(lv, TV::c0(e), TV::c1(e)));
         }
-        for (int i = threadIdx.x; i < SM::v_words; i += NW * TBQ_WARP_SIZE) {
-            const int e = i / 32;
-            const __half2 h = __floats2half2_rn(lv[TV::c0(e)], lv[TV::c1(e)]);
-            lut_v[i] = *(const uint32_t *) &h;
-        }
-        for (int e = threadIdx.x; e < SM::g_words; e += NW * TBQ_WARP_SIZE) {
+        for (int e = threadIdx.x; e < SM::g_words; e += NT) {
             const __half2 h = __floats2half2_rn(tbq_gains[e & 15], tbq_gains[e >> 4]);
             lut_g[e] = *(const uint32_t *) &h;
         }
@@ -718,10 +786,15 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
 
     const int t_begin = split * p.split_len;
     const int t_end = min(p.n_kv, t_begin + p.split_len);
-    const uint8_t * kbase = (const uint8_t *) p.k + hk * p.nbk2 + ik3 * p.nbk3;
-    const uint8_t * vbase = (const uint8_t *) p.v + hk * p.nbv2 + ik3 * p.nbv3;
-    const uint32_t * lk = lut_k + lane % TK::rep;
-    const uint32_t * lv = lut_v + lane;
+    // Everything a tile reads is addressed from the split's first token with 32-bit offsets
+    // (the plan keeps a split under 2^31 bytes): one IMAD per token instead of 64-bit math.
+    const uint8_t * kbase = (const uint8_t *) p.k + hk * p.nbk2 + ik3 * p.nbk3 + (int64_t) t_begin * p.nbk1;
+    const uint8_t * vbase = (const uint8_t *) p.v + hk * p.nbv2 + ik3 * p.nbv3 + (int64_t) t_begin * p.nbv1;
+    const unsigned short * msplit[2] = {mrow[0] == nullptr ? nullptr : mrow[0] + t_begin,
+                                        mrow[1] == nullptr ? nullptr : mrow[1] + t_begin};
+    const int t_len = t_end - t_begin;
+    const uint32_t lbk = TK::lane_base(lane);                                  // K look-up constant
+    const uint32_t lbv = SM::IL ? 128u + 4u * lane : 4u * (SM::k_words + lane); // V look-up constant
 
     // D = 128: the next tile's bytes are loaded before this one is used (two buffers); D = 256
     // holds twice the accumulators and loads one tile at a time (no spills).
@@ -729,14 +802,14 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     tbq_mma_raw<KT, VT, NB> cur, nxt;
     int t0 = t_begin + warp * TT;
     if (PF && t0 < t_end) {
-        tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, mrow, t0, t_end, g, c);
+        tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, msplit, t0 - t_begin, t_len, g, c);
     }
     for (; t0 < t_end; t0 += NW * TT) {
         const int t1 = t0 + NW * TT;
         if (!PF) {
-            tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, mrow, t0, t_end, g, c);
+            tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, msplit, t0 - t_begin, t_len, g, c);
         } else if (t1 < t_end) {
-            tbq_mma_load<KT, VT, NB>(nxt, p, kbase, vbase, mrow, t1, t_end, g, c);
+            tbq_mma_load<KT, VT, NB>(nxt, p, kbase, vbase, msplit, t1 - t_begin, t_len, g, c);
         }
         // QK: one accumulator per block (each block has its own d).
         float s[4]; // (token g, row 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1)
@@ -756,7 +829,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                         for (int h = 0; h < 2; ++h) kgain[i][h] = lut_g[(cur.kg[b][i] >> (8 * h)) & 0xFFu];
                 }
                 const auto kreg = [&](int i, int j, int h) {
-                    const uint32_t a = lk[TK::rep * cur.k[b][i].idx(j, h)];
+                    const uint32_t a = *(const uint32_t *) (tab + cur.k[b][i].off(j, h, lbk));
                     if constexpr (KS) {
                         const __half2 r = __hmul2(*(const __half2 *) &a, *(const __half2 *) &kgain[i][h]);
                         return *(const uint32_t *) &r;
@@ -816,10 +889,10 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
             mx = fmaxf(mx, __shfl_xor_sync(TBQ_FULL_MASK, mx, 8));
             mx = fmaxf(mx, __shfl_xor_sync(TBQ_FULL_MASK, mx, 16));
             const float mn = fmaxf(m[rr], mx);
-            const float alpha = mn == -INFINITY ? 1.0f : __expf(m[rr] - mn); // m = -inf: acc is 0
+            const float alpha = mn == -INFINITY ? 1.0f : tbq_exp_ftz(m[rr] - mn); // m = -inf: acc is 0
             m[rr] = mn;
-            pw[rr] = s[rr] == -INFINITY ? 0.0f : __expf(s[rr] - mn);
-            pw[rr + 2] = s[rr + 2] == -INFINITY ? 0.0f : __expf(s[rr + 2] - mn);
+            pw[rr] = s[rr] == -INFINITY ? 0.0f : tbq_exp_ftz(s[rr] - mn);
+            pw[rr + 2] = s[rr + 2] == -INFINITY ? 0.0f : tbq_exp_ftz(s[rr + 2] - mn);
             l[rr] = l[rr] * alpha + pw[rr] + pw[rr + 2];
             if (__any_sync(TBQ_FULL_MASK, alpha != 1.0f)) {
 #pragma unroll
@@ -868,7 +941,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                         }
                 }
                 const auto vreg = [&](const typename TV::vpairs & pr, int q, int ll, int s) {
-                    const uint32_t a = lv[32 * pr.idx(ll, s)];
+                    const uint32_t a = *(const uint32_t *) (tab + pr.template off<SM::IL>(ll, s, lbv));
                     if constexpr (VS) {
                         const __half2 r = __hmul2(*(const __half2 *) &a, *(const __half2 *) &vgain[q][s]);
                         return *(const uint32_t *) &r;

@@ -29,7 +29,7 @@ if [ -n "${TBQ_CMAKE_ARGS:-}" ]; then
     EXTRA_ARGS+=(${TBQ_CMAKE_ARGS})
 fi
 
-command -v cmake >/dev/null 2>&1 || die "cmake is not installed (pip install cmake, or apt-get install cmake)"
+command -v cmake >/dev/null 2>&1 || die "cmake is not installed: run scripts/ensure-tools.sh cmake cxx (main.sh and test.sh do), or pip install cmake"
 
 # with ccache (ggml uses it when found): paths under the repository hash relative, so a fresh clone
 # with the same layout (e.g. CI) reuses objects compiled by an earlier one
@@ -38,6 +38,14 @@ export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$REPO}"
 JOBS="${TBQ_JOBS:-$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)}"
 BUILD_TYPE="${TBQ_BUILD_TYPE:-Release}"
 TARGETS="${TBQ_TARGETS:-llama-server llama-cli llama-perplexity llama-bench test-backend-ops test-quantize-fns}"
+
+# ggml's AMX matrix multiply (compiled in by -march=native on CPUs that have AMX) segfaults where
+# the kernel does not grant the AMX tile state to the process (seen on this project's VMs: every
+# llama-perplexity run died in ggml_backend_amx_mul_mat). The AVX-512/AVX2 paths stay.
+if [ "$(uname -m)" = x86_64 ]; then
+    NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    EXTRA_ARGS+=("-DCMAKE_C_FLAGS=${CFLAGS:-} $NO_AMX" "-DCMAKE_CXX_FLAGS=${CXXFLAGS:-} $NO_AMX")
+fi
 
 GENERATOR=()
 if command -v ninja >/dev/null 2>&1 && [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then

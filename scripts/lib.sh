@@ -11,6 +11,13 @@ THREADS=${TBQ_THREADS:-$(nproc)}
 die() { echo "${0##*/}: error: $*" >&2; exit 1; }
 say() { echo "${0##*/}: $*" >&2; }
 
+# ensure_tools TOOL...: installs missing build tools (scripts/ensure-tools.sh) or stops with the
+# command that would; pip's cmake (non-root machines) is found in the user's bin folder.
+ensure_tools() {
+    "$REPO/scripts/ensure-tools.sh" "$@" || exit 1
+    PATH="$(python3 -m site --user-base)/bin:$PATH"
+}
+
 need_wikitext() {
     [ -f "$WIKI" ] || die "WikiText-2 test file not found at $WIKI: put the shared data beside the repo (../shared/data) or set TBQ_WIKITEXT"
 }

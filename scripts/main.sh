@@ -24,6 +24,7 @@ done
 [ "$chunks" = 0 ] && chunks=-1
 
 need_wikitext
+ensure_tools cmake cxx unzip
 "$REPO/scripts/build-llama.sh" "$BUILD_DIR" >&2
 [ -n "$model" ] || model=$("$REPO/scripts/fetch-model.sh" gemma3-270m)
 [ -f "$model" ] || die "model not found: $model"

@@ -12,6 +12,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 passed=0 failed=0 failures=() # counted by step(), reported by finish() (lib.sh)
 
+# A fresh Debian machine has Rust and Python only: the C ABI program and the llama.cpp build need
+# a C/C++ toolchain and cmake, bindgen's layout test libclang, the model wheels unzip.
+ensure_tools cxx libclang cmake unzip
+
 # --- the crate ---------------------------------------------------------------------------------
 step "cargo test (crate, golden vectors, C ABI program, bindgen layout, planner, validation tool)" \
     cargo test --release --workspace --locked --exclude tbq-agent

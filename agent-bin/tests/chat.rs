@@ -782,3 +782,94 @@ fn web_fetch_is_off_by_default_and_refuses_loopback() {
         assert!(r["text"].as_str().unwrap().contains(want), "{r}");
     }
 }
+
+/// A config file with `[chat.mcp.demo]`: the test MCP server (`tests/data/mcp_server.py`, the
+/// official Python SDK) over stdio, its `touch` marked as needing a confirmation.
+fn mcp_config(dir: &Path) -> PathBuf {
+    // <target>/<profile>/deps/<test binary>: the venv the unit tests use too.
+    let venv = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .join("mcp-venv");
+    let out = Command::new("bash")
+        .arg(repo().join("agent-bin/tests/data/mcp-python.sh"))
+        .arg(venv)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no Python with the mcp package");
+    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let script = repo().join("agent-bin/tests/data/mcp_server.py");
+    let cfg = dir.join("mcp-config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[chat.mcp.demo]\ncommand = [{python:?}, {:?}, \"stdio\"]\nconfirm = [\"touch\"]\ntimeout = 20\n",
+            script.display().to_string()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn the_model_calls_an_mcp_tool_and_a_declined_one_has_no_effect() {
+    let Some(s) = setup_chat() else { return };
+    let (port, _srv) = s.server();
+    let ws = s.dir.path().join("ws");
+    let cfg = mcp_config(s.dir.path());
+    // The call is forced (a 270M model does not pick tools reliably); its arguments are the
+    // model's (integers, as the tool's schema says: the grammar admits nothing else), and the
+    // MCP server's answer must be their sum.
+    let out = chat_cmd(&url(port), &ws, &["--require-tool", "demo.add"])
+        .env("TBQ_AGENT_CONFIG", &cfg)
+        .arg("What is 17 plus 25?")
+        .output()
+        .unwrap();
+    let events = events_of(&out);
+    assert!(out.status.success());
+    let call = find(&events, "tool_call").expect("a tool call");
+    assert_eq!(call["tool"], "demo.add");
+    let (a, b) = (call["args"]["a"].as_i64(), call["args"]["b"].as_i64());
+    let (Some(a), Some(b)) = (a, b) else {
+        panic!("integer arguments: {call}")
+    };
+    let result = find(&events, "tool_result").unwrap();
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["text"], (a + b).to_string());
+    assert!(find(&events, "answer").is_some());
+
+    // A confirm-marked tool: asked, answered "n", not called.
+    let mut cmd = chat_cmd(
+        &url(port),
+        &ws,
+        &[
+            "--require-tool",
+            "demo.touch",
+            "--tool-args",
+            r#"{"name": "made-by-mcp.txt"}"#,
+        ],
+    );
+    cmd.env("TBQ_AGENT_CONFIG", &cfg);
+    let mut c = Chat::start(cmd);
+    c.send("Create the file made-by-mcp.txt.");
+    let ev = c.events_until("confirm", Duration::from_secs(120));
+    assert!(
+        find(&ev, "confirm").unwrap()["question"]
+            .as_str()
+            .unwrap()
+            .contains("demo.touch"),
+        "{ev:?}"
+    );
+    c.send("n");
+    let ev = c.events_until("answer", Duration::from_secs(120));
+    assert!(find(&ev, "declined").is_some(), "{ev:?}");
+    assert_eq!(find(&ev, "tool_result").unwrap()["ok"], false);
+    c.quit();
+    assert!(
+        !ws.join("made-by-mcp.txt").exists(),
+        "a declined MCP call ran"
+    );
+}

@@ -122,22 +122,24 @@ fn is_mma(t: i32) -> bool {
     TbqType::from_abi(t).is_some()
 }
 
-/// Words of shared memory of the tensor-core kernel's tables (tbq_mma_smem in kernels/fattn.cu):
-/// the K pair table (2^(2·bits) entries, replicated so that it stays ≤ 32 KB), the V pair table
-/// (32 replicas) and, with a sub-scaled K or V, 256 gain pairs.
+/// Words of shared memory of the tensor-core kernel's tables (tbq_mma_smem in kernels/fattn.cu).
+/// K tables of ≤ 256 entries (tbq3, tbq4 keys) are interleaved with the V table: 64 words per
+/// entry of the larger of the two (32 K replicas, 32 V replicas). Larger K tables (tbq5: 1024
+/// entries, tbq6: 4096) are replicated so that they stay at 32 KB, then the V table follows with
+/// 32 replicas. A sub-scaled K or V adds 256 gain pairs.
 fn mma_table_words(k: TbqType, v: TbqType) -> i64 {
     let entries = |t: TbqType| 1i64 << (2 * t.spec().bits);
-    let k_rep = if entries(k) <= 256 {
-        32
+    let tables = if entries(k) <= 256 {
+        64 * entries(k).max(entries(v))
     } else {
-        8192 / entries(k)
+        8192 + 32 * entries(v)
     };
     let gains = if k.spec().sub_scales || v.spec().sub_scales {
         256
     } else {
         0
     };
-    k_rep * entries(k) + 32 * entries(v) + gains
+    tables + gains
 }
 
 /// Why `a` cannot run on these kernels, or `Ok` when it can.
@@ -353,6 +355,15 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Result<Plan, Cud
         None => (resident_blocks(kernel, smem)? * n_sm / base).clamp(1, max_by_len),
     }
     .min(MAX_SPLITS);
+    // The kernels address a split with 32-bit byte offsets from its first token.
+    let row_bytes = a.k.nb[1].max(a.v.nb[1]) as i64;
+    let longest = (i32::MAX as i64 / row_bytes) / step * step;
+    let want = want.max(cdiv(n_kv, longest.max(step)));
+    if want > MAX_SPLITS {
+        return unsupported(format!(
+            "{n_kv} tokens of {row_bytes} bytes: a split would exceed 2 GiB"
+        ));
+    }
     let split_len = cdiv(cdiv(n_kv, want), step) * step;
     let splits = cdiv(n_kv, split_len);
     Ok(Plan {

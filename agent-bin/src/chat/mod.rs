@@ -3,7 +3,8 @@
 //! A turn is a short loop: recall what may be relevant (full text, and vectors when an
 //! embedding endpoint is set), ask the model for one JSON action under a grammar
 //! (`protocol.rs`), run the tool it names (`tools.rs`: shell with a policy, workspace files,
-//! memory, reminders, web), show it the result, and stop at an answer or after `max_steps`.
+//! memory, reminders, web, and the tools of configured MCP servers, `mcp/`), show it the
+//! result, and stop at an answer or after `max_steps`.
 //! The user's message is stored before the model sees it and the answer with the name of the
 //! model that wrote it, so nothing is lost when the server dies mid-turn (`route.rs` waits and
 //! retries, or says so).
@@ -12,6 +13,7 @@
 
 pub mod files;
 pub mod http;
+pub mod mcp;
 pub mod memory;
 pub mod protocol;
 pub mod reminders;
@@ -169,6 +171,10 @@ pub struct Agent {
     conversation: i64,
     require_tool: Option<String>,
     tool_args: Option<Value>,
+    mcp: mcp::Servers,
+    /// Serving `--http`: nobody can confirm an MCP call (unlike shell commands, there is no
+    /// setting that lets them run unconfirmed).
+    over_http: bool,
 }
 
 /// How `chat` was asked to run.
@@ -247,37 +253,33 @@ impl Agent {
             }
             _ => None,
         };
-        if let Some(args) = &o.tool_args {
-            let spec = o.require_tool.as_deref().and_then(protocol::tool);
-            let ok = spec.is_some_and(|s| {
-                args.as_object().is_some_and(|a| {
-                    a.len() == s.args.len()
-                        && s.args
-                            .iter()
-                            .all(|(n, _)| a.get(*n).is_some_and(Value::is_string))
-                })
-            });
-            if !ok {
-                return Err(fail(Exit::Usage, "--tool-args must be a JSON object with every argument of --require-tool's tool, as strings")
-                    .fix("e.g. --require-tool shell --tool-args '{\"command\": \"ls\"}'")
-                    .into());
-            }
-        }
-        if let Some(t) = &o.require_tool {
-            if protocol::tool(t).is_none() {
-                return Err(fail(
+        // The servers start before the checks below: --require-tool may name one of their tools.
+        let mcp = mcp::Servers::start(&cfg.mcp, ws.root())?;
+        let known = known_tools(&mcp);
+        let required = o.require_tool.as_deref().map(|t| {
+            known.iter().find(|s| s.name == t).ok_or_else(|| {
+                fail(
                     Exit::Usage,
                     format!("--require-tool: there is no tool {t:?}"),
                 )
                 .fix(format!(
                     "one of: {}",
-                    protocol::TOOLS
-                        .iter()
-                        .map(|t| t.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    known.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
                 ))
-                .into());
+            })
+        });
+        let required = required.transpose()?;
+        if let Some(args) = &o.tool_args {
+            let fits = required.is_some_and(|s| {
+                protocol::check_args(s, args).is_ok()
+                    && args
+                        .as_object()
+                        .is_some_and(|a| a.keys().all(|k| s.args.iter().any(|(n, _)| n == k)))
+            });
+            if !fits {
+                return Err(fail(Exit::Usage, "--tool-args must be a JSON object with the arguments of --require-tool's tool (every required one, each of its type)")
+                    .fix("e.g. --require-tool shell --tool-args '{\"command\": \"ls\"}'")
+                    .into());
             }
         }
         let sandbox = if cfg.shell.enabled {
@@ -313,6 +315,8 @@ impl Agent {
             conversation: 0,
             require_tool: o.require_tool.clone(),
             tool_args: o.tool_args.clone(),
+            mcp,
+            over_http: o.http.is_some(),
             cfg,
             ws,
             store,
@@ -430,7 +434,12 @@ impl Agent {
                 "web_fetch" => self.cfg.web.enabled,
                 _ => true,
             })
+            .chain(self.mcp.tools().iter().map(|t| t.spec))
             .collect()
+    }
+
+    fn find_tool(&self, name: &str) -> Option<&'static ToolSpec> {
+        known_tools(&self.mcp).into_iter().find(|t| t.name == name)
     }
 
     /// One turn on the terminal channel: `user` is stored, then answered with the stored
@@ -483,7 +492,7 @@ impl Agent {
         let mut answer_only = false;
         for step in 0..max_steps {
             let required = self.require_tool.as_deref().filter(|_| step == 0);
-            let constraint = match required.map(|t| protocol::tool(t).expect("checked at open")) {
+            let constraint = match required.map(|t| self.find_tool(t).expect("checked at open")) {
                 Some(t) => match &self.tool_args {
                     Some(args) => protocol::pinned(t, args),
                     None => protocol::constraint(&[t], false),
@@ -521,7 +530,7 @@ impl Agent {
                 }
             };
             tokens += reply.tokens.unwrap_or(0);
-            let action = match protocol::parse(&reply.text) {
+            let action = match protocol::parse(&reply.text, &known_tools(&self.mcp)) {
                 Ok(a) => a,
                 Err(e)
                     if matches!(
@@ -630,6 +639,15 @@ impl Agent {
         });
         Err(e)
     }
+}
+
+/// Every tool a step may name: the built-in ones (those turned off are refused when called)
+/// and the MCP servers'.
+fn known_tools(mcp: &mcp::Servers) -> Vec<&'static ToolSpec> {
+    protocol::TOOLS
+        .iter()
+        .chain(mcp.tools().iter().map(|t| t.spec))
+        .collect()
 }
 
 /// The user and assistant messages of `history` (oldest first), each cut to 300 characters:

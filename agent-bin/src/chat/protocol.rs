@@ -11,17 +11,106 @@
 //!
 //! The system prompt is followed by a few example exchanges (one per kind of tool): a 270M
 //! model imitates examples far better than it follows descriptions.
+//!
+//! The tools of MCP servers (`mcp/`) come with JSON schemas; their arguments are typed here
+//! ([`Arg`]: integers, numbers, booleans, enums, any JSON, optional ones), so that the grammar
+//! admits exactly what the server will accept and the parser refuses the rest.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-/// What an argument may hold.
+/// What an argument may hold. The built-in tools take strings; MCP tools' arguments follow
+/// their JSON schemas (`mcp/schema.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arg {
     /// Any string.
     Text,
     /// A reminder schedule the model can write: `in 10m`, `every 2h`, `at 07:30`.
     Schedule,
+    /// A JSON integer.
+    Integer,
+    /// A JSON number.
+    Number,
+    /// `true` or `false`.
+    Bool,
+    /// One of these strings (a schema's `enum`).
+    OneOf(&'static [&'static str]),
+    /// Any JSON value: objects, arrays, and schemas this agent does not model more closely.
+    Json,
+    /// An argument the call may leave out (a property its schema does not require).
+    Optional(&'static Arg),
+}
+
+impl Arg {
+    /// Whether a call must give it.
+    pub fn required(&self) -> bool {
+        !matches!(self, Arg::Optional(_))
+    }
+
+    /// What it holds, optional or not.
+    fn value(&self) -> &Arg {
+        match self {
+            Arg::Optional(a) => a.value(),
+            a => a,
+        }
+    }
+
+    /// Whether `v` is a value of this kind.
+    pub fn accepts(&self, v: &Value) -> bool {
+        match self.value() {
+            Arg::Text | Arg::Schedule => v.is_string(),
+            Arg::Integer => v.is_i64() || v.is_u64(),
+            Arg::Number => v.is_number(),
+            Arg::Bool => v.is_boolean(),
+            Arg::OneOf(options) => v.as_str().is_some_and(|s| options.contains(&s)),
+            Arg::Json | Arg::Optional(_) => true,
+        }
+    }
+
+    /// The kind in words, for errors.
+    fn describe(&self) -> String {
+        match self.value() {
+            Arg::Text | Arg::Schedule => "a string".into(),
+            Arg::Integer => "an integer".into(),
+            Arg::Number => "a number".into(),
+            Arg::Bool => "true or false".into(),
+            Arg::OneOf(options) => format!("one of {options:?}"),
+            Arg::Json | Arg::Optional(_) => "a JSON value".into(),
+        }
+    }
+
+    /// The GBNF for its value (rules in [`GBNF_STRING`]).
+    fn gbnf(&self) -> String {
+        match self.value() {
+            Arg::Text => "str".into(),
+            Arg::Schedule => "sched".into(),
+            Arg::Integer => "int".into(),
+            Arg::Number => "num".into(),
+            Arg::Bool => "bool".into(),
+            Arg::OneOf(options) => {
+                let alts: Vec<String> = options
+                    .iter()
+                    .map(|o| gbnf_lit(&Value::from(*o).to_string()))
+                    .collect();
+                format!("({})", alts.join(" | "))
+            }
+            Arg::Json | Arg::Optional(_) => "value".into(),
+        }
+    }
+
+    /// The JSON schema for its value.
+    fn schema(&self) -> Value {
+        match self.value() {
+            Arg::Text => json!({"type": "string"}),
+            Arg::Schedule => json!({"type": "string",
+                "pattern": "^((in|every) [1-9][0-9]{0,3}[smhd]|at [0-2][0-9]:[0-5][0-9])$"}),
+            Arg::Integer => json!({"type": "integer"}),
+            Arg::Number => json!({"type": "number"}),
+            Arg::Bool => json!({"type": "boolean"}),
+            Arg::OneOf(options) => json!({"type": "string", "enum": options}),
+            Arg::Json | Arg::Optional(_) => json!({}),
+        }
+    }
 }
 
 /// A tool the model may call.
@@ -35,7 +124,7 @@ pub struct ToolSpec {
     pub args: &'static [(&'static str, Arg)],
 }
 
-/// Every tool; `web_fetch` is offered only when enabled, `shell` only when enabled.
+/// Every built-in tool; `web_fetch` is offered only when enabled, `shell` only when enabled.
 pub const TOOLS: &[ToolSpec] = &[
     ToolSpec {
         name: "shell",
@@ -133,11 +222,6 @@ pub fn examples(tools: &[&ToolSpec]) -> Vec<Value> {
         .collect()
 }
 
-/// The spec of tool `name`.
-pub fn tool(name: &str) -> Option<&'static ToolSpec> {
-    TOOLS.iter().find(|t| t.name == name)
-}
-
 /// What a step may produce, in the two forms endpoints understand.
 #[derive(Clone, Debug)]
 pub struct Constraint {
@@ -167,6 +251,12 @@ fn gbnf_lit(s: &str) -> String {
 const GBNF_STRING: &str = r#"str ::= "\"" char* "\""
 char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
 sched ::= "\"" (("in " | "every ") [1-9] [0-9]{0,3} [smhd] | "at " [0-2] [0-9] ":" [0-5] [0-9]) "\""
+int ::= "-"? ([0-9] | [1-9] [0-9]{1,15})
+num ::= int ("." [0-9]{1,15})?
+bool ::= "true" | "false"
+value ::= str | num | bool | "null" | obj | arr
+obj ::= "{" (str ": " value (", " str ": " value)*)? "}"
+arr ::= "[" (value (", " value)*)? "]"
 "#;
 
 /// The constraint for a step: a call of one of `tools`, or (when `answer`) an answer.
@@ -189,29 +279,23 @@ pub fn constraint(tools: &[&ToolSpec], answer: bool) -> Constraint {
         }));
     }
     for t in tools {
-        let rule = format!("call-{}", t.name.replace('_', "-"));
+        let rule = rule_name(t.name, &alts);
         let mut parts = vec![gbnf_lit(&format!(r#"{{"tool": "{}", "args": {{"#, t.name))];
-        let mut props = serde_json::Map::new();
-        for (i, (name, kind)) in t.args.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            parts.push(gbnf_lit(&format!(r#"{sep}"{name}": "#)));
-            parts.push(match kind {
-                Arg::Text => "str".into(),
-                Arg::Schedule => "sched".into(),
-            });
-            props.insert(
-                name.to_string(),
-                match kind {
-                    Arg::Text => json!({"type": "string"}),
-                    Arg::Schedule => json!({"type": "string",
-                        "pattern": "^((in|every) [1-9][0-9]{0,3}[smhd]|at [0-2][0-9]:[0-5][0-9])$"}),
-                },
-            );
-        }
+        parts.extend(args_gbnf(t.args));
         parts.push(gbnf_lit("}}"));
         rules.push(format!("{rule} ::= {}", parts.join(" ")));
         alts.push(rule);
-        let required: Vec<&str> = t.args.iter().map(|a| a.0).collect();
+        let props = t
+            .args
+            .iter()
+            .map(|(name, kind)| (name.to_string(), kind.schema()))
+            .collect();
+        let required: Vec<&str> = t
+            .args
+            .iter()
+            .filter(|a| a.1.required())
+            .map(|a| a.0)
+            .collect();
         schemas.push(call_schema(t.name, props, &required));
     }
     let schema = if schemas.len() == 1 {
@@ -227,6 +311,81 @@ pub fn constraint(tools: &[&ToolSpec], answer: bool) -> Constraint {
         ),
         schema,
     }
+}
+
+/// A GBNF rule name for tool `name` (letters, digits and dashes only), unlike any in `taken`.
+fn rule_name(name: &str, taken: &[String]) -> String {
+    let base: String = format!("call-{name}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut rule = base.clone();
+    let mut n = 2;
+    while taken.contains(&rule) {
+        rule = format!("{base}-{n}");
+        n += 1;
+    }
+    rule
+}
+
+/// The GBNF of a call's arguments, in a fixed order (and key order is all a small model can
+/// get wrong in a grammar): the required ones as listed, then each optional one, or not.
+fn args_gbnf(args: &[(&str, Arg)]) -> Vec<String> {
+    let field = |sep: &str, name: &str, kind: &Arg| {
+        format!(
+            "{} {}",
+            gbnf_lit(&format!(r#"{sep}"{name}": "#)),
+            kind.gbnf()
+        )
+    };
+    let (required, optional): (Vec<_>, Vec<_>) = args.iter().partition(|a| a.1.required());
+    let mut parts: Vec<String> = required
+        .iter()
+        .enumerate()
+        .map(|(i, (name, kind))| field(if i == 0 { "" } else { ", " }, name, kind))
+        .collect();
+    if !required.is_empty() {
+        parts.extend(
+            optional
+                .iter()
+                .map(|(name, kind)| format!("({})?", field(", ", name, kind))),
+        );
+    } else if !optional.is_empty() {
+        // No required argument to follow: whichever optional one comes first has no comma.
+        let starts: Vec<String> = (0..optional.len())
+            .map(|first| {
+                let mut alt = vec![field("", optional[first].0, &optional[first].1)];
+                alt.extend(
+                    optional[first + 1..]
+                        .iter()
+                        .map(|(name, kind)| format!("({})?", field(", ", name, kind))),
+                );
+                alt.join(" ")
+            })
+            .collect();
+        parts.push(format!("({})?", starts.join(" | ")));
+    }
+    parts
+}
+
+/// Checks a call's arguments against its tool: every required one given, each of its kind.
+pub fn check_args(spec: &ToolSpec, args: &Value) -> Result<()> {
+    let Some(given) = args.as_object() else {
+        bail!("the arguments of {} must be a JSON object", spec.name);
+    };
+    for (name, kind) in spec.args {
+        match given.get(*name) {
+            None if !kind.required() => {}
+            None => bail!("tool {} needs the argument {name:?}", spec.name),
+            Some(v) if !kind.accepts(v) => bail!(
+                "argument {name:?} of {} must be {}, not {v}",
+                spec.name,
+                kind.describe()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn call_schema(tool: &str, props: serde_json::Map<String, Value>, required: &[&str]) -> Value {
@@ -246,7 +405,13 @@ fn call_schema(tool: &str, props: serde_json::Map<String, Value>, required: &[&s
 pub fn pinned(tool: &ToolSpec, args: &Value) -> Constraint {
     let mut text = format!(r#"{{"tool": "{}", "args": {{"#, tool.name);
     let mut props = serde_json::Map::new();
-    for (i, (name, _)) in tool.args.iter().enumerate() {
+    let given: Vec<&str> = tool
+        .args
+        .iter()
+        .map(|a| a.0)
+        .filter(|name| args.get(*name).is_some())
+        .collect();
+    for (i, name) in given.iter().enumerate() {
         let v = &args[*name];
         if i > 0 {
             text.push_str(", ");
@@ -255,7 +420,7 @@ pub fn pinned(tool: &ToolSpec, args: &Value) -> Constraint {
         props.insert(name.to_string(), json!({ "const": v }));
     }
     text.push_str("}}");
-    let required: Vec<&str> = tool.args.iter().map(|a| a.0).collect();
+    let required = given;
     Constraint {
         grammar: format!("root ::= {}\n", gbnf_lit(&text)),
         schema: call_schema(tool.name, props, &required),
@@ -279,7 +444,14 @@ To use a tool, reply with a JSON object naming the tool and its arguments. To ta
 reply with a JSON object whose \"answer\" is your message.\nTools:\n",
     );
     for t in tools {
-        let args: Vec<&str> = t.args.iter().map(|a| a.0).collect();
+        let args: Vec<String> = t
+            .args
+            .iter()
+            .map(|(name, kind)| match kind.required() {
+                true => name.to_string(),
+                false => format!("{name}?"),
+            })
+            .collect();
         s.push_str(&format!("- {} ({}): {}\n", t.name, args.join(", "), t.help));
     }
     s.push_str(
@@ -322,9 +494,9 @@ pub enum Action {
     },
 }
 
-/// Parses a model step. Tolerates text around the object (a model without a grammar, e.g. a
-/// fallback endpoint that ignores `response_format`).
-pub fn parse(text: &str) -> Result<Action> {
+/// Parses a model step that may call one of `known`. Tolerates text around the object (a
+/// model without a grammar, e.g. a fallback endpoint that ignores `response_format`).
+pub fn parse(text: &str, known: &[&ToolSpec]) -> Result<Action> {
     let t = text.trim();
     let v: Value = match serde_json::from_str(t) {
         Ok(v) => v,
@@ -348,7 +520,7 @@ pub fn parse(text: &str) -> Result<Action> {
     let Some(name) = v.get("tool").and_then(Value::as_str) else {
         bail!("the reply has neither \"answer\" nor \"tool\": {t}");
     };
-    let Some(spec) = tool(name) else {
+    let Some(spec) = known.iter().find(|t| t.name == name) else {
         bail!("there is no tool {name:?}");
     };
     let mut args = v.get("args").cloned().unwrap_or(json!({}));
@@ -360,11 +532,7 @@ pub fn parse(text: &str) -> Result<Action> {
             }
         }
     }
-    for (a, _) in spec.args {
-        if !args.get(*a).is_some_and(Value::is_string) {
-            bail!("tool {name} needs the string argument {a:?}");
-        }
-    }
+    check_args(spec, &args)?;
     Ok(Action::Call {
         tool: name.to_string(),
         args,
@@ -510,6 +678,17 @@ fn strip_markers_keep_space(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The spec of built-in tool `name`.
+    fn tool(name: &str) -> Option<&'static ToolSpec> {
+        TOOLS.iter().find(|t| t.name == name)
+    }
+
+    /// Parses a step that may call the built-in tools.
+    fn parse(text: &str) -> Result<Action> {
+        let builtin: Vec<&ToolSpec> = TOOLS.iter().collect();
+        super::parse(text, &builtin)
+    }
+
     #[test]
     fn parses_answers_calls_and_refuses_bad_ones() {
         assert_eq!(
@@ -572,6 +751,80 @@ mod tests {
             p.schema["properties"]["args"]["properties"]["command"]["const"],
             "echo \"a\\b\""
         );
+    }
+
+    /// An MCP-like tool with typed, optional arguments.
+    const TYPED: ToolSpec = ToolSpec {
+        name: "notes.search",
+        help: "search",
+        args: &[
+            ("query", Arg::Text),
+            ("limit", Arg::Optional(&Arg::Integer)),
+            ("order", Arg::Optional(&Arg::OneOf(&["new", "old"]))),
+        ],
+    };
+
+    #[test]
+    fn typed_and_optional_arguments_in_grammar_schema_and_parser() {
+        let c = constraint(&[&TYPED], false);
+        assert!(
+            c.grammar.starts_with("root ::= call-notes-search\n"),
+            "{}",
+            c.grammar
+        );
+        assert!(
+            c.grammar.contains(
+                r#""\"query\": " str (", \"limit\": " int)? (", \"order\": " ("\"new\"" | "\"old\""))? "}}""#
+            ),
+            "{}",
+            c.grammar
+        );
+        let args = &c.schema["properties"]["args"];
+        assert_eq!(args["required"], json!(["query"]));
+        assert_eq!(args["properties"]["limit"], json!({"type": "integer"}));
+        assert_eq!(args["properties"]["order"]["enum"], json!(["new", "old"]));
+
+        let known = [&TYPED];
+        let a = super::parse(
+            r#"{"tool": "notes.search", "args": {"query": "tax", "limit": 3}}"#,
+            &known,
+        );
+        assert!(matches!(a, Ok(Action::Call { ref args, .. }) if args["limit"] == 3));
+        for (bad, why) in [
+            (
+                r#"{"tool": "notes.search", "args": {"limit": 3}}"#,
+                "needs the argument \"query\"",
+            ),
+            (
+                r#"{"tool": "notes.search", "args": {"query": "a", "limit": "3"}}"#,
+                "must be an integer",
+            ),
+            (
+                r#"{"tool": "notes.search", "args": {"query": "a", "order": "random"}}"#,
+                "one of [\"new\", \"old\"]",
+            ),
+        ] {
+            let e = super::parse(bad, &known).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // Only optional arguments: whichever comes first has no comma, and none is fine.
+        const ALL_OPTIONAL: ToolSpec = ToolSpec {
+            name: "x.list",
+            help: "list",
+            args: &[
+                ("a", Arg::Optional(&Arg::Bool)),
+                ("b", Arg::Optional(&Arg::Json)),
+            ],
+        };
+        let g = constraint(&[&ALL_OPTIONAL], false).grammar;
+        assert!(
+            g.contains(r#"call-x-list ::= "{\"tool\": \"x.list\", \"args\": {" ("\"a\": " bool (", \"b\": " value)? | "\"b\": " value)? "}}""#),
+            "{g}"
+        );
+        assert!(system_prompt(&[&TYPED], &[], &[], "now")
+            .contains("- notes.search (query, limit?, order?): search"));
+        let p = pinned(&TYPED, &json!({"query": "tax"}));
+        assert_eq!(p.grammar, "root ::= \"{\\\"tool\\\": \\\"notes.search\\\", \\\"args\\\": {\\\"query\\\": \\\"tax\\\"}}\"\n");
     }
 
     #[test]

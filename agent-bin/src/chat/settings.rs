@@ -4,6 +4,7 @@
 //! llama-server on 127.0.0.1:8080. Unknown keys are refused (a typo in a safety setting must not
 //! pass silently).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,9 @@ pub struct ChatConfig {
     pub fallback: Option<FallbackConfig>,
     /// `[chat.http]`.
     pub http: HttpConfig,
+    /// `[chat.mcp.NAME]`: MCP servers whose tools are offered as `NAME.tool`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mcp: BTreeMap<String, McpServerConfig>,
 }
 
 impl Default for ChatConfig {
@@ -79,6 +83,7 @@ impl Default for ChatConfig {
             web: WebConfig::default(),
             fallback: None,
             http: HttpConfig::default(),
+            mcp: BTreeMap::new(),
         }
     }
 }
@@ -267,6 +272,88 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[chat.mcp.NAME]`: one MCP server, started (stdio) or connected to (streamable HTTP) when
+/// the chat starts. Exactly one of `command` and `url`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// The program to start, as one word or as a list (program, then arguments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandLine>,
+    /// Arguments after `command`'s own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables added for the server process.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The streamable HTTP endpoint, e.g. `http://127.0.0.1:8000/mcp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Which of its tools ask the user before each call, like shell commands outside the
+    /// allow list: `true` (all), `false` (none), or a list of tool names (as the server
+    /// names them).
+    pub confirm: ConfirmTools,
+    /// Seconds one tool call may take (then it is cancelled and the model told).
+    pub timeout: u64,
+    /// Seconds the start (initialize and tools/list) may take.
+    pub startup_timeout: u64,
+    /// Bytes of a tool result kept; the rest is cut.
+    pub max_result_bytes: usize,
+    /// Whether the model may write the arguments a tool's schema does not require. Off by
+    /// default, like `chain_tools`: Gemma 270M, offered them, fills them with nonsense
+    /// (`"tail": 1000000000000000`); turn it on for a larger model.
+    pub optional_args: bool,
+    /// Off: the server is neither started nor offered.
+    pub enabled: bool,
+}
+
+impl Default for McpServerConfig {
+    fn default() -> Self {
+        McpServerConfig {
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            url: None,
+            confirm: ConfirmTools::All(false),
+            timeout: 30,
+            startup_timeout: 30,
+            max_result_bytes: 16 * 1024,
+            optional_args: false,
+            enabled: true,
+        }
+    }
+}
+
+/// `command = "prog"` or `command = ["prog", "arg", …]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandLine {
+    /// A program.
+    Program(String),
+    /// A program and its first arguments.
+    Words(Vec<String>),
+}
+
+/// `confirm = true | false | ["tool", …]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ConfirmTools {
+    /// Every tool, or none.
+    All(bool),
+    /// These tools.
+    Only(Vec<String>),
+}
+
+impl ConfirmTools {
+    /// Whether calls of `tool` (its name on the server) need a "yes".
+    pub fn applies_to(&self, tool: &str) -> bool {
+        match self {
+            ConfirmTools::All(all) => *all,
+            ConfirmTools::Only(tools) => tools.iter().any(|t| t == tool),
+        }
+    }
+}
+
 /// The `[chat]` part of `tbq-agent config --example`.
 pub const EXAMPLE: &str = r#"
 [chat]
@@ -301,4 +388,16 @@ enabled = false                         # web_fetch; private and loopback addres
 [chat.http]
 listen = "127.0.0.1:8765"               # loopback only
 token_env = "TBQ_CHAT_TOKEN"            # Authorization: Bearer $TBQ_CHAT_TOKEN
+
+# MCP servers: their tools are offered to the model as NAME.tool (here files.read_text_file).
+# [chat.mcp.files]                      # started with the chat (stdio), stopped at exit
+# command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "/home/me/notes"]
+# env = { NODE_NO_WARNINGS = "1" }
+# confirm = ["write_file", "edit_file", "move_file"]   # or true: every call asks y/N
+# timeout = 30                          # seconds per call; then it is cancelled
+# max_result_bytes = 16384
+# optional_args = false                 # true: the model may also write non-required arguments
+# [chat.mcp.tracker]                    # streamable HTTP, already running
+# url = "http://127.0.0.1:8000/mcp"
+# confirm = true                        # over HTTP (chat --http) confirm-marked calls are refused
 "#;

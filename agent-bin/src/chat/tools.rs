@@ -140,7 +140,50 @@ impl Agent {
                     Err(e) => refused(format!("{e:#}")),
                 }
             }
+            other if self.mcp.tool(other).is_some() => self.mcp_call(other, args, io),
             other => refused(format!("there is no tool {other:?}")),
+        }
+    }
+
+    /// Calls an MCP tool, asking first when its server's `confirm` covers it (the same y/N as
+    /// for shell commands outside the allow list).
+    fn mcp_call(&mut self, tool: &str, args: &Value, io: &mut dyn Io) -> ToolOutcome {
+        let Some(t) = self.mcp.tool(tool) else {
+            return refused(format!("there is no tool {tool:?}"));
+        };
+        if t.confirm {
+            let call = format!("{tool} {args}");
+            let question = format!("call `{call}`? ([chat.mcp.{}] confirm)", t.server);
+            // The HTTP channel answers for shell commands by its own setting; that setting
+            // is about shell, so an MCP call that needs a "yes" is refused there, always.
+            let answer = if self.over_http {
+                None
+            } else {
+                io.confirm(&question)
+            };
+            match answer {
+                Some(true) => {}
+                Some(false) => {
+                    io.event(Event::Declined { command: &call });
+                    return refused(format!(
+                        "the user declined the call {call}; it was not made"
+                    ));
+                }
+                None => {
+                    io.event(Event::Blocked {
+                        command: &call,
+                        why: "needs a confirmation and nobody can give one here",
+                    });
+                    return refused(format!(
+                        "{call} needs the user's confirmation, which this channel cannot ask for; it was not made"
+                    ));
+                }
+            }
+        }
+        let r = self.mcp.call(tool, args);
+        ToolOutcome {
+            ok: r.ok,
+            text: r.text,
         }
     }
 
@@ -244,7 +287,116 @@ impl Agent {
 
 #[cfg(test)]
 mod tests {
-    use super::git_config_guard;
+    use super::*;
+    use crate::chat::settings::{CommandLine, ConfirmTools, McpServerConfig};
+    use crate::chat::{ChatConfig, Options};
+
+    /// A channel whose user answers every question with `answer`, keeping what it was asked.
+    struct Answering {
+        answer: Option<bool>,
+        asked: Vec<String>,
+        declined: Vec<String>,
+    }
+
+    impl Io for Answering {
+        fn event(&mut self, e: Event) {
+            if let Event::Declined { command } = e {
+                self.declined.push(command.to_string());
+            }
+        }
+        fn confirm(&mut self, question: &str) -> Option<bool> {
+            self.asked.push(question.to_string());
+            self.answer
+        }
+    }
+
+    fn agent(ws: &std::path::Path, http: bool) -> Agent {
+        let mut cfg = ChatConfig::default();
+        cfg.mcp.insert(
+            "t".into(),
+            McpServerConfig {
+                command: Some(CommandLine::Words(vec![
+                    crate::chat::mcp::tests::python_with_mcp()
+                        .display()
+                        .to_string(),
+                    format!("{}/tests/data/mcp_server.py", env!("CARGO_MANIFEST_DIR")),
+                    "stdio".into(),
+                ])),
+                confirm: ConfirmTools::Only(vec!["touch".into()]),
+                ..McpServerConfig::default()
+            },
+        );
+        Agent::open(&Options {
+            cfg,
+            url: "http://127.0.0.1:9".into(),
+            workspace: ws.to_path_buf(),
+            message: None,
+            http: http.then(|| "127.0.0.1:0".into()),
+            fallback: false,
+            require_tool: None,
+            tool_args: None,
+            json: false,
+            progress: false,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_confirm_marked_mcp_tool_runs_only_after_a_yes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = agent(dir.path(), false);
+        let args = serde_json::json!({"name": "f"});
+        let mut no = Answering {
+            answer: Some(false),
+            asked: vec![],
+            declined: vec![],
+        };
+        let o = a.call_tool("t.touch", &args, &mut no);
+        assert!(!o.ok);
+        assert_eq!(
+            o.text,
+            r#"the user declined the call t.touch {"name":"f"}; it was not made"#
+        );
+        assert_eq!(
+            no.asked,
+            [r#"call `t.touch {"name":"f"}`? ([chat.mcp.t] confirm)"#]
+        );
+        assert_eq!(no.declined, [r#"t.touch {"name":"f"}"#]);
+        assert!(!dir.path().join("f").exists(), "a declined call ran");
+        // A tool not marked runs without a question.
+        let o = a.call_tool("t.add", &serde_json::json!({"a": 1, "b": 2}), &mut no);
+        assert_eq!((o.ok, o.text.as_str(), no.asked.len()), (true, "3", 1));
+
+        let mut yes = Answering {
+            answer: Some(true),
+            asked: vec![],
+            declined: vec![],
+        };
+        let o = a.call_tool("t.touch", &args, &mut yes);
+        assert!(o.ok, "{}", o.text);
+        assert!(dir.path().join("f").exists());
+    }
+
+    #[test]
+    fn over_http_a_confirm_marked_mcp_tool_is_refused_unasked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = agent(dir.path(), true);
+        // Even a channel that would say yes (allow_unconfirmed_shell) is not asked.
+        let mut yes = Answering {
+            answer: Some(true),
+            asked: vec![],
+            declined: vec![],
+        };
+        let o = a.call_tool("t.touch", &serde_json::json!({"name": "g"}), &mut yes);
+        assert!(!o.ok);
+        assert!(
+            o.text.contains("needs the user's confirmation"),
+            "{}",
+            o.text
+        );
+        assert!(yes.asked.is_empty());
+        assert!(!dir.path().join("g").exists());
+    }
 
     #[test]
     fn write_file_stays_out_of_git_folders() {
