@@ -16,6 +16,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 model=$("$REPO/scripts/fetch-model.sh" gemma3-270m)
 "$REPO/scripts/fetch-model.sh" smollm2-135m >/dev/null
 
+# The shell tool's sandbox tests need bubblewrap: installed here when root and missing; where it
+# is present they must pass (TBQ_REQUIRE_BWRAP), where it cannot be installed they skip, saying so.
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null || echo "warning: could not install bubblewrap" >&2
+fi
+if command -v bwrap >/dev/null; then
+    export TBQ_REQUIRE_BWRAP=1
+else
+    echo "warning: no bubblewrap (not root, or no apt): the sandbox tests will skip" >&2
+fi
+
 export TBQ_LLAMA_SERVER=$BIN/llama-server TBQ_TEST_MODEL=$model TBQ_REQUIRE_LLAMA_SERVER=1
 cd "$REPO"
 cargo test --release --locked -p tbq --lib -- plan:: gguf::

@@ -158,6 +158,7 @@ Endpoints are base URLs (without /v1). Prompts go to /v1/completions (api = \"ch
     /// A local-first agent: tools (shell, files, memory, reminders, web), persistent memory, REPL or HTTP
     #[command(
         args_override_self = true,
+        args_conflicts_with_subcommands = true,
         long_about = "A personal agent on the local llama-server. Each turn the model picks one JSON action at a \
 time, constrained by llama-server's grammar (so even a 270M model's tool calls parse): call a tool (shell inside the \
 workspace behind allow/deny patterns and a confirmation, read/write/list workspace files, remember/recall, remind, \
@@ -176,10 +177,14 @@ A fallback endpoint answers only when opted in. Every answer names the model tha
          -d '{\"messages\":[{\"role\":\"user\",\"content\":\"remember that I like tea\"}]}'
     tbq-agent chat --embedding-url http://127.0.0.1:8081   # vector recall (llama-server --embeddings --pooling mean)
     tbq-agent chat --fallback                         # let [chat.fallback] answer when the local model cannot
+    tbq-agent chat policy 'find . -delete'            # what the shell policy says about a command, and why
 
 Settings: [chat], [chat.shell], [chat.web], [chat.fallback], [chat.http] in the config file \
-(`tbq-agent config --example`). Shell: deny patterns win over allow patterns; anything not allowed asks \
-y/N on the terminal (refused over HTTP); timeout kills the command's whole process group.
+(`tbq-agent config --example`). Shell: the command line is parsed as sh parses it and every simple command \
+in it is judged (behind wrappers, inside sh -c); deny patterns win over allow patterns and over a yes; what \
+is not allowed, or cannot be read, asks y/N on the terminal (refused over HTTP); commands run in a bubblewrap \
+sandbox where installed (workspace writable, rest read-only, home secrets hidden, no network); timeout kills \
+the command's whole process group.
 
 HTTP (--http): any OpenAI client works (base URL http://ADDR/v1, the token as API key): GET /v1/models, \
 POST /v1/chat/completions (stream, stream_options.include_usage), GET /health without the token. \
@@ -359,6 +364,8 @@ struct CompareArgs {
 
 #[derive(Args)]
 struct ChatArgs {
+    #[command(subcommand)]
+    action: Option<ChatAction>,
     /// One message: answer it and exit [default: the interactive REPL]
     #[arg(value_name = "MESSAGE")]
     message: Vec<String>,
@@ -404,6 +411,32 @@ struct ChatArgs {
     /// Retries of a turn after the server failed mid-turn
     #[arg(long)]
     retries: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum ChatAction {
+    /// What the shell policy says about COMMAND (allow, ask or deny, and why), for tuning [chat.shell]
+    #[command(
+        after_long_help = "Prints the verdict as its first word (allow, ask or deny), then why, for \
+[chat.shell] allow/deny of the configuration in effect (--config or TBQ_AGENT_CONFIG, else the default \
+config file, else the defaults). --json prints {\"verdict\": ..., \"why\": ...}. Runs nothing.
+
+Examples:
+    tbq-agent chat policy 'ls -la'                   # allow
+    tbq-agent chat policy 'sort -o ~/.bashrc x'      # ask: sort -o writes a file
+    tbq-agent chat policy 'echo hi; rm -rf ~'        # deny
+
+Exit codes:
+    0    allow: runs without asking
+    1    ask: runs only after a yes on the terminal (refused over HTTP)
+    2    deny: never runs
+    3    the configuration file is malformed (no verdict printed; a bad command line also exits 2
+         without one)"
+    )]
+    Policy {
+        /// The command line, as the model would send it (one argument: quote it)
+        command: String,
+    },
 }
 
 #[derive(Args)]
@@ -497,26 +530,59 @@ fn main() -> ExitCode {
     if let Err(e) = server::install_signal_handlers() {
         tracing::warn!("{e:#}");
     }
+    if let Cmd::Chat(ChatArgs {
+        action: Some(ChatAction::Policy { command }),
+        ..
+    }) = &cli.cmd
+    {
+        return cmd_chat_policy(&cli, command).unwrap_or_else(|e| report(&cli, e));
+    }
     match run(&cli) {
         Ok(()) => ExitCode::from(Exit::Ok.code() as u8),
-        Err(e) => {
-            let (exit, fix) = classify(&e);
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({ "error": format!("{e:#}"), "exit_code": exit.code(), "fix": fix })
-                );
-            }
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            if let Some(fix) = fix {
-                eprintln!("  fix: {fix}");
-            }
-            ExitCode::from(exit.code() as u8)
-        }
+        Err(e) => report(&cli, e),
     }
+}
+
+/// Prints a failure (its causes and fix) and gives its exit code.
+fn report(cli: &Cli, e: anyhow::Error) -> ExitCode {
+    let (exit, fix) = classify(&e);
+    if cli.json {
+        println!(
+            "{}",
+            json!({ "error": format!("{e:#}"), "exit_code": exit.code(), "fix": fix })
+        );
+    }
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(fix) = fix {
+        eprintln!("  fix: {fix}");
+    }
+    ExitCode::from(exit.code() as u8)
+}
+
+/// `tbq-agent chat policy COMMAND`: the verdict as the first word, why after it; the exit code
+/// says it too (0 allow, 1 ask, 2 deny).
+fn cmd_chat_policy(cli: &Cli, command: &str) -> Result<ExitCode> {
+    use chat::shell::{Policy, Verdict};
+    let (cfg, _) = Config::load(cli.config.as_deref())?;
+    let shell = &cfg.chat.shell;
+    let (word, why, code) = match Policy::new(&shell.allow, &shell.deny).check(command) {
+        Verdict::Allow => (
+            "allow",
+            "every command in it matches an allow pattern and uses no option known to write, delete or run".to_string(),
+            0,
+        ),
+        Verdict::Ask(why) => ("ask", why, 1),
+        Verdict::Deny(why) => ("deny", why, 2),
+    };
+    if cli.json {
+        println!("{}", json!({ "verdict": word, "why": why }));
+    } else {
+        println!("{word} — {why}");
+    }
+    Ok(ExitCode::from(code))
 }
 
 fn init_tracing(v: u8) {

@@ -318,8 +318,9 @@ fn dangerous_command_is_blocked_and_a_no_leaves_no_side_effect() {
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::write(ws.join("precious.txt"), "keep me").unwrap();
 
-    // Denied: never runs, whatever anyone answers. The arguments are pinned so that the model
-    // cannot soften the command; the call still goes through the server's grammar and parser.
+    // Denied: never runs, whatever anyone answers, even behind an allowed command on the line
+    // before (sh runs both lines). The arguments are pinned so that the model cannot soften the
+    // command; the call still goes through the server's grammar and parser.
     let mut c = Chat::start(chat_cmd(
         &url(port),
         &ws,
@@ -327,7 +328,7 @@ fn dangerous_command_is_blocked_and_a_no_leaves_no_side_effect() {
             "--require-tool",
             "shell",
             "--tool-args",
-            r#"{"command": "rm -rf ./*"}"#,
+            r#"{"command": "cat precious.txt\nrm -rf ./*"}"#,
         ],
     ));
     c.send("Delete everything in the workspace.");

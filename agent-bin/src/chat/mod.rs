@@ -49,6 +49,8 @@ pub enum Event<'a> {
         url: &'a str,
         model: &'a str,
         workspace: &'a Path,
+        /// Where shell commands run: the sandbox, or that there is none and why.
+        sandbox: &'a str,
     },
     /// Answer text as it streams in.
     Delta(&'a str),
@@ -91,8 +93,10 @@ impl Event<'_> {
                 url,
                 model,
                 workspace,
+                sandbox,
             } => {
-                json!({"event": "ready", "url": url, "model": model, "workspace": workspace})
+                json!({"event": "ready", "url": url, "model": model, "workspace": workspace,
+                "sandbox": sandbox})
             }
             Event::Delta(t) => json!({"event": "delta", "text": t}),
             Event::ToolCall { tool, args } => {
@@ -162,6 +166,9 @@ pub struct Agent {
     db_path: PathBuf,
     emb: Option<Embedder>,
     policy: shell::Policy,
+    sandbox: shell::Sandbox,
+    /// Whether a shell result already said that there is no sandbox.
+    told_unsandboxed: bool,
     router: Router,
     conversation: i64,
     require_tool: Option<String>,
@@ -277,8 +284,24 @@ impl Agent {
                     .into());
             }
         }
+        let sandbox = if cfg.shell.enabled {
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            shell::Sandbox::open(
+                cfg.shell.sandbox,
+                shell::SandboxPolicy::new(ws.root(), home.as_deref(), cfg.shell.network),
+            )?
+        } else {
+            shell::Sandbox::Unsandboxed {
+                why: "the shell tool is off".into(),
+            }
+        };
+        if cfg.shell.enabled && matches!(sandbox, shell::Sandbox::Unsandboxed { .. }) {
+            tracing::warn!("{}", sandbox.describe());
+        }
         Ok(Agent {
             policy: shell::Policy::new(&cfg.shell.allow, &cfg.shell.deny),
+            sandbox,
+            told_unsandboxed: false,
             emb: cfg.embedding_url.as_deref().map(Embedder::new),
             router: Router {
                 local,
@@ -341,6 +364,7 @@ impl Agent {
             url: &url,
             model: &model,
             workspace: self.ws.root(),
+            sandbox: &self.sandbox.describe(),
         });
         Ok(model)
     }

@@ -187,10 +187,15 @@ impl Io for Terminal {
         }
         match e {
             Event::Waiting { url, why } => eprintln!("waiting for {url} ({why})"),
-            Event::Ready { url, model, workspace } => println!(
+            Event::Ready {
+                url,
+                model,
+                workspace,
+                sandbox,
+            } => println!(
                 "{}",
                 self.dim(&format!(
-                    "tbq-agent chat — local model {model} at {url}; workspace {}; /help for commands",
+                    "tbq-agent chat — local model {model} at {url}; workspace {}; {sandbox}; /help for commands",
                     workspace.display()
                 ))
             ),

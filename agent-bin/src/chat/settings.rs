@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::shell::SandboxMode;
+
 /// `[chat]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -92,11 +94,21 @@ impl Default for ChatConfig {
 pub struct ShellConfig {
     /// Whether the model may use the shell at all.
     pub enabled: bool,
-    /// Glob patterns (`*` any text, `?` one character) of commands that run without asking.
-    /// A command made of several parts (`a && b`, `a | b`) runs only if every part is allowed.
+    /// Glob patterns (`*` any text, `?` one character) of simple commands that run without
+    /// asking, matched against the command's words as sh will see them (quotes removed, joined
+    /// by single spaces). A line runs without asking only if every simple command in it (in
+    /// lists, pipelines, behind `nice`/`env`/`timeout`, inside `sh -c`) matches, and none uses
+    /// an option known to write, delete or run (`find -delete`, `sort -o`, `--output`).
     pub allow: Vec<String>,
-    /// Patterns that are always refused; they win over `allow` and over a "yes".
+    /// Patterns that are always refused, matched against every simple command (also by the
+    /// program's basename), every pipeline and the whole line; they win over `allow` and over a
+    /// "yes".
     pub deny: Vec<String>,
+    /// The OS sandbox: `auto` (bubblewrap where it works, else the patterns alone, said so),
+    /// `bwrap` (required), `off`.
+    pub sandbox: SandboxMode,
+    /// Whether sandboxed commands may use the network.
+    pub network: bool,
     /// Seconds before the command's whole process group is killed.
     pub timeout: u64,
     /// Bytes of output (stdout and stderr together) kept; the rest is cut.
@@ -108,36 +120,57 @@ impl Default for ShellConfig {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         ShellConfig {
             enabled: true,
-            allow: s(&[
-                "ls",
-                "ls *",
-                "pwd",
-                "date",
-                "date *",
-                "whoami",
-                "echo *",
-                "cat *",
-                "head *",
-                "tail *",
-                "wc *",
-                "grep *",
-                "find *",
-                "du *",
-                "df *",
-                "uname *",
-                "uptime",
-                "sort *",
-                "uniq *",
-                "git status*",
-                "git log*",
-                "git diff*",
-            ]),
+            allow: s(DEFAULT_ALLOW),
             deny: s(DEFAULT_DENY),
+            sandbox: SandboxMode::Auto,
+            network: false,
             timeout: 30,
             output_cap: 16 * 1024,
         }
     }
 }
+
+/// Commands that run without asking by default: programs that cannot write, delete or run
+/// anything with any option, and programs whose options that do are known to the policy
+/// (find's `-delete`/`-exec`/`-fprint`, sort's `-o`/`--compress-program`, git's `--output`,
+/// date's `-s`, uniq's OUTPUT operand): those ask.
+pub const DEFAULT_ALLOW: &[&str] = &[
+    "ls",
+    "ls *",
+    "pwd",
+    "date",
+    "date *",
+    "whoami",
+    "echo",
+    "echo *",
+    "cat",
+    "cat *",
+    "head",
+    "head *",
+    "tail",
+    "tail *",
+    "wc",
+    "wc *",
+    "grep *",
+    "find *",
+    "du",
+    "du *",
+    "df",
+    "df *",
+    "uname",
+    "uname *",
+    "uptime",
+    "sort",
+    "sort *",
+    "uniq",
+    "uniq *",
+    "git status",
+    "git status *",
+    "git log",
+    "git log *",
+    "git diff",
+    "git diff *",
+];
 
 /// Commands refused by default, whatever the user answers: destruction, privilege, the disk,
 /// the machine's power, and piping downloads into a shell.
@@ -340,8 +373,15 @@ chain_tools = false                     # true: more than one tool call per turn
 # embedding_url = "http://127.0.0.1:8081"   # llama-server --embeddings --pooling mean: vector recall
 
 [chat.shell]
+# The command line is parsed as sh parses it; every simple command in it (lists, pipelines,
+# behind env/nice/timeout/xargs, inside sh -c and find -exec) is judged. Deny wins, also over a
+# "yes"; a line whose every command is allowed runs; what the policy cannot read ($, globs,
+# redirections to files, subshells) or vouch for (find -delete, sort -o, --output) asks.
+# `tbq-agent chat policy "COMMAND"` says what a line gets, and why.
 allow = ["ls *", "cat *", "echo *", "date", "git status*"]   # run without asking
 # deny = [...]                          # default: rm -rf, sudo, mkfs, dd, shutdown, curl|sh, ...
+sandbox = "auto"                        # bubblewrap: workspace writable (not .git), rest read-only, secrets hidden
+network = false                         # sandboxed commands get no network
 timeout = 30
 output_cap = 16384
 

@@ -58,6 +58,19 @@ fn arg<'a>(args: &'a Value, name: &str) -> &'a str {
     args.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
+/// git runs programs named in a repository's `.git` folder (`core.fsmonitor` on `git status`,
+/// diff drivers on `git diff`), and the default allow list runs those without asking: the model
+/// must not be able to write there without a question.
+fn git_config_guard(p: &str) -> Result<&str, String> {
+    if std::path::Path::new(p.trim())
+        .components()
+        .any(|c| c.as_os_str() == ".git")
+    {
+        return Err("write_file does not write inside .git (git runs programs named there)".into());
+    }
+    Ok(p)
+}
+
 impl Agent {
     /// Runs `tool` with `args`.
     pub(super) fn call_tool(&mut self, tool: &str, args: &Value, io: &mut dyn Io) -> ToolOutcome {
@@ -70,7 +83,10 @@ impl Agent {
                     Err(e) => refused(format!("{e:#}")),
                 },
             },
-            "write_file" => match self.files_guard(arg(args, "path")) {
+            "write_file" => match self
+                .files_guard(arg(args, "path"))
+                .and_then(git_config_guard)
+            {
                 Err(e) => refused(e),
                 Ok(p) => match self.ws.write(p, arg(args, "content")) {
                     Ok(n) => ok(format!("wrote {n} bytes to {p}")),
@@ -214,6 +230,7 @@ impl Agent {
         match shell::run(
             command,
             self.ws.root(),
+            &self.sandbox,
             Duration::from_secs(self.cfg.shell.timeout),
             self.cfg.shell.output_cap,
         ) {
@@ -228,10 +245,18 @@ impl Agent {
                 if o.timed_out {
                     t.push_str(&format!("\n[killed after {} s]", self.cfg.shell.timeout));
                 }
-                let status = match o.code {
+                let mut status = match o.code {
                     Some(c) => format!("exit {c}"),
                     None => "killed".into(),
                 };
+                // Said once per session: the model and the person should know that nothing but
+                // the patterns stood between this command and the machine.
+                if matches!(self.sandbox, shell::Sandbox::Unsandboxed { .. })
+                    && !self.told_unsandboxed
+                {
+                    self.told_unsandboxed = true;
+                    status.push_str(&format!(" [{}]", self.sandbox.describe()));
+                }
                 ToolOutcome {
                     ok: o.code == Some(0),
                     text: format!("{status}\n{t}"),
@@ -371,5 +396,12 @@ mod tests {
         );
         assert!(yes.asked.is_empty());
         assert!(!dir.path().join("g").exists());
+    }
+
+    #[test]
+    fn write_file_stays_out_of_git_folders() {
+        assert!(git_config_guard(".git/config").is_err());
+        assert!(git_config_guard("./sub/.git/hooks/pre-commit").is_err());
+        assert_eq!(git_config_guard("notes/.gitignore"), Ok("notes/.gitignore"));
     }
 }
