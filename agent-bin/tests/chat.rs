@@ -49,14 +49,7 @@ fn llama(bin: &Path, model: &Path, port: u16, extra: &[&str], log: &Path) -> Gua
         .spawn()
         .unwrap();
     let g = Guard(child);
-    let t0 = Instant::now();
-    while http_status(&format!("http://127.0.0.1:{port}/health")) != 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "llama-server never became healthy"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(port);
     g
 }
 

@@ -9,7 +9,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -32,14 +32,7 @@ fn openai_python_talks_to_the_http_channel() {
         .spawn()
         .unwrap();
     let _srv = Guard(srv);
-    let t0 = Instant::now();
-    while http_status(&format!("http://127.0.0.1:{lport}/health")) != 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "llama-server never healthy"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(lport);
 
     // workers = 0: one per llama-server slot (2); one request may wait.
     let cfg = dir.path().join("config.toml");

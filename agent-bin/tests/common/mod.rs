@@ -130,6 +130,18 @@ pub fn http_status(url: &str) -> u16 {
     }
 }
 
+/// Waits until llama-server on `port` answers /health with 200; panics after two minutes.
+pub fn wait_healthy(port: u16) {
+    let t0 = std::time::Instant::now();
+    while http_status(&format!("http://127.0.0.1:{port}/health")) != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "llama-server on port {port} never became healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Whether a process is alive (a zombie counts as dead).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
