@@ -10,7 +10,9 @@
 #      -> $OUT/llama-bench.jsonl
 #
 #   scripts/gpu-e2e.sh [--no-perf] [--no-bench] [--models llama3b,gemma3-270m] [--reps N]
-# Env: TBQ_E2E_BUDGET_S (default 540): a model's benchmark starts only while the run is under it.
+# Env: TBQ_E2E_BUDGET_S (default 540): a model's benchmark starts only while the run is under it;
+#   TBQ_E2E_PAIRS (K/V list; K/V:nocentre runs tbq keys without key centring, into
+#   llama-bench-nocentre.jsonl), TBQ_E2E_DEPTHS (default 0,8192,32768), TBQ_E2E_PP=0 (no pp2048).
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -67,13 +69,20 @@ if [[ $DO_BENCH -eq 1 ]]; then
         M=$(make_model "$arch") || { echo "e2e: could not make the $arch model (see $OUT/quantize-$arch.log)" >&2; continue; }
         echo "e2e: $arch model ready in $((SECONDS - T0)) s: $M" >&2
         for kv in ${TBQ_E2E_PAIRS:-f16/f16 q8_0/q8_0 q4_0/q4_0 tbq4_0/tbq3_0 tbq5_1/tbq3_1 tbq5_0/tbq3_0}; do
+            # K/V:nocentre = tbq keys without key centring; llama-bench's rows cannot say so, so they go
+            # to llama-bench-nocentre.jsonl
+            jl=$JL env=()
+            if [[ $kv == *:nocentre ]]; then
+                kv=${kv%:nocentre} jl=${JL%.jsonl}-nocentre.jsonl env=(LLAMA_TBQ_KEY_CENTRE_DISABLE=1)
+            fi
             k=${kv%/*}; v=${kv#*/}
             # tg128 at depth 0 / 8K / 32K, then pp2048 at depth 0 (each a separate test in the jsonl)
-            timeout 200 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 0 -n 128 \
-                -d 0,8192,32768 -r "$REPS" -o jsonl >>"$JL" 2>>"$OUT/llama-bench.err" ||
+            env "${env[@]}" timeout 200 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 0 -n 128 \
+                -d "${TBQ_E2E_DEPTHS:-0,8192,32768}" -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
                 echo "e2e: $arch $kv tg failed (rc $?)" >&2
-            timeout 100 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 2048 -n 0 \
-                -r "$REPS" -o jsonl >>"$JL" 2>>"$OUT/llama-bench.err" ||
+            [[ ${TBQ_E2E_PP:-1} = 1 ]] || continue
+            env "${env[@]}" timeout 100 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 2048 -n 0 \
+                -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
                 echo "e2e: $arch $kv pp failed (rc $?)" >&2
         done
         echo "e2e: $arch done in $((SECONDS - T0)) s" >&2

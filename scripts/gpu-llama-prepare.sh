@@ -9,7 +9,9 @@
 #                                 need (models, docs, examples, web UI, other backends, media)
 # Only .gpu-llama travels (a few MiB); .llama and .gpu-llama are git-ignored (.git/info/exclude):
 #   scripts/gpu-llama-prepare.sh     # then run there: scripts/gpu-llama.sh   (carry .gpu-llama)
-# Env: TBQ_CUDA_ARCHS (default 90), NVCC (default: scripts/install-nvcc.sh's PyPI nvcc).
+# Env: TBQ_CUDA_ARCHS (default 90), NVCC (default: scripts/install-nvcc.sh's PyPI nvcc),
+#   TBQ_REUSE_CUDA_LIB=1 (keep .gpu-llama/libtbq-cuda.a.gz as it is and refresh only the tree: for a
+#   change to patches/ alone, when the crate build, 10-20 min on 2 cores, would give the same kernels).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -25,11 +27,17 @@ for d in .gpu-llama .llama; do
 done
 
 # 1. the CUDA-enabled crate (own target dir: the CPU build's target/release/libtbq.a stays as it is)
+if [[ "${TBQ_REUSE_CUDA_LIB:-0}" = 1 && -f .gpu-llama/libtbq-cuda.a.gz ]]; then
+    echo "gpu-llama-prepare: TBQ_REUSE_CUDA_LIB=1: keeping .gpu-llama/libtbq-cuda.a.gz ($(date -r .gpu-llama/libtbq-cuda.a.gz '+%F %T'))" >&2
+    gunzip -c .gpu-llama/libtbq-cuda.a.gz > /tmp/libtbq-cuda.a.$$
+    rm -rf .gpu-llama && mkdir -p .gpu-llama && mv /tmp/libtbq-cuda.a.$$ .gpu-llama/libtbq-cuda.a
+else
 echo "gpu-llama-prepare: cargo build --release --features cuda --lib (sm_${TBQ_CUDA_ARCHS//,/, sm_})" >&2
 CARGO_TARGET_DIR="$REPO/target/cuda" cargo build --release --features cuda --lib
 rm -rf .gpu-llama && mkdir -p .gpu-llama
 cp target/cuda/release/libtbq.a .gpu-llama/libtbq-cuda.a
 strip --strip-debug .gpu-llama/libtbq-cuda.a 2>/dev/null || true
+fi
 SYMS="$(nm .gpu-llama/libtbq-cuda.a 2>/dev/null || true)"
 grep -q " T tbq_cuda_flash_attn_ext" <<<"$SYMS" || { echo "gpu-llama-prepare: libtbq-cuda.a lacks tbq_cuda_flash_attn_ext" >&2; exit 1; }
 

@@ -6,7 +6,8 @@
 # Everything lands in $OUT/ref-model/ (recipe, training log, matrix JSON/markdown/plots; no weights).
 #
 #   scripts/gpu-ref-model.sh      Env: TBQ_REF_MINUTES (training budget, default 2.5),
-#                                 TBQ_REF_CHUNKS (512-token chunks, default 40)
+#                                 TBQ_REF_CHUNKS (512-token chunks, default 40), TBQ_REF_CHUNKS_2048
+#                                 (2048-token chunks, default 10), TBQ_REF_PAIRS (default: tbq-validate's)
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -21,9 +22,18 @@ mkdir -p "$WORK" "$R"
 python3 validation/train-ref-model.py --out "$WORK" --convert "$LLAMA/convert_hf_to_gguf.py" \
     --minutes "${TBQ_REF_MINUTES:-2.5}" >"$R/train.out" 2>&1 || { tail -n 30 "$R/train.out"; exit 1; }
 cp "$WORK/recipe.json" "$WORK/train.log" "$R/" 2>/dev/null
-.gpu/tbq-validate ppl --model "$WORK/ref-128-f16.gguf" --bin-dir "$BIN" --wikitext .gpu/wiki.test.raw \
-    --chunks "${TBQ_REF_CHUNKS:-40}" --out "$R/ppl" >"$R/ppl.out" 2>&1
-RC=$?
-rm -f "$R"/ppl/*.logits
-tail -n 30 "$R/ppl/results.md" 2>/dev/null || tail -n 30 "$R/ppl.out"
+# three matrices: WikiText-2 (foreign to the model: its PPL is in the hundreds), held-out text of its
+# own training corpus (the last 1%, never trained on), and WikiText-2 at -c 2048 where a cache's
+# errors have four times as many keys to accumulate over
+RC=0
+matrix() { # NAME TEXT CTX CHUNKS
+    .gpu/tbq-validate ppl --model "$WORK/ref-128-f16.gguf" --bin-dir "$BIN" --wikitext "$2" \
+        --ctx "$3" --chunks "$4" ${TBQ_REF_PAIRS:+--pairs "$TBQ_REF_PAIRS"} --out "$R/$1" >"$R/$1.out" 2>&1 || RC=1
+    rm -f "$R/$1"/*.logits
+    echo "== $1: $2, -c $3, $4 chunks"
+    tail -n 30 "$R/$1/results.md" 2>/dev/null || tail -n 30 "$R/$1.out"
+}
+matrix ppl .gpu/wiki.test.raw 512 "${TBQ_REF_CHUNKS:-40}"
+matrix ppl-heldout "$WORK/corpus-heldout.txt" 512 "${TBQ_REF_CHUNKS:-40}"
+matrix ppl-c2048 .gpu/wiki.test.raw 2048 "${TBQ_REF_CHUNKS_2048:-10}"
 exit $RC

@@ -58,13 +58,23 @@ pub fn bits_per_element(ty: &str) -> Option<f64> {
 }
 
 /// One K/V cache configuration: `K/V`, optionally with llama.cpp's own Hadamard rotation of
-/// quantized caches (attn_rot) disabled: `q4_0/q4_0:norot`.
+/// quantized caches (attn_rot) disabled, `q4_0/q4_0:norot`, or tbq keys stored as they are instead
+/// of centred on the key offset, `tbq4_0/tbq3_0:nocentre`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KvConfig {
     pub k: String,
     pub v: String,
     /// false: run with `LLAMA_ATTN_ROT_DISABLE=1`.
     pub attn_rot: bool,
+    /// tbq key centring (patches/0007), on by default for tbq keys; false for every other key type
+    /// and for `:nocentre` (`LLAMA_TBQ_KEY_CENTRE_DISABLE=1`). Results stored before the option
+    /// existed read as false: they were measured without it.
+    #[serde(default)]
+    pub key_centre: bool,
+}
+
+fn is_tbq(t: &str) -> bool {
+    t.starts_with("tbq")
 }
 
 impl FromStr for KvConfig {
@@ -83,15 +93,21 @@ impl FromStr for KvConfig {
                 bail!("'{t}' in '{s}' is not a KV-cache type this tool knows (f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl, tbq4_0, tbq3_0)");
             }
         }
-        let attn_rot = match opt {
-            None | Some("rot") => true,
-            Some("norot") => false,
-            Some(o) => bail!("unknown option ':{o}' in '{s}' (the only one is ':norot')"),
-        };
+        let (mut attn_rot, mut key_centre) = (true, is_tbq(k));
+        for o in opt.into_iter().flat_map(|o| o.split(':')) {
+            match o {
+                "rot" => attn_rot = true,
+                "norot" => attn_rot = false,
+                "nocentre" if is_tbq(k) => key_centre = false,
+                "nocentre" => bail!("':nocentre' in '{s}': only tbq keys are centred"),
+                o => bail!("unknown option ':{o}' in '{s}' (there are ':norot' and ':nocentre')"),
+            }
+        }
         Ok(KvConfig {
             k: k.into(),
             v: v.into(),
             attn_rot,
+            key_centre,
         })
     }
 }
@@ -101,6 +117,9 @@ impl fmt::Display for KvConfig {
         write!(f, "{}/{}", self.k, self.v)?;
         if !self.attn_rot {
             write!(f, ":norot")?;
+        }
+        if self.uncentred_tbq() {
+            write!(f, ":nocentre")?;
         }
         Ok(())
     }
@@ -113,7 +132,15 @@ impl KvConfig {
         if !self.attn_rot {
             s.push_str("-norot");
         }
+        if self.uncentred_tbq() {
+            s.push_str("-nocentre");
+        }
         s
+    }
+
+    /// tbq keys stored without the key offset subtracted.
+    fn uncentred_tbq(&self) -> bool {
+        is_tbq(&self.k) && !self.key_centre
     }
 
     /// Mean bits per element of K and V (equal head sizes for K and V).
@@ -123,11 +150,14 @@ impl KvConfig {
 
     /// Environment the run needs.
     pub fn env(&self) -> Vec<(&'static str, &'static str)> {
-        if self.attn_rot {
-            vec![]
-        } else {
-            vec![("LLAMA_ATTN_ROT_DISABLE", "1")]
+        let mut env = vec![];
+        if !self.attn_rot {
+            env.push(("LLAMA_ATTN_ROT_DISABLE", "1"));
         }
+        if self.uncentred_tbq() {
+            env.push(("LLAMA_TBQ_KEY_CENTRE_DISABLE", "1"));
+        }
+        env
     }
 
     /// The label of a table row: `q4_0/q4_0 (attn_rot)` when llama.cpp reported that it rotated
@@ -137,6 +167,7 @@ impl KvConfig {
         match (self.attn_rot, rotated) {
             (false, _) => format!("{base} (no rot)"),
             (true, Some(true)) => format!("{base} (attn_rot)"),
+            _ if self.uncentred_tbq() => format!("{base} (no centring)"),
             _ => base,
         }
     }
@@ -400,6 +431,25 @@ mod tests {
         assert!("q4_0".parse::<KvConfig>().is_err());
         assert!("q4_0/q9_9".parse::<KvConfig>().is_err());
         assert!("q4_0/q4_0:fast".parse::<KvConfig>().is_err());
+    }
+
+    #[test]
+    fn key_centring_option() {
+        let t: KvConfig = "tbq4_0/tbq3_0".parse().unwrap();
+        assert!(t.key_centre && t.env().is_empty());
+        let n: KvConfig = "tbq4_0/tbq3_0:nocentre".parse().unwrap();
+        assert!(!n.key_centre);
+        assert_eq!(n.to_string(), "tbq4_0/tbq3_0:nocentre");
+        assert_eq!(n.slug(), "tbq4_0-tbq3_0-nocentre");
+        assert_eq!(n.env(), vec![("LLAMA_TBQ_KEY_CENTRE_DISABLE", "1")]);
+        assert_eq!(n.label(Some(false)), "tbq4_0/tbq3_0 (no centring)");
+        assert_eq!(n.to_string().parse::<KvConfig>().unwrap(), n);
+        // only tbq keys are centred: q8_0 keys with tbq values are not, and cannot be asked not to be
+        assert!(!"q8_0/tbq3_0".parse::<KvConfig>().unwrap().key_centre);
+        assert!("q8_0/tbq3_0:nocentre".parse::<KvConfig>().is_err());
+        // a result stored before the option existed was measured without centring
+        let old: KvConfig = serde_json::from_str(r#"{"k":"tbq4_0","v":"tbq3_0","attn_rot":true}"#).unwrap();
+        assert_eq!(old, n);
     }
 
     #[test]
