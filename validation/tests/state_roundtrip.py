@@ -31,9 +31,15 @@ import time
 import urllib.error
 import urllib.request
 
-SERVER, MODEL, TEXT, WORK = sys.argv[1:5]
-K, V = (sys.argv[5:7] + ["tbq4_0", "tbq3_0"][len(sys.argv[5:7]):])[:2]
 G = 24  # generated tokens compared
+SERVER = MODEL = TEXT = WORK = None  # set by configure() (argv here, or a test that imports this file)
+K, V = "tbq4_0", "tbq3_0"
+
+
+def configure(server, model, text, work, k="tbq4_0", v="tbq3_0"):
+    global SERVER, MODEL, TEXT, WORK, K, V
+    SERVER, MODEL, TEXT, WORK, K, V = server, model, text, work, k, v
+    os.makedirs(WORK + "/slots", exist_ok=True)
 
 
 def free_port():
@@ -43,10 +49,10 @@ def free_port():
 
 
 class Server:
-    def __init__(self, name, parallel=1, env=None):
+    def __init__(self, name, parallel=1, env=None, k=None, v=None):
         self.port = free_port()
         self.log_path = os.path.join(WORK, f"server-{name}.log")
-        cmd = [SERVER, "-m", MODEL, "-c", "4096", "-np", str(parallel), "-fa", "on", "-ctk", K, "-ctv", V,
+        cmd = [SERVER, "-m", MODEL, "-c", "4096", "-np", str(parallel), "-fa", "on", "-ctk", k or K, "-ctv", v or V,
                "-t", "2", "--port", str(self.port), "--host", "127.0.0.1", "--slot-save-path", WORK + "/slots/",
                "-lv", "4", "--log-colors", "off",
                # no RAM prompt cache (it clears idle slots); a full-size SWA cache (Gemma 3 slides a window:
@@ -110,7 +116,6 @@ def words(start, n):
 
 
 def main():
-    os.makedirs(WORK + "/slots", exist_ok=True)
     prompt = words(1000, 400)   # several hundred tokens: one ubatch of >= 64 sets mu
     other = words(20000, 400)
 
@@ -161,4 +166,6 @@ def main():
     print("ok")
 
 
-main()
+if __name__ == "__main__":
+    configure(*sys.argv[1:7])
+    main()
