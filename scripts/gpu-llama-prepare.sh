@@ -29,15 +29,17 @@ done
 # 1. the CUDA-enabled crate (own target dir: the CPU build's target/release/libtbq.a stays as it is)
 if [[ "${TBQ_REUSE_CUDA_LIB:-0}" = 1 && -f .gpu-llama/libtbq-cuda.a.gz ]]; then
     echo "gpu-llama-prepare: TBQ_REUSE_CUDA_LIB=1: keeping .gpu-llama/libtbq-cuda.a.gz ($(date -r .gpu-llama/libtbq-cuda.a.gz '+%F %T'))" >&2
-    gunzip -c .gpu-llama/libtbq-cuda.a.gz > /tmp/libtbq-cuda.a.$$
-    rm -rf .gpu-llama && mkdir -p .gpu-llama && mv /tmp/libtbq-cuda.a.$$ .gpu-llama/libtbq-cuda.a
+    LIB=/tmp/libtbq-cuda.a.$$
+    gunzip -c .gpu-llama/libtbq-cuda.a.gz > "$LIB"
 else
-echo "gpu-llama-prepare: cargo build --release --features cuda --lib (sm_${TBQ_CUDA_ARCHS//,/, sm_})" >&2
-CARGO_TARGET_DIR="$REPO/target/cuda" cargo build --release --features cuda --lib
-rm -rf .gpu-llama && mkdir -p .gpu-llama
-cp target/cuda/release/libtbq.a .gpu-llama/libtbq-cuda.a
-strip --strip-debug .gpu-llama/libtbq-cuda.a 2>/dev/null || true
+    echo "gpu-llama-prepare: cargo build --release --features cuda --lib (sm_${TBQ_CUDA_ARCHS//,/, sm_})" >&2
+    CARGO_TARGET_DIR="$REPO/target/cuda" cargo build --release --features cuda --lib
+    LIB=target/cuda/release/libtbq.a
 fi
+rm -rf .gpu-llama && mkdir -p .gpu-llama
+cp "$LIB" .gpu-llama/libtbq-cuda.a
+rm -f /tmp/libtbq-cuda.a.$$ # the unpacked copy TBQ_REUSE_CUDA_LIB made, if any
+strip --strip-debug .gpu-llama/libtbq-cuda.a 2>/dev/null || true
 SYMS="$(nm .gpu-llama/libtbq-cuda.a 2>/dev/null || true)"
 grep -q " T tbq_cuda_flash_attn_ext" <<<"$SYMS" || { echo "gpu-llama-prepare: libtbq-cuda.a lacks tbq_cuda_flash_attn_ext" >&2; exit 1; }
 

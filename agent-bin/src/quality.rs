@@ -215,7 +215,13 @@ mod tests {
         assert!((g.q4_0_kld - 0.106069).abs() < 1e-9);
         // The no-rotation q4_0 run and the uncentred tbq runs are not default configurations.
         assert_eq!(g.pairs.iter().filter(|p| p.k == "q4_0").count(), 1);
-        assert_eq!(g.pairs.iter().filter(|p| p.k == "tbq5_1" && p.v == "tbq3_1").count(), 1);
+        assert_eq!(
+            g.pairs
+                .iter()
+                .filter(|p| p.k == "tbq5_1" && p.v == "tbq3_1")
+                .count(),
+            1
+        );
         let t = |s: &str| CacheType::parse(s).unwrap();
         assert_eq!(g.ratio(t("f16"), t("f16")), Some(0.0));
         let r51 = g.ratio(t("tbq5_1"), t("tbq3_1")).unwrap();

@@ -448,7 +448,8 @@ mod tests {
         assert!(!"q8_0/tbq3_0".parse::<KvConfig>().unwrap().key_centre);
         assert!("q8_0/tbq3_0:nocentre".parse::<KvConfig>().is_err());
         // a result stored before the option existed was measured without centring
-        let old: KvConfig = serde_json::from_str(r#"{"k":"tbq4_0","v":"tbq3_0","attn_rot":true}"#).unwrap();
+        let old: KvConfig =
+            serde_json::from_str(r#"{"k":"tbq4_0","v":"tbq3_0","attn_rot":true}"#).unwrap();
         assert_eq!(old, n);
     }
 
