@@ -32,6 +32,7 @@
 //! and weights — this is the KV cache only. [`ModelShape::notes`] says when a model falls outside
 //! what is modelled.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -163,6 +164,151 @@ impl FromStr for CacheType {
     type Err = PlanError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         CacheType::parse(s)
+    }
+}
+
+/// The cache types of every layer: one K and one V type (`-ctk` / `-ctv`), and the single layers
+/// the patched llama.cpp's `--cache-type-layers` (`LLAMA_KV_LAYER_TYPES`) gives another type.
+///
+/// The spec is a comma-separated list of `SIDE LAYERS=TYPE`, `SIDE` `k`, `v` or `kv`, `LAYERS` one
+/// 0-based layer or a range `N-M`: `k0-1=tbq5_1,v0=tbq4_0,kv17=q8_0`. Later items win, as in
+/// llama.cpp (`llama_kv_layer_types::parse`, patches/0008).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerTypes {
+    /// The K type of every layer not in `k_layers`.
+    pub k: CacheType,
+    /// The V type of every layer not in `v_layers`.
+    pub v: CacheType,
+    /// K types of single layers.
+    pub k_layers: BTreeMap<u32, CacheType>,
+    /// V types of single layers.
+    pub v_layers: BTreeMap<u32, CacheType>,
+}
+
+impl LayerTypes {
+    /// Every layer `k` / `v`.
+    pub fn uniform(k: CacheType, v: CacheType) -> LayerTypes {
+        LayerTypes {
+            k,
+            v,
+            k_layers: BTreeMap::new(),
+            v_layers: BTreeMap::new(),
+        }
+    }
+
+    /// `k` / `v` with the overrides of `spec` (empty: none). Layer indices are checked against a
+    /// model by [`ModelShape::check_types`].
+    pub fn with_spec(k: CacheType, v: CacheType, spec: &str) -> Result<LayerTypes, PlanError> {
+        let mut t = LayerTypes::uniform(k, v);
+        let bad = |item: &str, why: String| {
+            PlanError::Invalid(format!(
+                "bad item {item:?} in the per-layer spec {spec:?}: {why} (expected a \
+                 comma-separated list of SIDE LAYERS=TYPE, SIDE k, v or kv, LAYERS N or N-M, e.g. \
+                 k0-1=tbq5_1,v0=tbq4_0,kv17=q8_0)"
+            ))
+        };
+        for item in spec.split(',') {
+            if item.is_empty() && spec.is_empty() {
+                break;
+            }
+            let (lhs, ty) = item
+                .split_once('=')
+                .ok_or_else(|| bad(item, "no '='".into()))?;
+            let (side_k, side_v, range) = if let Some(r) = lhs.strip_prefix("kv") {
+                (true, true, r)
+            } else if let Some(r) = lhs.strip_prefix('k') {
+                (true, false, r)
+            } else if let Some(r) = lhs.strip_prefix('v') {
+                (false, true, r)
+            } else {
+                return Err(bad(item, "the side must be k, v or kv".into()));
+            };
+            let layer = |d: &str| -> Result<u32, PlanError> {
+                if d.is_empty() || d.len() > 9 || !d.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad(item, format!("{d:?} is not a layer index")));
+                }
+                Ok(d.parse().unwrap())
+            };
+            let (first, last) = match range.split_once('-') {
+                Some((a, b)) => (layer(a)?, layer(b)?),
+                None => (layer(range)?, layer(range)?),
+            };
+            if last < first {
+                return Err(bad(item, "the range is reversed".into()));
+            }
+            let ty = CacheType::parse(ty)
+                .map_err(|_| bad(item, format!("{ty:?} is not a cache type")))?;
+            for il in first..=last {
+                if side_k {
+                    t.k_layers.insert(il, ty);
+                }
+                if side_v {
+                    t.v_layers.insert(il, ty);
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// The K type of layer `il`.
+    pub fn k_at(&self, il: u32) -> CacheType {
+        *self.k_layers.get(&il).unwrap_or(&self.k)
+    }
+
+    /// The V type of layer `il`.
+    pub fn v_at(&self, il: u32) -> CacheType {
+        *self.v_layers.get(&il).unwrap_or(&self.v)
+    }
+
+    /// Whether every layer has `k` / `v`.
+    pub fn is_uniform(&self) -> bool {
+        self.k_layers.values().all(|&t| t == self.k) && self.v_layers.values().all(|&t| t == self.v)
+    }
+
+    /// The overrides as a spec llama.cpp reads, runs of equal types merged into ranges and
+    /// overrides equal to the default left out (`""` when uniform).
+    pub fn spec(&self) -> String {
+        let mut items = Vec::new();
+        for (side, dflt, layers) in [("k", self.k, &self.k_layers), ("v", self.v, &self.v_layers)] {
+            let mut run: Option<(u32, u32, CacheType)> = None;
+            let flush = |run: Option<(u32, u32, CacheType)>, items: &mut Vec<String>| {
+                if let Some((a, b, t)) = run {
+                    items.push(if a == b {
+                        format!("{side}{a}={t}")
+                    } else {
+                        format!("{side}{a}-{b}={t}")
+                    });
+                }
+            };
+            for (&il, &t) in layers.iter().filter(|(_, &t)| t != dflt) {
+                match run {
+                    Some((a, b, rt)) if rt == t && b + 1 == il => run = Some((a, il, t)),
+                    _ => {
+                        flush(run, &mut items);
+                        run = Some((il, il, t));
+                    }
+                }
+            }
+            flush(run, &mut items);
+        }
+        items.join(",")
+    }
+
+    /// Mean bits per element of the K and V rows of every layer of `shape`, weighted by the
+    /// elements each row holds (what a per-layer allocation costs, against one cache type).
+    pub fn mean_bits(&self, shape: &ModelShape) -> f64 {
+        let (mut bits, mut elems) = (0.0, 0.0);
+        for (il, l) in shape.layers.iter().enumerate() {
+            let il = il as u32;
+            bits += self.k_at(il).bits_per_element() * l.k_elems() as f64
+                + self.v_at(il).bits_per_element() * l.v_elems() as f64;
+            elems += (l.k_elems() + l.v_elems()) as f64;
+        }
+        if elems == 0.0 {
+            0.0
+        } else {
+            bits / elems
+        }
     }
 }
 
@@ -390,15 +536,44 @@ impl ModelShape {
     /// and for tbq types a head size that is a multiple of 128 (the patched llama.cpp refuses
     /// others when the context is created).
     pub fn check_type(&self, t: CacheType, is_v: bool) -> Result<(), PlanError> {
-        for l in self.layers.iter().filter(|l| l.n_head_kv > 0) {
-            let head = if is_v { l.head_v } else { l.head_k };
-            let bad = match t {
-                CacheType::Tbq(_) => head as u64 % BLOCK_ELEMS as u64 != 0,
-                _ => (l.n_head_kv as u64 * head as u64) % t.block_elems() != 0,
-            };
-            if bad {
-                return Err(PlanError::HeadSize { ty: t, head, is_v });
-            }
+        self.layers
+            .iter()
+            .try_for_each(|l| Self::check_layer(l, t, is_v))
+    }
+
+    /// [`check_type`](Self::check_type) for every layer's own types, and that the overrides
+    /// name layers this model has.
+    pub fn check_types(&self, types: &LayerTypes) -> Result<(), PlanError> {
+        let n = self.layers.len() as u32;
+        if let Some(&il) = types
+            .k_layers
+            .keys()
+            .chain(types.v_layers.keys())
+            .find(|&&il| il >= n)
+        {
+            return Err(PlanError::Invalid(format!(
+                "the per-layer spec names layer {il}, but the model has {n} layers (0-{})",
+                n - 1
+            )));
+        }
+        for (il, l) in self.layers.iter().enumerate() {
+            Self::check_layer(l, types.k_at(il as u32), false)?;
+            Self::check_layer(l, types.v_at(il as u32), true)?;
+        }
+        Ok(())
+    }
+
+    fn check_layer(l: &LayerShape, t: CacheType, is_v: bool) -> Result<(), PlanError> {
+        if l.n_head_kv == 0 {
+            return Ok(());
+        }
+        let head = if is_v { l.head_v } else { l.head_k };
+        let bad = match t {
+            CacheType::Tbq(_) => head as u64 % BLOCK_ELEMS as u64 != 0,
+            _ => (l.n_head_kv as u64 * head as u64) % t.block_elems() != 0,
+        };
+        if bad {
+            return Err(PlanError::HeadSize { ty: t, head, is_v });
         }
         Ok(())
     }
@@ -495,27 +670,30 @@ impl KvSize {
 /// rows of every full-attention layer (sliding-window layers cost nothing more past their
 /// window). For a model without a sliding window this is the whole per-token cost.
 pub fn bytes_per_token(shape: &ModelShape, k: CacheType, v: CacheType) -> Result<u64, PlanError> {
-    shape.check_type(k, false)?;
-    shape.check_type(v, true)?;
-    let (kb, vb, _) = per_cell(shape, k, v, |l| !shape.has_swa() || !l.swa);
+    bytes_per_token_layers(shape, &LayerTypes::uniform(k, v))
+}
+
+/// [`bytes_per_token`] with per-layer types.
+pub fn bytes_per_token_layers(shape: &ModelShape, types: &LayerTypes) -> Result<u64, PlanError> {
+    shape.check_types(types)?;
+    let (kb, vb, _) = per_cell(shape, types, |l| !shape.has_swa() || !l.swa);
     Ok(kb + vb)
 }
 
 /// K and V bytes of one cell over the layers `pick` selects.
 fn per_cell(
     shape: &ModelShape,
-    k: CacheType,
-    v: CacheType,
+    types: &LayerTypes,
     pick: impl Fn(&LayerShape) -> bool,
 ) -> (u64, u64, u32) {
     let mut kb = 0;
     let mut vb = 0;
     let mut n = 0;
-    for l in shape.layers.iter().filter(|l| pick(l)) {
-        // Rows are checked by check_type. A layer with no KV heads still gets (empty) tensors in
+    for (il, l) in shape.layers.iter().enumerate().filter(|(_, l)| pick(l)) {
+        // Rows are checked by check_types. A layer with no KV heads still gets (empty) tensors in
         // llama.cpp, so it counts as a layer.
-        kb += k.row_bytes(l.k_elems()).unwrap_or(0);
-        vb += v.row_bytes(l.v_elems()).unwrap_or(0);
+        kb += types.k_at(il as u32).row_bytes(l.k_elems()).unwrap_or(0);
+        vb += types.v_at(il as u32).row_bytes(l.v_elems()).unwrap_or(0);
         n += 1;
     }
     (kb, vb, n)
@@ -532,8 +710,16 @@ pub fn kv_bytes(
     v: CacheType,
     cfg: &CacheConfig,
 ) -> Result<KvSize, PlanError> {
-    shape.check_type(k, false)?;
-    shape.check_type(v, true)?;
+    kv_bytes_layers(shape, &LayerTypes::uniform(k, v), cfg)
+}
+
+/// [`kv_bytes`] with per-layer types (`--cache-type-layers`).
+pub fn kv_bytes_layers(
+    shape: &ModelShape,
+    types: &LayerTypes,
+    cfg: &CacheConfig,
+) -> Result<KvSize, PlanError> {
+    shape.check_types(types)?;
     let n_seq_max = cfg.n_seq_max.max(1);
     let requested = if cfg.n_ctx == 0 {
         shape.n_ctx_train
@@ -562,7 +748,7 @@ pub fn kv_bytes(
     };
     let streams = if cfg.kv_unified { 1 } else { n_seq_max };
     let sized = |cells: u32, pick: &dyn Fn(&LayerShape) -> bool| {
-        let (kb, vb, layers) = per_cell(shape, k, v, pick);
+        let (kb, vb, layers) = per_cell(shape, types, pick);
         let n = cells as u64 * streams as u64;
         CacheSize {
             cells,
@@ -606,7 +792,19 @@ pub fn max_context(
     cfg: &CacheConfig,
     budget: u64,
 ) -> Result<Option<u32>, PlanError> {
-    let at = |n: u32| kv_bytes(shape, k, v, &CacheConfig { n_ctx: n, ..*cfg }).map(|s| s.total());
+    max_context_layers(shape, &LayerTypes::uniform(k, v), cfg, budget)
+}
+
+/// [`max_context`] with per-layer types.
+pub fn max_context_layers(
+    shape: &ModelShape,
+    types: &LayerTypes,
+    cfg: &CacheConfig,
+    budget: u64,
+) -> Result<Option<u32>, PlanError> {
+    let at = |n: u32| {
+        kv_bytes_layers(shape, types, &CacheConfig { n_ctx: n, ..*cfg }).map(|s| s.total())
+    };
     let step = if cfg.kv_unified {
         CELL_PAD
     } else {
@@ -908,5 +1106,78 @@ mod tests {
         assert_eq!(CacheType::Q4_0.row_bytes(256), Some(144));
         assert_eq!(CacheType::Q4_0.row_bytes(100), None);
         assert!(CacheType::parse("q3_k").is_err());
+    }
+
+    #[test]
+    fn layer_types_parse_and_print() {
+        let t = |n| CacheType::parse(n).unwrap();
+        let lt = LayerTypes::with_spec(t("tbq4_0"), t("tbq3_0"), "k0-1=tbq5_1,v0=tbq4_0,kv17=q8_0")
+            .unwrap();
+        assert_eq!(
+            (lt.k_at(0), lt.k_at(1), lt.k_at(2)),
+            (t("tbq5_1"), t("tbq5_1"), t("tbq4_0"))
+        );
+        assert_eq!((lt.v_at(0), lt.v_at(1)), (t("tbq4_0"), t("tbq3_0")));
+        assert_eq!((lt.k_at(17), lt.v_at(17)), (t("q8_0"), t("q8_0")));
+        assert_eq!(lt.spec(), "k0-1=tbq5_1,k17=q8_0,v0=tbq4_0,v17=q8_0");
+        // the printed spec reads back as the same types; later items win
+        let again = LayerTypes::with_spec(lt.k, lt.v, &lt.spec()).unwrap();
+        assert_eq!(again, lt);
+        let later = LayerTypes::with_spec(t("f16"), t("f16"), "k0-3=q8_0,k2=q4_0").unwrap();
+        assert_eq!(later.spec(), "k0-1=q8_0,k2=q4_0,k3=q8_0");
+        // an override equal to the default is no override
+        assert!(LayerTypes::with_spec(t("f16"), t("f16"), "kv0=f16")
+            .unwrap()
+            .is_uniform());
+        assert!(LayerTypes::with_spec(t("f16"), t("f16"), "")
+            .unwrap()
+            .is_uniform());
+        for bad in [
+            "x0=f16", "k=f16", "k0", "k3-1=f16", "k0=q9_9", "k0=f16,", "k-1=f16",
+        ] {
+            let e = LayerTypes::with_spec(t("f16"), t("f16"), bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("SIDE LAYERS=TYPE"), "{bad}: {e}");
+        }
+    }
+
+    /// Per-layer types cost each layer its own row bytes, in the cache (full or SWA) that holds
+    /// the layer; a layer the model lacks is refused.
+    #[test]
+    fn layer_types_size_each_layer() {
+        let s = shape_of(&gemma3_270m());
+        let t = |n| CacheType::parse(n).unwrap();
+        let cfg = CacheConfig::server(5000);
+        let base = kv_bytes(&s, t("tbq4_0"), t("tbq3_0"), &cfg).unwrap();
+        // layer 5 is a full-attention layer, layer 0 a sliding-window one
+        let lt = LayerTypes::with_spec(t("tbq4_0"), t("tbq3_0"), "k5=q8_0,v0=tbq5_0").unwrap();
+        let size = kv_bytes_layers(&s, &lt, &cfg).unwrap();
+        let swa = size.swa.unwrap();
+        assert_eq!(
+            size.full.k_bytes,
+            base.full.k_bytes + 5120 * (8 * 34 - 2 * 66)
+        );
+        assert_eq!(size.full.v_bytes, base.full.v_bytes);
+        assert_eq!(
+            swa.v_bytes,
+            base.swa.unwrap().v_bytes + 2560 * 2 * (82 - 50)
+        );
+        let mean = lt.mean_bits(&s);
+        let want = ((4.125 + 3.125) * 18.0 + (8.5 - 4.125) + (5.125 - 3.125)) / 36.0;
+        assert!((mean - want).abs() < 1e-12, "{mean} vs {want}");
+        let e = kv_bytes_layers(
+            &s,
+            &LayerTypes::with_spec(t("f16"), t("f16"), "k18=q8_0").unwrap(),
+            &cfg,
+        );
+        assert!(e.unwrap_err().to_string().contains("18 layers"));
+        // more bytes per token: a smaller largest context in the same budget
+        let budget = 64 << 20;
+        let fit = max_context(&s, t("tbq4_0"), t("tbq3_0"), &cfg, budget)
+            .unwrap()
+            .unwrap();
+        let fit_l = max_context_layers(&s, &lt, &cfg, budget).unwrap().unwrap();
+        assert!(fit_l < fit, "{fit_l} vs {fit}");
     }
 }
