@@ -97,7 +97,9 @@ fn parse(dir: &Path, file: &Path, v: &Value) -> Option<ModelResults> {
         };
         // tbq keys are centred by default (patches/0007); a row without `key_centre` predates it
         let uncentred_tbq = k.starts_with("tbq") && r["config"]["key_centre"] != true;
-        if r["ok"] != true || r["config"]["attn_rot"] == false || uncentred_tbq {
+        // per-layer allocations (`K/V@spec`) are not the uniform pair K/V
+        let per_layer = !r["config"]["layers"].is_null();
+        if r["ok"] != true || r["config"]["attn_rot"] == false || uncentred_tbq || per_layer {
             continue;
         }
         let (mean, p99) = if r["is_base"] == true {

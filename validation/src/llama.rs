@@ -58,8 +58,10 @@ pub fn bits_per_element(ty: &str) -> Option<f64> {
 }
 
 /// One K/V cache configuration: `K/V`, optionally with llama.cpp's own Hadamard rotation of
-/// quantized caches (attn_rot) disabled, `q4_0/q4_0:norot`, or tbq keys stored as they are instead
-/// of centred on the key offset, `tbq4_0/tbq3_0:nocentre`.
+/// quantized caches (attn_rot) disabled, `q4_0/q4_0:norot`, tbq keys stored as they are instead
+/// of centred on the key offset, `tbq4_0/tbq3_0:nocentre`, or other types for single layers,
+/// `tbq4_0/tbq3_0@k0=tbq5_1;v0-1=tbq4_0` (llama.cpp's `--cache-type-layers` spec with `;` for
+/// its commas, which separate configurations in a list).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KvConfig {
     pub k: String,
@@ -71,6 +73,10 @@ pub struct KvConfig {
     /// existed read as false: they were measured without it.
     #[serde(default)]
     pub key_centre: bool,
+    /// Per-layer overrides as llama.cpp reads them (`LLAMA_KV_LAYER_TYPES`, patches/0008), in
+    /// the planner's canonical form (`tbq::plan::LayerTypes::spec`); None: every layer K/V.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<String>,
 }
 
 fn is_tbq(t: &str) -> bool {
@@ -81,9 +87,13 @@ impl FromStr for KvConfig {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let (pair, opt) = match s.split_once(':') {
-            Some((p, o)) => (p, Some(o)),
+        let (s_pair, spec) = match s.split_once('@') {
+            Some((p, l)) => (p, Some(l)),
             None => (s, None),
+        };
+        let (pair, opt) = match s_pair.split_once(':') {
+            Some((p, o)) => (p, Some(o)),
+            None => (s_pair, None),
         };
         let (k, v) = pair.split_once('/').with_context(|| {
             format!("'{s}' is not a K/V pair (like tbq4_0/tbq3_0 or q4_0/q4_0:norot)")
@@ -103,13 +113,32 @@ impl FromStr for KvConfig {
                 o => bail!("unknown option ':{o}' in '{s}' (there are ':norot' and ':nocentre')"),
             }
         }
+        let layers = match spec {
+            None => None,
+            Some(spec) => {
+                let types =
+                    layer_types(k, v, &spec.replace(';', ",")).with_context(|| format!("'{s}'"))?;
+                Some(types.spec()).filter(|s| !s.is_empty())
+            }
+        };
         Ok(KvConfig {
             k: k.into(),
             v: v.into(),
             attn_rot,
             key_centre,
+            layers,
         })
     }
+}
+
+/// The planner's view of `k`/`v` with the per-layer `spec`.
+fn layer_types(k: &str, v: &str, spec: &str) -> Result<tbq::plan::LayerTypes> {
+    use tbq::plan::{CacheType, LayerTypes};
+    Ok(LayerTypes::with_spec(
+        CacheType::parse(k)?,
+        CacheType::parse(v)?,
+        spec,
+    )?)
 }
 
 impl fmt::Display for KvConfig {
@@ -120,6 +149,9 @@ impl fmt::Display for KvConfig {
         }
         if self.uncentred_tbq() {
             write!(f, ":nocentre")?;
+        }
+        if let Some(spec) = &self.layers {
+            write!(f, "@{}", spec.replace(',', ";"))?;
         }
         Ok(())
     }
@@ -135,7 +167,19 @@ impl KvConfig {
         if self.uncentred_tbq() {
             s.push_str("-nocentre");
         }
+        if let Some(spec) = &self.layers {
+            // a spec can name every layer: a hash keeps the file name short
+            let h = spec.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            s.push_str(&format!("-L{:08x}", h as u32));
+        }
         s
+    }
+
+    /// The types of every layer, as the planner sees them (None for a type it does not know).
+    pub fn layer_types(&self) -> Option<tbq::plan::LayerTypes> {
+        layer_types(&self.k, &self.v, self.layers.as_deref().unwrap_or("")).ok()
     }
 
     /// tbq keys stored without the key offset subtracted.
@@ -143,19 +187,27 @@ impl KvConfig {
         is_tbq(&self.k) && !self.key_centre
     }
 
-    /// Mean bits per element of K and V (equal head sizes for K and V).
-    pub fn bits_per_element(&self) -> f64 {
-        (bits_per_element(&self.k).unwrap() + bits_per_element(&self.v).unwrap()) / 2.0
+    /// Mean bits per element of K and V (equal head sizes for K and V). With per-layer types,
+    /// the mean over `shape`'s layers weighted by their rows' elements (without a shape, the
+    /// bits of K/V alone).
+    pub fn bits_per_element(&self, shape: Option<&tbq::plan::ModelShape>) -> f64 {
+        match (&self.layers, shape, self.layer_types()) {
+            (Some(_), Some(shape), Some(types)) => types.mean_bits(shape),
+            _ => (bits_per_element(&self.k).unwrap() + bits_per_element(&self.v).unwrap()) / 2.0,
+        }
     }
 
     /// Environment the run needs.
-    pub fn env(&self) -> Vec<(&'static str, &'static str)> {
+    pub fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![];
         if !self.attn_rot {
-            env.push(("LLAMA_ATTN_ROT_DISABLE", "1"));
+            env.push(("LLAMA_ATTN_ROT_DISABLE", "1".into()));
         }
         if self.uncentred_tbq() {
-            env.push(("LLAMA_TBQ_KEY_CENTRE_DISABLE", "1"));
+            env.push(("LLAMA_TBQ_KEY_CENTRE_DISABLE", "1".into()));
+        }
+        if let Some(spec) = &self.layers {
+            env.push(("LLAMA_KV_LAYER_TYPES", spec.clone()));
         }
         env
     }
@@ -163,7 +215,14 @@ impl KvConfig {
     /// The label of a table row: `q4_0/q4_0 (attn_rot)` when llama.cpp reported that it rotated
     /// the cache, `(no rot)` when this configuration turned it off.
     pub fn label(&self, rotated: Option<bool>) -> String {
-        let base = format!("{}/{}", self.k, self.v);
+        let mut base = format!("{}/{}", self.k, self.v);
+        if let Some(spec) = &self.layers {
+            // a short spec is the label; a calibrated allocation is counted
+            match spec.split(',').count() {
+                n if n <= 2 => base.push_str(&format!(" @{}", spec.replace(',', ";"))),
+                n => base.push_str(&format!(" +{n} layer types")),
+            }
+        }
         match (self.attn_rot, rotated) {
             (false, _) => format!("{base} (no rot)"),
             (true, Some(true)) => format!("{base} (attn_rot)"),
@@ -300,14 +359,15 @@ impl KvReport {
 }
 
 /// Parses `llama_kv_cache: size = 1.70 MiB ( 512 cells, 15 layers, 1/1 seqs), K (tbq4_0):
-/// 0.97 MiB, V (tbq3_0): 0.73 MiB` and `attn_rot_k = 0` lines (needs `-lv 4` or more).
+/// 0.97 MiB, V (tbq3_0): 0.73 MiB` (`K (per layer)` with per-layer types) and `attn_rot_k = 0`
+/// lines (needs `-lv 4` or more).
 pub fn parse_kv(log: &str) -> KvReport {
     static R: OnceLock<Regex> = OnceLock::new();
     static ROT: OnceLock<Regex> = OnceLock::new();
     let r = re(
         &R,
         &format!(
-            r"llama_kv_cache: size =\s*{NUM} MiB \(\s*(\d+) cells,\s*(\d+) layers,[^)]*\), K \((\w+)\):\s*{NUM} MiB, V \((\w+)\):\s*{NUM} MiB"
+            r"llama_kv_cache: size =\s*{NUM} MiB \(\s*(\d+) cells,\s*(\d+) layers,[^)]*\), K \((\w+|per layer)\):\s*{NUM} MiB, V \((\w+|per layer)\):\s*{NUM} MiB"
         ),
     );
     let rot = re(&ROT, r"attn_rot_([kv]) = (\d+)");
@@ -414,15 +474,25 @@ mod tests {
     }
 
     #[test]
+    fn parses_per_layer_kv_lines() {
+        // as the patched llama-perplexity printed it with --cache-type-layers (patches/0008)
+        let log = "0.01.254.480 I llama_kv_cache: size =    0.50 MiB (   512 cells,   3 layers,  1/1 seqs), K (per layer):    0.22 MiB, V (per layer):    0.28 MiB\n";
+        let kv = parse_kv(log);
+        assert_eq!(kv.caches.len(), 1);
+        assert_eq!(kv.caches[0].k_type, "per layer");
+        assert_eq!((kv.k_mib(), kv.v_mib(), kv.total_mib()), (0.22, 0.28, 0.50));
+    }
+
+    #[test]
     fn kv_config_round_trip() {
         let c: KvConfig = "q4_0/q4_0:norot".parse().unwrap();
         assert!(!c.attn_rot);
         assert_eq!(c.to_string(), "q4_0/q4_0:norot");
         assert_eq!(c.slug(), "q4_0-q4_0-norot");
-        assert_eq!(c.env(), vec![("LLAMA_ATTN_ROT_DISABLE", "1")]);
+        assert_eq!(c.env(), vec![("LLAMA_ATTN_ROT_DISABLE", "1".to_string())]);
         assert_eq!(c.label(Some(true)), "q4_0/q4_0 (no rot)");
         let t: KvConfig = "tbq4_0/tbq3_0".parse().unwrap();
-        assert_eq!(t.bits_per_element(), 3.625);
+        assert_eq!(t.bits_per_element(None), 3.625);
         assert_eq!(t.label(Some(false)), "tbq4_0/tbq3_0");
         assert_eq!(
             "q4_0/q4_0".parse::<KvConfig>().unwrap().label(Some(true)),
@@ -441,7 +511,10 @@ mod tests {
         assert!(!n.key_centre);
         assert_eq!(n.to_string(), "tbq4_0/tbq3_0:nocentre");
         assert_eq!(n.slug(), "tbq4_0-tbq3_0-nocentre");
-        assert_eq!(n.env(), vec![("LLAMA_TBQ_KEY_CENTRE_DISABLE", "1")]);
+        assert_eq!(
+            n.env(),
+            vec![("LLAMA_TBQ_KEY_CENTRE_DISABLE", "1".to_string())]
+        );
         assert_eq!(n.label(Some(false)), "tbq4_0/tbq3_0 (no centring)");
         assert_eq!(n.to_string().parse::<KvConfig>().unwrap(), n);
         // only tbq keys are centred: q8_0 keys with tbq values are not, and cannot be asked not to be
@@ -451,6 +524,47 @@ mod tests {
         let old: KvConfig =
             serde_json::from_str(r#"{"k":"tbq4_0","v":"tbq3_0","attn_rot":true}"#).unwrap();
         assert_eq!(old, n);
+    }
+
+    #[test]
+    fn per_layer_types() {
+        let c: KvConfig = "tbq4_0/tbq3_0@v1=tbq4_0;k0-1=tbq5_1;v0=tbq4_0"
+            .parse()
+            .unwrap();
+        // canonical: ranges merged, K before V, commas in the stored spec
+        assert_eq!(c.layers.as_deref(), Some("k0-1=tbq5_1,v0-1=tbq4_0"));
+        assert_eq!(c.to_string(), "tbq4_0/tbq3_0@k0-1=tbq5_1;v0-1=tbq4_0");
+        assert_eq!(c.to_string().parse::<KvConfig>().unwrap(), c);
+        assert!(
+            c.slug().starts_with("tbq4_0-tbq3_0-L")
+                && c.slug().len() == "tbq4_0-tbq3_0-L".len() + 8
+        );
+        assert_eq!(
+            c.env(),
+            vec![(
+                "LLAMA_KV_LAYER_TYPES",
+                "k0-1=tbq5_1,v0-1=tbq4_0".to_string()
+            )]
+        );
+        assert_eq!(
+            c.label(Some(false)),
+            "tbq4_0/tbq3_0 @k0-1=tbq5_1;v0-1=tbq4_0"
+        );
+        let many: KvConfig = "f16/f16@k0=q8_0;k2=q8_0;v5=q4_0".parse().unwrap();
+        assert_eq!(many.label(None), "f16/f16 +3 layer types");
+        // without a model the mean is K/V's; an override equal to the default is none
+        assert_eq!(c.bits_per_element(None), 3.625);
+        let same: KvConfig = "tbq4_0/tbq3_0@k3=tbq4_0".parse().unwrap();
+        assert_eq!(same, "tbq4_0/tbq3_0".parse::<KvConfig>().unwrap());
+        assert!("tbq4_0/tbq3_0@k0=q9_9".parse::<KvConfig>().is_err());
+        assert!("tbq4_0/tbq3_0@x0=f16".parse::<KvConfig>().is_err());
+        // results stored before the field existed read as uniform
+        let old: KvConfig = serde_json::from_str(
+            r#"{"k":"tbq4_0","v":"tbq3_0","attn_rot":true,"key_centre":true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.layers, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("layers"));
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn planned_kv_mib(model: &Path, c: &KvConfig, ctx: u32) -> Option<f64> {
         n_batch: ctx,
         ..CacheConfig::single(ctx)
     };
-    let size = plan::kv_bytes(&shape, cache_type(&c.k)?, cache_type(&c.v)?, &cfg).ok()?;
+    let size = plan::kv_bytes_layers(&shape, &c.layer_types()?, &cfg).ok()?;
     Some(size.total() as f64 / MIB)
 }
 
@@ -363,7 +363,7 @@ pub fn run(args: &MemoryArgs) -> Result<bool> {
         let _ = write!(
             md,
             "| {c} | {} | {:.1} |",
-            crate::report::bits(c.bits_per_element()),
+            crate::report::bits(c.bits_per_element(None)),
             bpt as f64 / 1024.0
         );
         let mut fits = Vec::new();

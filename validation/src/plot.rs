@@ -354,3 +354,71 @@ pub fn heat_map(
     root.present().map_err(e)?;
     Ok(())
 }
+
+/// sensitivity.png: per layer, the mean KLD of K and of V alone at the probe type (log scale) —
+/// which layers a per-layer allocation widens.
+pub fn sensitivity(
+    path: &Path,
+    model: &Path,
+    probe: tbq::plan::CacheType,
+    rows: &[crate::calibrate::Row],
+) -> Result<()> {
+    use crate::calibrate::Side;
+    fonts();
+    let finite: Vec<f64> = rows.iter().map(|r| r.sens).filter(|s| *s > 0.0).collect();
+    if finite.is_empty() {
+        return Ok(());
+    }
+    let n_layer = rows.iter().map(|r| r.layer).max().unwrap_or(0) + 1;
+    let lo = finite.iter().copied().fold(f64::MAX, f64::min) / 2.0;
+    let hi = finite.iter().copied().fold(0.0, f64::max) * 2.0;
+    let root = BitMapBackend::new(path, ((200 + 40 * n_layer).max(900), 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let name = model.file_name().unwrap_or_default().to_string_lossy();
+    let mut c = ChartBuilder::on(&root)
+        .margin(20)
+        .caption(
+            format!(
+                "{name}: mean KLD with one layer's K or V at {probe}, the rest f16 (log scale)"
+            ),
+            (FONT, 20),
+        )
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.5f64..n_layer as f64 - 0.5, (lo..hi).log_scale())
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc("layer")
+        .y_desc("mean KLD")
+        .x_labels(n_layer as usize)
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .disable_x_mesh()
+        .draw()
+        .map_err(e)?;
+    for (side, col, dx) in [
+        (Side::K, RGBColor(0, 114, 178), -0.2),
+        (Side::V, RGBColor(213, 94, 0), 0.2),
+    ] {
+        c.draw_series(
+            rows.iter()
+                .filter(|r| r.side == side && r.sens > 0.0)
+                .map(|r| {
+                    let x = r.layer as f64 + dx;
+                    Rectangle::new([(x - 0.18, lo), (x + 0.18, r.sens)], col.filled())
+                }),
+        )
+        .map_err(e)?
+        .label(if side == Side::K { "K" } else { "V" })
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], col.filled()));
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font((FONT, 16))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}

@@ -65,6 +65,11 @@ pub struct PplArgs {
     #[arg(short, long, value_delimiter = ',', default_value = DEFAULT_PAIRS)]
     pub pairs: Vec<String>,
 
+    /// More configurations, run after --pairs (e.g. the allocations `tbq-validate calibrate`
+    /// printed, beside the default matrix).
+    #[arg(long, value_delimiter = ',')]
+    pub also: Vec<String>,
+
     /// Ignore stored results and run every configuration again.
     #[arg(long)]
     pub fresh: bool,
@@ -128,6 +133,8 @@ impl RunResult {
 struct Matrix<'a> {
     args: &'a PplArgs,
     model: PathBuf,
+    /// The model's attention layers (for the mean bits of per-layer types), when readable.
+    shape: Option<tbq::plan::ModelShape>,
     out: PathBuf,
     settings: Settings,
     logits: PathBuf,
@@ -177,7 +184,7 @@ impl Matrix<'_> {
             ok: false,
             error: None,
             settings: self.settings.clone(),
-            bits_per_element: c.bits_per_element(),
+            bits_per_element: c.bits_per_element(self.shape.as_ref()),
             ppl: None,
             ppl_err: None,
             kld: None,
@@ -283,10 +290,11 @@ pub fn run(args: &PplArgs) -> Result<Vec<RunResult>> {
         chunks: args.chunks,
         base: args.base.clone(),
     };
-    let pairs = parse_pairs(&args.pairs, &args.base)?;
+    let pairs = parse_pairs(&[&args.pairs[..], &args.also[..]].concat(), &args.base)?;
     let logits = out.join(format!("{}.logits", args.base.slug()));
     let m = Matrix {
         args,
+        shape: tbq::plan::ModelShape::open(&model).ok(),
         model,
         out: out.clone(),
         settings,
