@@ -56,7 +56,7 @@ T0=$SECONDS
         -DTBQ_BUILD_CRATE=OFF -DGGML_TBQ_LIB="$LIB" -DTBQ_LLAMA_DIR="$LLAMA" \
         -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
         -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF &&
-    cmake --build "$BUILD" -j 16 --target test-backend-ops llama-perplexity llama-bench llama-quantize
+    cmake --build "$BUILD" -j 16 --target test-backend-ops llama-perplexity llama-bench llama-quantize llama-tokenize
 } >"$OUT/build.log" 2>&1
 BRC=$?
 say "build: rc=$BRC in $((SECONDS - T0)) s"

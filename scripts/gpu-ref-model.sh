@@ -3,6 +3,8 @@
 # trains the head_dim-128 reference model (validation/train-ref-model.py), converts it with the
 # patched tree's convert_hf_to_gguf.py, and runs the WikiText-2 perplexity + KL-divergence matrix on
 # it with tbq-validate (carried in .gpu/ with the WikiText-2 test file by scripts/gpu-prepare.sh).
+# Before the matrices, `tbq-validate calibrate` measures per-layer sensitivity on the second half of
+# the held-out text and picks per-layer cache types for 3.5 and 4.25 bits; the matrices run them too.
 # Everything lands in $OUT/ref-model/ (recipe, training log, matrix JSON/markdown/plots; no weights).
 #
 #   scripts/gpu-ref-model.sh      Env: TBQ_REF_MINUTES (training budget, default 2.5),
@@ -20,15 +22,25 @@ WORK=/tmp/tbq-ref-model
 R="$OUT/ref-model"
 mkdir -p "$WORK" "$R"
 python3 validation/train-ref-model.py --out "$WORK" --convert "$LLAMA/convert_hf_to_gguf.py" \
+    --llama-tokenize "$BIN/llama-tokenize" \
     --minutes "${TBQ_REF_MINUTES:-2.5}" >"$R/train.out" 2>&1 || { tail -n 30 "$R/train.out"; exit 1; }
 cp "$WORK/recipe.json" "$WORK/train.log" "$R/" 2>/dev/null
 # three matrices: WikiText-2 (foreign to the model: its PPL is in the hundreds), held-out text of its
 # own training corpus (the last 1%, never trained on), and WikiText-2 at -c 2048 where a cache's
 # errors have four times as many keys to accumulate over
 RC=0
+.gpu/tbq-validate calibrate --model "$WORK/ref-128-f16.gguf" --bin-dir "$BIN" --wikitext "$WORK/corpus-heldout.txt" \
+    --budgets "${TBQ_REF_BUDGETS:-3.5,4.25}" --out "$R/calibrate" >"$R/calibrate.out" 2>&1 || RC=1
+rm -f "$R/calibrate"/*.logits "$R/calibrate/calibration-text.txt"
+echo "== calibrate (per-layer types on the held-out text's second half)"
+tail -n 12 "$R/calibrate/calibration.md" 2>/dev/null || tail -n 20 "$R/calibrate.out"
+# the matrices: tbq-validate's pairs (or TBQ_REF_PAIRS) and the calibrated allocations
+ALLOC=$(python3 -c 'import json,sys; print(",".join(a["config"] for a in json.load(open(sys.argv[1]))["allocations"]))' \
+    "$R/calibrate/calibration.json" 2>/dev/null)
 matrix() { # NAME TEXT CTX CHUNKS
     .gpu/tbq-validate ppl --model "$WORK/ref-128-f16.gguf" --bin-dir "$BIN" --wikitext "$2" \
-        --ctx "$3" --chunks "$4" ${TBQ_REF_PAIRS:+--pairs "$TBQ_REF_PAIRS"} --out "$R/$1" >"$R/$1.out" 2>&1 || RC=1
+        --ctx "$3" --chunks "$4" ${TBQ_REF_PAIRS:+--pairs "$TBQ_REF_PAIRS"} ${ALLOC:+--also "$ALLOC"} \
+        --out "$R/$1" >"$R/$1.out" 2>&1 || RC=1
     rm -f "$R/$1"/*.logits
     echo "== $1: $2, -c $3, $4 chunks"
     tail -n 30 "$R/$1/results.md" 2>/dev/null || tail -n 30 "$R/$1.out"

@@ -237,6 +237,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("build/ref-model"))
     ap.add_argument("--convert", type=Path, help="llama.cpp's convert_hf_to_gguf.py (from the patched tree)")
+    ap.add_argument("--llama-tokenize", type=Path,
+                    help="llama.cpp's llama-tokenize: after --convert, check that it tokenizes held-out text as "
+                         "the trainer did (the run fails if not)")
     ap.add_argument("--corpus", type=Path, help="train on this text file instead of the PyPI package docs")
     ap.add_argument("--packages", default=DEFAULT_PACKAGES,
                     help="packages whose docs make the corpus; those not installed are skipped (and listed)")
@@ -284,7 +287,12 @@ def main():
     (args.out / "corpus-heldout.txt").write_text(held_text)
     log(f"corpus {len(text) / 1e6:.1f} MB, sha256 {sha}, sources {versions}", logf)
 
-    # Tokenizer: SentencePiece BPE with byte fallback (llama.cpp's "llama" SPM vocabulary).
+    # Tokenizer: SentencePiece BPE with byte fallback (llama.cpp's "llama" SPM vocabulary). The
+    # text is kept as it is (identity normalisation, whitespace kept, runs of spaces as pieces):
+    # llama.cpp's SPM tokenizer does no normalisation, so a model trained on SentencePiece's default
+    # (newlines, tabs and indentation folded into single spaces) meets tokens in llama-perplexity it
+    # never saw in training — the first reference models did (held-out PPL 21 in training, 152 in
+    # llama.cpp). --llama-tokenize checks the agreement after conversion.
     import sentencepiece as spm
 
     if hasattr(spm, "set_random_generator_seed"):
@@ -293,15 +301,21 @@ def main():
         input=str(args.out / "corpus-train.txt"), model_prefix=str(hf / "tokenizer"), model_type="bpe",
         vocab_size=args.vocab, byte_fallback=True, character_coverage=0.9995, split_digits=True,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, input_sentence_size=2_000_000, shuffle_input_sentence=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
         num_threads=os.cpu_count() or 4, minloglevel=2,
     )
     sp = spm.SentencePieceProcessor(model_file=str(hf / "tokenizer.model"))
 
     def encode(t):
-        ids = []
-        for para in t.split("\n\n"):
-            ids.append(1)
-            ids.extend(sp.encode(para))
+        # One stream, as llama-perplexity tokenizes a file: BOS, then the text in blocks of ~1 MB
+        # cut after a blank line (each block gets SentencePiece's dummy-prefix space, as llama.cpp
+        # gives the start of a text: once per MB).
+        ids, pos = [1], 0
+        while pos < len(t):
+            end = t.find("\n\n", pos + 1_000_000)
+            end = len(t) if end < 0 else end + 2
+            ids.extend(sp.encode(t[pos:end]))
+            pos = end
         return np.array(ids, dtype=np.int32)
 
     train_ids, held_ids = encode(train_text), encode(held_text)
@@ -340,7 +354,9 @@ def main():
             order, pos = torch.randperm(n_windows, generator=g), 0
         idx = order[pos:pos + args.batch] * args.ctx
         pos += args.batch
-        x = torch.stack([data[i:i + args.ctx + 1] for i in idx.tolist()]).to(dev, non_blocking=True)
+        x = torch.stack([data[i:i + args.ctx + 1] for i in idx.tolist()])
+        x[:, 0] = 1  # every window starts with BOS, as every chunk of llama-perplexity does
+        x = x.to(dev, non_blocking=True)
         lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
         for grp in opt.param_groups:
             grp["lr"] = lr
@@ -367,7 +383,9 @@ def main():
     held = torch.from_numpy(held_ids.astype(np.int64))
     with torch.no_grad(), torch.autocast(device_type="cuda" if dev == "cuda" else "cpu", dtype=torch.bfloat16):
         for i in range(0, len(held) - args.ctx - 1, args.ctx):
-            x = held[i:i + args.ctx + 1][None].to(dev)
+            x = held[i:i + args.ctx + 1][None].clone()
+            x[0, 0] = 1
+            x = x.to(dev)
             lg = model(x[:, :-1]).float()
             nll += float(torch.nn.functional.cross_entropy(lg[0], x[0, 1:], reduction="sum"))
             cnt += args.ctx
@@ -411,12 +429,31 @@ def main():
                        check=True, env=env)
         log(f"converted: {gguf} ({gguf.stat().st_size / 1e6:.0f} MB)", logf)
 
+    # llama.cpp must see the tokens the model was trained on: its tokenizer against SentencePiece
+    # on the first 64 kB of the held-out text
+    tok_agree = None
+    if args.llama_tokenize and gguf:
+        sample = held_text[:65536]
+        (args.out / "tokenize-sample.txt").write_text(sample)
+        res = subprocess.run([str(args.llama_tokenize), "-m", str(gguf), "-f", str(args.out / "tokenize-sample.txt"),
+                              "--ids", "--no-bos", "--log-disable"], capture_output=True, text=True, check=True)
+        got = json.loads(res.stdout.strip().splitlines()[-1])
+        want = sp.encode(sample)
+        same = sum(a == b for a, b in zip(got, want))
+        tok_agree = same / max(len(want), 1)
+        log(f"llama.cpp tokenizer vs SentencePiece on {len(sample)} bytes of held-out text: {len(got)} vs "
+            f"{len(want)} tokens, {100 * tok_agree:.2f}% identical by position", logf)
+        if got != want:
+            raise SystemExit("llama.cpp tokenizes the text differently from the trainer: the model would be "
+                             "evaluated on tokens it was not trained on")
+
     recipe = {
         "seed": args.seed, "args": {k: str(v) for k, v in vars(args).items()}, "config": cfg,
         "parameters": n_params, "corpus_sha256": sha, "corpus_bytes": len(text), "sources": versions,
         "train_tokens": int(len(train_ids)), "heldout_tokens": cnt, "steps": step,
         "tokens_seen": step * args.batch * args.ctx, "losses": losses, "heldout_ppl": held_ppl,
         "hf_check_max_abs_logit_diff": check, "gguf": str(gguf) if gguf else None,
+        "llama_tokenizer_agreement": tok_agree,
         "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
         "seconds": time.time() - start,
     }
