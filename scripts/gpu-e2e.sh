@@ -12,7 +12,8 @@
 #   scripts/gpu-e2e.sh [--no-perf] [--no-bench] [--models llama3b,gemma3-270m] [--reps N]
 # Env: TBQ_E2E_BUDGET_S (default 540): a model's benchmark starts only while the run is under it;
 #   TBQ_E2E_PAIRS (K/V list; K/V:nocentre runs tbq keys without key centring, into
-#   llama-bench-nocentre.jsonl), TBQ_E2E_DEPTHS (default 0,8192,32768), TBQ_E2E_PP=0 (no pp2048).
+#   llama-bench-nocentre.jsonl; K/V@spec runs per-layer types, `;` for the spec's commas, e.g.
+#   tbq3_0/tbq3_0@k18-27=tbq4_1;v0-3=tbq4_1, into llama-bench-layers.jsonl with a "layer_types" field), TBQ_E2E_DEPTHS (default 0,8192,32768), TBQ_E2E_PP=0 (no pp2048).
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -71,7 +72,11 @@ if [[ $DO_BENCH -eq 1 ]]; then
         for kv in ${TBQ_E2E_PAIRS:-f16/f16 q8_0/q8_0 q4_0/q4_0 tbq4_0/tbq3_0 tbq5_1/tbq3_1 tbq5_0/tbq3_0}; do
             # K/V:nocentre = tbq keys without key centring; llama-bench's rows cannot say so, so they go
             # to llama-bench-nocentre.jsonl
-            jl=$JL env=()
+            jl=$JL env=() spec=""
+            if [[ $kv == *@* ]]; then
+                spec=${kv#*@} kv=${kv%%@*} jl=$OUT/layers.tmp env=("LLAMA_KV_LAYER_TYPES=${spec//;/,}")
+                : >"$jl"
+            fi
             if [[ $kv == *:nocentre ]]; then
                 kv=${kv%:nocentre} jl=${JL%.jsonl}-nocentre.jsonl env=(LLAMA_TBQ_KEY_CENTRE_DISABLE=1)
             fi
@@ -80,10 +85,16 @@ if [[ $DO_BENCH -eq 1 ]]; then
             env "${env[@]}" timeout 200 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 0 -n 128 \
                 -d "${TBQ_E2E_DEPTHS:-0,8192,32768}" -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
                 echo "e2e: $arch $kv tg failed (rc $?)" >&2
-            [[ ${TBQ_E2E_PP:-1} = 1 ]] || continue
-            env "${env[@]}" timeout 100 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 2048 -n 0 \
-                -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
-                echo "e2e: $arch $kv pp failed (rc $?)" >&2
+            if [[ ${TBQ_E2E_PP:-1} = 1 ]]; then
+                env "${env[@]}" timeout 100 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 2048 -n 0 \
+                    -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
+                    echo "e2e: $arch $kv pp failed (rc $?)" >&2
+            fi
+            # llama-bench's rows name -ctk/-ctv only: the per-layer spec is added to each
+            [[ -n $spec ]] && python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    if l.strip(): d = json.loads(l); d["layer_types"] = sys.argv[2]; print(json.dumps(d))' "$jl" "${spec//;/,}" \
+                >>"${JL%.jsonl}-layers.jsonl" && rm -f "$jl"
         done
         echo "e2e: $arch done in $((SECONDS - T0)) s" >&2
     done

@@ -79,7 +79,7 @@ EOF
 # bar pairs: below q4_0/q4_0 with attn_rot, and below half of it (20 chunks: GEMMA_A35, GEMMA_A425
 # measured in validation/results/gemma-3-270m/ppl).
 GEMMA_A35='tbq4_1/tbq3_0@k3=tbq3_0;k6-7=tbq3_0;k9=tbq3_1;k11=tbq5_1;k12-14=tbq3_0;k16=tbq3_0;v0-5=tbq3_1;v7-8=tbq3_1;v11=tbq3_1'
-GEMMA_A425='tbq4_1/tbq4_1@k0-2=tbq5_1;k4-5=tbq5_1;k8=tbq5_1;k10=tbq5_1;k11=tbq6_0;k14=tbq3_0;k15=tbq5_1;v9-10=tbq3_1;v12-17=tbq3_0'
+GEMMA_A425='tbq4_1/tbq4_0@k0=tbq5_0;k1=tbq6_0;k2=tbq5_1;k4=tbq5_1;k5=tbq6_0;k8=tbq5_1;k10=tbq5_1;k11=tbq6_0;k13=tbq4_0;k14=tbq3_0;k15=tbq5_1;k16=tbq3_0;v10=tbq3_1;v12-17=tbq3_0'
 ppl_short() {
     local o=$OUT/ppl
     "$TV" ppl --chunks 3 --fresh -o "$o" \

@@ -201,7 +201,7 @@ impl LayerTypes {
     pub fn with_spec(k: CacheType, v: CacheType, spec: &str) -> Result<LayerTypes, PlanError> {
         let mut t = LayerTypes::uniform(k, v);
         let bad = |item: &str, why: String| {
-            PlanError::Invalid(format!(
+            PlanError::LayerSpec(format!(
                 "bad item {item:?} in the per-layer spec {spec:?}: {why} (expected a \
                  comma-separated list of SIDE LAYERS=TYPE, SIDE k, v or kv, LAYERS N or N-M, e.g. \
                  k0-1=tbq5_1,v0=tbq4_0,kv17=q8_0)"
@@ -551,7 +551,7 @@ impl ModelShape {
             .chain(types.v_layers.keys())
             .find(|&&il| il >= n)
         {
-            return Err(PlanError::Invalid(format!(
+            return Err(PlanError::LayerSpec(format!(
                 "the per-layer spec names layer {il}, but the model has {n} layers (0-{})",
                 n - 1
             )));
@@ -837,6 +837,8 @@ pub enum PlanError {
     Invalid(String),
     /// A cache type llama.cpp does not know.
     UnknownType(String),
+    /// A per-layer spec (`--cache-type-layers`) that does not parse or does not fit the model.
+    LayerSpec(String),
     /// The type cannot hold this model's heads.
     HeadSize {
         /// The type.
@@ -854,6 +856,7 @@ impl fmt::Display for PlanError {
             PlanError::Gguf(e) => write!(f, "{e}"),
             PlanError::MissingKey(k) => write!(f, "the GGUF metadata has no {k:?}"),
             PlanError::Invalid(what) => write!(f, "unexpected GGUF metadata: {what}"),
+            PlanError::LayerSpec(what) => f.write_str(what),
             PlanError::UnknownType(t) => write!(
                 f,
                 "unknown cache type {t:?} (known: {})",

@@ -454,6 +454,10 @@ struct PlanArgs {
     /// Full-size sliding-window cache
     #[arg(long)]
     swa_full: bool,
+    /// Per-layer cache types over each pair, as llama.cpp's --cache-type-layers takes them
+    /// (`tbq-validate calibrate` prints one), e.g. k0-1=tbq5_1,v17=tbq4_0
+    #[arg(long, value_name = "SPEC")]
+    cache_type_layers: Option<String>,
     /// Choose the K/V pair with the best measured quality that fits --budget or --gpu-memory (see below)
     #[arg(long)]
     fit: bool,
@@ -931,15 +935,19 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
         }
     };
     let mut rows = Vec::new();
+    let spec = a.cache_type_layers.as_deref().unwrap_or("");
     for (k, v) in pairs {
-        let row = match tbq::plan::kv_bytes(&shape, k, v, &cfg) {
+        let types = tbq::plan::LayerTypes::with_spec(k, v, spec)
+            .map_err(|e| fail(Exit::Input, format!("--cache-type-layers: {e}")))?;
+        let row = match tbq::plan::kv_bytes_layers(&shape, &types, &cfg) {
             Ok(size) => {
-                let bpt = tbq::plan::bytes_per_token(&shape, k, v)?;
+                let bpt = tbq::plan::bytes_per_token_layers(&shape, &types)?;
                 let max = match a.budget {
-                    Some(b) => tbq::plan::max_context(&shape, k, v, &cfg, b)?,
+                    Some(b) => tbq::plan::max_context_layers(&shape, &types, &cfg, b)?,
                     None => None,
                 };
                 json!({ "k": k.name(), "v": v.name(), "bits_k": k.bits_per_element(), "bits_v": v.bits_per_element(),
+                        "layer_types": (!types.is_uniform()).then(|| types.spec()), "mean_bits": types.mean_bits(&shape),
                         "bytes_per_token": bpt, "n_ctx": size.n_ctx, "kv_bytes": size.total(), "kv_mib": size.total() as f64 / 1048576.0,
                         "full": research::cache_json(&size.full), "swa": size.swa.as_ref().map(research::cache_json), "max_ctx_in_budget": max })
             }
@@ -1006,7 +1014,10 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
         }
     );
     for r in &rows {
-        let pair = format!("{}/{}", r["k"].as_str().unwrap(), r["v"].as_str().unwrap());
+        let mut pair = format!("{}/{}", r["k"].as_str().unwrap(), r["v"].as_str().unwrap());
+        if r["layer_types"].is_string() {
+            pair.push_str(" +L");
+        }
         if let Some(e) = r["error"].as_str() {
             println!("{pair:<16} refused: {e}");
             continue;
@@ -1025,6 +1036,9 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
         );
+    }
+    if let Some(s) = rows.iter().find_map(|r| r["layer_types"].as_str()) {
+        println!("+L: with --cache-type-layers {s} (bits K/V are -ctk/-ctv's; B/token and MiB count every layer's own type)");
     }
     for n in &shape.notes {
         println!("note: {n}");

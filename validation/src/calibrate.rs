@@ -24,7 +24,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use tbq::plan::{CacheType, LayerTypes, ModelShape};
 
@@ -35,6 +35,8 @@ use crate::proc::write_atomic;
 use crate::report::{bits, sig};
 
 const ALL_TBQ: &str = "tbq3_0,tbq3_1,tbq4_0,tbq4_1,tbq5_0,tbq5_1,tbq6_0";
+/// The value types of the tensor-core decode kernel (kernels/NOTES.md).
+const FAST_V: &str = "tbq3_0,tbq3_1,tbq4_0";
 
 #[derive(Args, Clone, Debug)]
 pub struct CalibrateArgs {
@@ -70,8 +72,10 @@ pub struct CalibrateArgs {
     #[arg(long, value_delimiter = ',', default_value = ALL_TBQ)]
     pub k_types: Vec<String>,
 
-    /// V types an allocation may use.
-    #[arg(long, value_delimiter = ',', default_value = ALL_TBQ)]
+    /// V types an allocation may use. Default: the value types the CUDA tensor-core decode
+    /// kernel serves; other tbq values decode through a slower kernel (a 3B-shape model with
+    /// tbq4_1/tbq5_1 values in some layers: 107 tok/s at depth 32K on the H200, q4_0/q4_0 186).
+    #[arg(long, value_delimiter = ',', default_value = FAST_V)]
     pub v_types: Vec<String>,
 
     /// Mean bits per element of the allocations (K and V rows of every layer together).
@@ -85,10 +89,55 @@ pub struct CalibrateArgs {
     /// Ignore stored runs.
     #[arg(long)]
     pub fresh: bool,
+
+    /// Run nothing: plan again from the sensitivities and ladders of an earlier calibration.json
+    /// (other --budgets or type lists; the types need ladder entries there). Implies --no-verify.
+    #[arg(long)]
+    pub replan: Option<std::path::PathBuf>,
+}
+
+/// What the runs measured: all a plan needs.
+struct Measured {
+    model: String,
+    probe: CacheType,
+    rows: Vec<Row>,
+    ladder: BTreeMap<(Side, String), f64>,
+}
+
+/// Reads the measurements of an earlier calibration.json (`--replan`).
+fn measured_from(path: &Path) -> Result<Measured> {
+    #[derive(Deserialize)]
+    struct Entry {
+        side: Side,
+        #[serde(rename = "type")]
+        ty: String,
+        kld: f64,
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        model: String,
+        probe: String,
+        rows: Vec<Row>,
+        ladder: Vec<Entry>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let d: Doc = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a calibration.json", path.display()))?;
+    Ok(Measured {
+        model: d.model,
+        probe: CacheType::parse(&d.probe)?,
+        rows: d.rows,
+        ladder: d
+            .ladder
+            .into_iter()
+            .map(|e| ((e.side, e.ty), e.kld))
+            .collect(),
+    })
 }
 
 /// K or V.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Side {
     K,
     V,
@@ -104,7 +153,7 @@ impl Side {
 }
 
 /// One (layer, side) of the cache: what it holds per cell and how much KLD the probe type costs it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub layer: u32,
     pub side: Side,
@@ -192,6 +241,17 @@ pub fn knapsack(
     Some(out)
 }
 
+/// Mean bits per element of a choice, weighted by the rows' elements.
+pub fn mean_bits(rows: &[Row], chosen: &[CacheType]) -> f64 {
+    let e: u64 = rows.iter().map(|r| r.elems).sum();
+    let b: f64 = rows
+        .iter()
+        .zip(chosen)
+        .map(|(r, t)| t.bits_per_element() * r.elems as f64)
+        .sum();
+    b / e.max(1) as f64
+}
+
 /// The per-layer types of a choice: -ctk/-ctv the most common type of each side (ties: the
 /// narrower), every other row an override.
 pub fn layer_types(rows: &[Row], chosen: &[CacheType]) -> LayerTypes {
@@ -245,102 +305,30 @@ fn kld(r: &RunResult) -> Option<(f64, f64)> {
 }
 
 pub fn run(args: &CalibrateArgs) -> Result<bool> {
-    let model = args.common.model_path()?;
     let out = args.common.out_dir("calibrate");
     std::fs::create_dir_all(&out)?;
-    let text = calibration_text(Path::new(&args.wikitext), args.text_from, &out)?;
-    let shape = ModelShape::open(&model)
-        .with_context(|| format!("reading the layers of {}", model.display()))?;
-    let probe = CacheType::parse(&args.probe).context("--probe")?;
     let k_types = parse_types(&args.k_types, "--k-types")?;
     let v_types = parse_types(&args.v_types, "--v-types")?;
-    for (side, list) in [(false, &k_types), (true, &v_types)] {
-        for &t in list.iter().chain([&probe]) {
-            shape.check_type(t, side)?;
+    let Measured {
+        model,
+        probe,
+        rows,
+        ladder,
+    } = match &args.replan {
+        Some(path) => measured_from(path)?,
+        None => measure(args, &out, &k_types, &v_types)?,
+    };
+    for (side, list) in [(Side::K, &k_types), (Side::V, &v_types)] {
+        for t in list.iter().chain([&probe]) {
+            if !ladder.contains_key(&(side, t.name().to_string())) {
+                bail!("no ladder run of {t} for {side:?} in the calibration (calibrate with it in --k-types/--v-types)");
+            }
         }
     }
     for &b in &args.budgets {
         let lo = (k_types[0].bits_per_element() + v_types[0].bits_per_element()) / 2.0;
         if !(b.is_finite() && b >= lo) {
             bail!("--budgets {b}: below the narrowest K/V types' {lo} bits per element");
-        }
-    }
-
-    // Every layer with a KV cache, K and V.
-    let mut rows = Vec::new();
-    for (il, l) in shape
-        .layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.n_head_kv > 0)
-    {
-        for (side, elems) in [(Side::K, l.k_elems()), (Side::V, l.v_elems())] {
-            rows.push(Row {
-                layer: il as u32,
-                side,
-                elems,
-                sens: f64::NAN,
-            });
-        }
-    }
-    let row_config = |r: &Row| format!("f16/f16@{}{}={probe}", r.side.letter(), r.layer);
-    let ladder_config = |side: Side, t: CacheType| match side {
-        Side::K => format!("{t}/f16"),
-        Side::V => format!("f16/{t}"),
-    };
-    let mut ladder_configs = Vec::new();
-    for (side, list) in [(Side::K, &k_types), (Side::V, &v_types)] {
-        for &t in list.iter().chain([&probe]) {
-            let c = ladder_config(side, t);
-            if !ladder_configs.contains(&c) {
-                ladder_configs.push(c);
-            }
-        }
-    }
-    let mut pairs: Vec<String> = rows.iter().map(row_config).collect();
-    pairs.extend(ladder_configs.iter().cloned());
-
-    // the base logits are kept for the verification runs, and deleted after them
-    let ppl_args = |pairs: Vec<String>, fresh: bool, keep_logits: bool| PplArgs {
-        common: Common {
-            out: Some(args.common.out_dir("calibrate")),
-            ..args.common.clone()
-        },
-        wikitext: text.display().to_string(),
-        ctx: args.ctx,
-        chunks: args.chunks,
-        base: "f16/f16".parse().unwrap(),
-        pairs,
-        also: vec![],
-        fresh,
-        report_only: false,
-        keep_logits,
-    };
-    eprintln!(
-        "calibrate: {} sensitivity runs ({} layers × K, V at {probe}) and {} ladder runs, {} chunks each",
-        rows.len(),
-        rows.len() / 2,
-        ladder_configs.len(),
-        args.chunks
-    );
-    let results = ppl::run(&ppl_args(pairs, args.fresh, !args.no_verify))?;
-    let by_config: BTreeMap<String, &RunResult> =
-        results.iter().map(|r| (r.config.to_string(), r)).collect();
-    let measured = |c: &str| -> Result<f64> {
-        let key = c.parse::<KvConfig>()?.to_string();
-        by_config
-            .get(&key)
-            .and_then(|r| kld(r))
-            .map(|k| k.0)
-            .with_context(|| format!("the run of {c} failed (see its log in the calibrate folder)"))
-    };
-    for r in rows.iter_mut() {
-        r.sens = measured(&row_config(r))?;
-    }
-    let mut ladder: BTreeMap<(Side, String), f64> = BTreeMap::new();
-    for (side, list) in [(Side::K, &k_types), (Side::V, &v_types)] {
-        for &t in list.iter().chain([&probe]) {
-            ladder.insert((side, t.name().into()), measured(&ladder_config(side, t))?);
         }
     }
     let floor = floor(&rows, &ladder, probe);
@@ -386,7 +374,7 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
         };
         allocations.push(Allocation {
             budget,
-            mean_bits: lt.mean_bits(&shape),
+            mean_bits: mean_bits(&rows, &chosen),
             predicted_kld: predicted,
             config,
             options,
@@ -396,9 +384,10 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
     }
 
     let mut ok = true;
-    if !args.no_verify {
+    if !args.no_verify && args.replan.is_none() {
         let configs: Vec<String> = allocations.iter().map(|a| a.config.clone()).collect();
-        let verified = ppl::run(&ppl_args(configs, false, false))?;
+        let text = out.join("calibration-text.txt");
+        let verified = ppl::run(&ppl_args(args, &text, configs, false, false))?;
         for a in allocations.iter_mut() {
             let key = a.config.parse::<KvConfig>()?;
             match verified.iter().find(|r| r.config == key).and_then(kld) {
@@ -413,7 +402,7 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
 
     let doc = serde_json::json!({
         "tool": concat!("tbq-validate ", env!("CARGO_PKG_VERSION")),
-        "model": model.display().to_string(),
+        "model": model,
         "text": args.wikitext,
         "text_from": args.text_from,
         "ctx": args.ctx,
@@ -428,15 +417,128 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
         &out.join("calibration.json"),
         serde_json::to_string_pretty(&doc)?.as_bytes(),
     )?;
-    let md = markdown(&model, args, probe, floor, &rows, &ladder, &allocations);
+    let model = Path::new(&model);
+    let md = markdown(model, args, probe, floor, &rows, &ladder, &allocations);
     write_atomic(&out.join("calibration.md"), md.as_bytes())?;
-    crate::plot::sensitivity(&out.join("sensitivity.png"), &model, probe, &rows)?;
+    crate::plot::sensitivity(&out.join("sensitivity.png"), model, probe, &rows)?;
     print!("{md}");
     eprintln!(
         "wrote {}/{{calibration.json,calibration.md,sensitivity.png}}",
         out.display()
     );
     Ok(ok)
+}
+
+/// A `ppl` matrix in the calibrate folder over the calibration text: every run of a calibration.
+fn ppl_args(
+    args: &CalibrateArgs,
+    text: &Path,
+    pairs: Vec<String>,
+    fresh: bool,
+    keep_logits: bool,
+) -> PplArgs {
+    PplArgs {
+        common: Common {
+            out: Some(args.common.out_dir("calibrate")),
+            ..args.common.clone()
+        },
+        wikitext: text.display().to_string(),
+        ctx: args.ctx,
+        chunks: args.chunks,
+        base: "f16/f16".parse().unwrap(),
+        pairs,
+        also: vec![],
+        fresh,
+        report_only: false,
+        keep_logits,
+    }
+}
+
+/// The sensitivity and ladder runs (resumed from `out` where they are stored).
+fn measure(
+    args: &CalibrateArgs,
+    out: &Path,
+    k_types: &[CacheType],
+    v_types: &[CacheType],
+) -> Result<Measured> {
+    let model = args.common.model_path()?;
+    let text = calibration_text(Path::new(&args.wikitext), args.text_from, out)?;
+    let shape = ModelShape::open(&model)
+        .with_context(|| format!("reading the layers of {}", model.display()))?;
+    let probe = CacheType::parse(&args.probe).context("--probe")?;
+    for (side, list) in [(false, k_types), (true, v_types)] {
+        for &t in list.iter().chain([&probe]) {
+            shape.check_type(t, side)?;
+        }
+    }
+    // Every layer with a KV cache, K and V.
+    let mut rows = Vec::new();
+    for (il, l) in shape
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.n_head_kv > 0)
+    {
+        for (side, elems) in [(Side::K, l.k_elems()), (Side::V, l.v_elems())] {
+            rows.push(Row {
+                layer: il as u32,
+                side,
+                elems,
+                sens: f64::NAN,
+            });
+        }
+    }
+    let row_config = |r: &Row| format!("f16/f16@{}{}={probe}", r.side.letter(), r.layer);
+    let ladder_config = |side: Side, t: CacheType| match side {
+        Side::K => format!("{t}/f16"),
+        Side::V => format!("f16/{t}"),
+    };
+    let mut ladder_configs = Vec::new();
+    for (side, list) in [(Side::K, &k_types), (Side::V, &v_types)] {
+        for &t in list.iter().chain([&probe]) {
+            let c = ladder_config(side, t);
+            if !ladder_configs.contains(&c) {
+                ladder_configs.push(c);
+            }
+        }
+    }
+    let mut pairs: Vec<String> = rows.iter().map(row_config).collect();
+    pairs.extend(ladder_configs.iter().cloned());
+
+    eprintln!(
+        "calibrate: {} sensitivity runs ({} layers × K, V at {probe}) and {} ladder runs, {} chunks each",
+        rows.len(),
+        rows.len() / 2,
+        ladder_configs.len(),
+        args.chunks
+    );
+    // the base logits are kept for the verification runs, and deleted after them
+    let results = ppl::run(&ppl_args(args, &text, pairs, args.fresh, !args.no_verify))?;
+    let by_config: BTreeMap<String, &RunResult> =
+        results.iter().map(|r| (r.config.to_string(), r)).collect();
+    let measured = |c: &str| -> Result<f64> {
+        let key = c.parse::<KvConfig>()?.to_string();
+        by_config
+            .get(&key)
+            .and_then(|r| kld(r))
+            .map(|k| k.0)
+            .with_context(|| format!("the run of {c} failed (see its log in the calibrate folder)"))
+    };
+    for r in rows.iter_mut() {
+        r.sens = measured(&row_config(r))?;
+    }
+    let mut ladder: BTreeMap<(Side, String), f64> = BTreeMap::new();
+    for (side, list) in [(Side::K, &k_types), (Side::V, &v_types)] {
+        for &t in list.iter().chain([&probe]) {
+            ladder.insert((side, t.name().into()), measured(&ladder_config(side, t))?);
+        }
+    }
+    Ok(Measured {
+        model: model.display().to_string(),
+        probe,
+        rows,
+        ladder,
+    })
 }
 
 /// The KLD every run has once any row leaves f16, whatever the row (on Gemma 3 ≈ 0.0035: a
@@ -447,8 +549,15 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
 pub fn floor(rows: &[Row], ladder: &BTreeMap<(Side, String), f64>, probe: CacheType) -> f64 {
     let mut est = Vec::new();
     for side in [Side::K, Side::V] {
-        let sens: Vec<f64> = rows.iter().filter(|r| r.side == side).map(|r| r.sens).collect();
-        if let (true, Some(all)) = (sens.len() > 1, ladder.get(&(side, probe.name().to_string()))) {
+        let sens: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.side == side)
+            .map(|r| r.sens)
+            .collect();
+        if let (true, Some(all)) = (
+            sens.len() > 1,
+            ladder.get(&(side, probe.name().to_string())),
+        ) {
             est.push((sens.iter().sum::<f64>() - all) / (sens.len() - 1) as f64);
         }
     }
@@ -651,9 +760,17 @@ mod tests {
         let mut ladder = BTreeMap::new();
         for (side, scale) in [(Side::K, 1.0), (Side::V, 0.5)] {
             for (l, x) in a.iter().enumerate() {
-                rows.push(Row { layer: l as u32, side, elems: 256, sens: f + scale * x });
+                rows.push(Row {
+                    layer: l as u32,
+                    side,
+                    elems: 256,
+                    sens: f + scale * x,
+                });
             }
-            ladder.insert((side, "tbq3_0".to_string()), f + scale * a.iter().sum::<f64>());
+            ladder.insert(
+                (side, "tbq3_0".to_string()),
+                f + scale * a.iter().sum::<f64>(),
+            );
         }
         assert!((floor(&rows, &ladder, t("tbq3_0")) - f).abs() < 1e-15);
         // additive losses: no floor
