@@ -36,13 +36,12 @@ fn cache_type(name: &str) -> Option<CacheType> {
 
 /// The planner's prediction for a `llama-perplexity -c ctx -b ctx` run of `c`, in MiB (None when
 /// the model or a type is outside what the planner models).
-pub fn planned_kv_mib(model: &Path, c: &KvConfig, ctx: u32) -> Option<f64> {
-    let shape = ModelShape::open(model).ok()?;
+pub fn planned_kv_mib(shape: &ModelShape, c: &KvConfig, ctx: u32) -> Option<f64> {
     let cfg = CacheConfig {
         n_batch: ctx,
         ..CacheConfig::single(ctx)
     };
-    let size = plan::kv_bytes_layers(&shape, &c.layer_types()?, &cfg).ok()?;
+    let size = plan::kv_bytes_layers(shape, &c.layer_types()?, &cfg).ok()?;
     Some(size.total() as f64 / MIB)
 }
 

@@ -213,7 +213,10 @@ impl Matrix<'_> {
             }
             result.kv = llama::parse_kv(&text);
             result.label = c.label(result.kv.rotated());
-            result.planned_kv_mib = crate::memory::planned_kv_mib(&self.model, c, self.args.ctx);
+            result.planned_kv_mib = self
+                .shape
+                .as_ref()
+                .and_then(|s| crate::memory::planned_kv_mib(s, c, self.args.ctx));
             if !status.success() {
                 bail!(
                     "llama-perplexity failed ({status}): {}",
@@ -365,7 +368,10 @@ pub fn run(args: &PplArgs) -> Result<Vec<RunResult>> {
     let mut results: Vec<RunResult> = all.iter().filter_map(|c| m.stored(c)).collect();
     // Results stored before the crate had a planner get its prediction now (it needs no run).
     for r in results.iter_mut().filter(|r| r.planned_kv_mib.is_none()) {
-        r.planned_kv_mib = crate::memory::planned_kv_mib(&m.model, &r.config, args.ctx);
+        r.planned_kv_mib = m
+            .shape
+            .as_ref()
+            .and_then(|s| crate::memory::planned_kv_mib(s, &r.config, args.ctx));
     }
     if results.is_empty() {
         bail!("no stored results in {} for these settings", out.display());
