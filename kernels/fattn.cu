@@ -522,7 +522,7 @@ template <int T> struct tbq_mma_k {
     };
 };
 
-// V of a tbq type of one 4-bit plane or of planes 2 + 1 (tbq4_0, tbq3_0, tbq3_1): the table of
+// V of a tbq type of one 4-bit plane or of planes 2 + 1 (tbq4_0 and tbq4_1, tbq3_0 and tbq3_1): the table of
 // token pairs (code of t0, code of t1), replicated 32 times.
 template <int P0, int P1> struct tbq_mma_v_planes;
 template <> struct tbq_mma_v_planes<4, 0> {
@@ -1047,11 +1047,13 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     TBQ_FATTN_MMA(KT, KN, VT, VN, 128)                                                               \
     TBQ_FATTN_MMA(KT, KN, VT, VN, 256)
 
-// Every tbq key type with the value types tbq4_0, tbq3_0 and tbq3_1.
+// Every tbq key type with the value types tbq4_0, tbq3_0, tbq3_1 and tbq4_1 (the value types of
+// one 4-bit plane or of planes 2 + 1, with or without gains: tbq_mma_v_planes).
 #define TBQ_FATTN_MMA_K(KT, KN)                                                                      \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ4_0, tbq4_0)                                                 \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_0, tbq3_0)                                                 \
-    TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_1, tbq3_1)
+    TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_1, tbq3_1)                                                 \
+    TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ4_1, tbq4_1)
 
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ4_0, tbq4_0)
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ3_0, tbq3_0)

@@ -184,7 +184,10 @@ fn fattn_refuses_what_it_does_not_handle() {
     for (kt, vt, ok) in [
         (TbqType::Tbq5_1 as i32, TbqType::Tbq3_1 as i32, true),
         (TbqType::Tbq6_0 as i32, TbqType::Tbq4_0 as i32, true),
+        (TbqType::Tbq5_1 as i32, TbqType::Tbq4_1 as i32, true),
         (TbqType::Tbq5_1 as i32, TbqType::Tbq5_0 as i32, false),
+        (TbqType::Tbq4_1 as i32, TbqType::Tbq5_1 as i32, false),
+        (dtype::Q8_0, TbqType::Tbq4_1 as i32, false),
         (dtype::F16, TbqType::Tbq3_1 as i32, false),
         (dtype::Q8_0, TbqType::Tbq3_0 as i32, true),
     ] {
@@ -618,12 +621,17 @@ fn run_case(c: Case, seed: u64) {
     assert!(rel <= 1e-3, "{c:?}: max abs err / max abs ref = {rel:e}");
 }
 
-/// Every K/V pair the kernels serve: each tbq key type with tbq4_0, tbq3_0 and tbq3_1 values
+/// Every K/V pair the kernels serve: each tbq key type with tbq4_0, tbq3_0, tbq3_1 and tbq4_1 values
 /// (tensor-core kernel), f16 and q8_0 keys with tbq4_0 and tbq3_0 values (per-token kernel).
 fn pairs() -> Vec<(i32, i32)> {
     let mut p = Vec::new();
     for k in TbqType::ALL {
-        for v in [TbqType::Tbq4_0, TbqType::Tbq3_0, TbqType::Tbq3_1] {
+        for v in [
+            TbqType::Tbq4_0,
+            TbqType::Tbq3_0,
+            TbqType::Tbq3_1,
+            TbqType::Tbq4_1,
+        ] {
             p.push((k as i32, v as i32));
         }
     }

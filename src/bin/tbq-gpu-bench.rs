@@ -218,11 +218,12 @@ fn main() {
         "K/V", "D", "GQA", "n_kv", "splits", "us", "GB/s", "%copy"
     );
     // (K, V, name, every GQA or GQA 4 only)
-    let (t51, t50, t60, t31) = (
+    let (t51, t50, t60, t31, t41) = (
         TbqType::Tbq5_1 as i32,
         TbqType::Tbq5_0 as i32,
         TbqType::Tbq6_0 as i32,
         TbqType::Tbq3_1 as i32,
+        TbqType::Tbq4_1 as i32,
     );
     let pairs: &[(i32, i32, &str, bool)] = if quick || shape.is_some() {
         &[(0, 1, "tbq4/tbq3", true)]
@@ -234,6 +235,8 @@ fn main() {
             (t51, t31, "tbq5_1/tbq3_1", false),
             (t50, 1, "tbq5/tbq3", false),
             (t60, 0, "tbq6/tbq4", false),
+            (t41, t41, "tbq4_1/tbq4_1", false),
+            (t51, t41, "tbq5_1/tbq4_1", false),
         ]
     };
     let kvs: &[usize] = if quick && shape.is_none() {

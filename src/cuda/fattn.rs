@@ -107,7 +107,12 @@ fn ktype_name(t: i32) -> Option<&'static str> {
 
 /// Values the tensor-core kernel pairs with every tbq key type (kernels/fattn.cu,
 /// TBQ_FATTN_MMA_K); the per-token kernel (f16 / q8_0 keys) takes the first two only.
-const MMA_V_TYPES: [TbqType; 3] = [TbqType::Tbq4_0, TbqType::Tbq3_0, TbqType::Tbq3_1];
+const MMA_V_TYPES: [TbqType; 4] = [
+    TbqType::Tbq4_0,
+    TbqType::Tbq3_0,
+    TbqType::Tbq3_1,
+    TbqType::Tbq4_1,
+];
 const TOKEN_V_TYPES: [TbqType; 2] = [TbqType::Tbq4_0, TbqType::Tbq3_0];
 
 fn vtype_name(t: i32, mma: bool) -> Option<&'static str> {
@@ -159,7 +164,7 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
     if vtype_name(v.type_, is_mma(k.type_)).is_none() {
         return unsupported(if is_mma(k.type_) {
             format!(
-                "V type {} with tbq keys (tbq4_0, tbq3_0 or tbq3_1)",
+                "V type {} with tbq keys (tbq4_0, tbq3_0, tbq3_1 or tbq4_1)",
                 v.type_
             )
         } else {

@@ -36,7 +36,7 @@ use crate::report::{bits, sig};
 
 const ALL_TBQ: &str = "tbq3_0,tbq3_1,tbq4_0,tbq4_1,tbq5_0,tbq5_1,tbq6_0";
 /// The value types of the tensor-core decode kernel (kernels/NOTES.md).
-const FAST_V: &str = "tbq3_0,tbq3_1,tbq4_0";
+const FAST_V: &str = "tbq3_0,tbq3_1,tbq4_0,tbq4_1";
 
 #[derive(Args, Clone, Debug)]
 pub struct CalibrateArgs {
