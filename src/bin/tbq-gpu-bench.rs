@@ -1,7 +1,8 @@
 //! GPU microbenchmarks of the tbq kernels (feature `cuda`): device-to-device copy bandwidth (the
 //! ceiling), set_rows, dequantize and flash-attention decode at D = 128 / 256, GQA 1 / 4 / 8,
-//! n_kv 1K..128K. Times with CUDA events around each launch (warm-up first, median of many
-//! repetitions), rotating among input sets so that more than the 50 MB L2 is touched.
+//! n_kv 1K..128K. Times with CUDA events around each launch behind a busy stream, so that only
+//! GPU time is counted, as in llama.cpp's CUDA-graph replays (`Timer`; warm-up first, median of
+//! many repetitions), rotating among input sets so that more than the 50 MB L2 is touched.
 //!
 //! `tbq-gpu-bench [--quick] [--json FILE]`: prints a table, writes JSON (default
 //! tbq-gpu-bench.json).
@@ -49,36 +50,76 @@ impl Drop for Dev {
     }
 }
 
-/// Median milliseconds of `f(rep)` over `reps` launches, each bracketed by events.
-fn time(stream: sys::CUstream, reps: usize, mut f: impl FnMut(usize)) -> f64 {
-    let mut e0: sys::CUevent = std::ptr::null_mut();
-    let mut e1: sys::CUevent = std::ptr::null_mut();
-    unsafe {
-        ok(sys::cuEventCreate(&mut e0, 0), "event");
-        ok(sys::cuEventCreate(&mut e1, 0), "event");
-    }
-    for i in 0..5 {
-        f(i);
-    }
-    ok(unsafe { sys::cuStreamSynchronize(stream) }, "sync");
-    let mut ts = Vec::with_capacity(reps);
-    for i in 0..reps {
-        unsafe {
-            ok(sys::cuEventRecord(e0, stream), "record");
-            f(i);
-            ok(sys::cuEventRecord(e1, stream), "record");
-            ok(sys::cuEventSynchronize(e1), "event sync");
-            let mut ms = 0f32;
-            ok(sys::cuEventElapsedTime_v2(&mut ms, e0, e1), "elapsed");
-            ts.push(ms as f64);
+/// Event timing on one stream. The host's cost of a launch (argument checks, the launch call
+/// itself: several µs) is not GPU time, and llama.cpp replays its decode graphs as CUDA graphs,
+/// where that cost is gone: so `device` first keeps the stream busy with a copy long enough for
+/// the host to enqueue `f`'s launches before the GPU reaches them, and the events then see only
+/// what the GPU spends (launch gaps between `f`'s kernels included). `latency` times an idle
+/// stream: one eager call, host overhead included.
+struct Timer {
+    stream: sys::CUstream,
+    busy: (Dev, Dev),
+}
+
+/// Bytes of the copy that keeps the stream busy: 2 × 128 MiB of traffic, ~65 µs on an H200.
+const BUSY_BYTES: usize = 1 << 27;
+
+impl Timer {
+    fn new(stream: sys::CUstream) -> Timer {
+        Timer {
+            stream,
+            busy: (Dev::new(BUSY_BYTES), Dev::new(BUSY_BYTES)),
         }
     }
-    unsafe {
-        sys::cuEventDestroy_v2(e0);
-        sys::cuEventDestroy_v2(e1);
+
+    /// Median GPU milliseconds of `f(rep)` over `reps` repetitions.
+    fn device(&self, reps: usize, f: impl FnMut(usize)) -> f64 {
+        self.median(reps, true, f)
     }
-    ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    ts[ts.len() / 2]
+
+    /// Median milliseconds of `f(rep)` launched on an idle stream (host launch cost included).
+    fn latency(&self, reps: usize, f: impl FnMut(usize)) -> f64 {
+        self.median(reps, false, f)
+    }
+
+    fn median(&self, reps: usize, busy: bool, mut f: impl FnMut(usize)) -> f64 {
+        let s = self.stream;
+        let mut e0: sys::CUevent = std::ptr::null_mut();
+        let mut e1: sys::CUevent = std::ptr::null_mut();
+        unsafe {
+            ok(sys::cuEventCreate(&mut e0, 0), "event");
+            ok(sys::cuEventCreate(&mut e1, 0), "event");
+        }
+        for i in 0..5 {
+            f(i);
+        }
+        ok(unsafe { sys::cuStreamSynchronize(s) }, "sync");
+        let mut ts = Vec::with_capacity(reps);
+        for i in 0..reps {
+            unsafe {
+                if busy {
+                    let (a, b) = (&self.busy.0, &self.busy.1);
+                    ok(
+                        sys::cuMemcpyDtoDAsync_v2(b.0, a.0, BUSY_BYTES, s),
+                        "busy copy",
+                    );
+                }
+                ok(sys::cuEventRecord(e0, s), "record");
+                f(i);
+                ok(sys::cuEventRecord(e1, s), "record");
+                ok(sys::cuEventSynchronize(e1), "event sync");
+                let mut ms = 0f32;
+                ok(sys::cuEventElapsedTime_v2(&mut ms, e0, e1), "elapsed");
+                ts.push(ms as f64);
+            }
+        }
+        unsafe {
+            sys::cuEventDestroy_v2(e0);
+            sys::cuEventDestroy_v2(e1);
+        }
+        ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        ts[ts.len() / 2]
+    }
 }
 
 /// Fixes every block's d of a random tbq buffer to a finite half (0.0625).
@@ -122,6 +163,7 @@ fn main() {
     let stream = ctx.new_stream().unwrap();
     let s = stream.cu_stream();
     let reps = if quick { 20 } else { 100 };
+    let timer = Timer::new(s);
     let mut rows: Vec<String> = Vec::new();
     let mut table = String::new();
 
@@ -129,7 +171,7 @@ fn main() {
     let cb = 1usize << 29;
     let (a, b) = (Dev::new(cb), Dev::new(cb));
     a.fill_random(cb, 1, |_| {});
-    let ms = time(s, reps, |_| {
+    let ms = timer.device(reps, |_| {
         ok(
             unsafe { sys::cuMemcpyDtoDAsync_v2(b.0, a.0, cb, s) },
             "copy",
@@ -166,7 +208,7 @@ fn main() {
         let dst = Dev::new(n_rows * bb);
         let ts = Tensor::contiguous(src.0, dtype::F32, [128, n_rows as i64, 1, 1]);
         let td = Tensor::contiguous(dst.0, ty, [128, n_rows as i64, 1, 1]);
-        let ms = time(s, reps, |_| {
+        let ms = timer.device(reps, |_| {
             unsafe { cuda::set_rows(&ts, None, &td, s) }.unwrap()
         });
         let bytes = n_rows * (128 * 4 + bb);
@@ -182,18 +224,19 @@ fn main() {
         let step_rows = 8usize;
         let tss = Tensor::contiguous(src.0, dtype::F32, [128, step_rows as i64, 1, 1]);
         let tds = Tensor::contiguous(dst.0, ty, [128, step_rows as i64, 1, 1]);
-        let step_ms = time(s, reps, |_| {
-            unsafe { cuda::set_rows(&tss, None, &tds, s) }.unwrap()
-        });
+        let step = |_| unsafe { cuda::set_rows(&tss, None, &tds, s) }.unwrap();
+        let step_ms = timer.device(reps, step);
+        let step_lat_ms = timer.latency(reps, step);
         let _ = writeln!(
             table,
-            "set_rows f32->{tn} decode step ({step_rows} rows): {:.1} us per call",
-            step_ms * 1e3
+            "set_rows f32->{tn} decode step ({step_rows} rows): {:.1} us per call on the GPU ({:.1} us launched alone)",
+            step_ms * 1e3,
+            step_lat_ms * 1e3
         );
-        rows.push(format!("{{\"op\":\"set_rows_step\",\"type\":\"{tn}\",\"rows\":{step_rows},\"ms\":{step_ms:.6}}}"));
+        rows.push(format!("{{\"op\":\"set_rows_step\",\"type\":\"{tn}\",\"rows\":{step_rows},\"ms\":{step_ms:.6},\"latency_ms\":{step_lat_ms:.6}}}"));
         let out = Dev::new(n_rows * 128 * 2);
         let to = Tensor::contiguous(out.0, dtype::F16, [128, n_rows as i64, 1, 1]);
-        let ms = time(s, reps, |_| {
+        let ms = timer.device(reps, |_| {
             unsafe { cuda::get_rows(&td, None, &to, s) }.unwrap()
         });
         let bytes = n_rows * (128 * 2 + bb);
@@ -318,7 +361,7 @@ fn main() {
                     } else {
                         scratch_bytes / (n_head * (d + 2) * 4)
                     };
-                    let ms = time(s, reps, |i| {
+                    let ms = timer.device(reps, |i| {
                         unsafe {
                             cuda::flash_attn_ext_with(
                                 &mk(i),
