@@ -1,8 +1,11 @@
-//! CPU reference throughput: quantize, dequantize and vec_dot, in rows per second, for the two
-//! head sizes that matter (128 and 256). `cargo bench --bench cpu`.
+//! CPU throughput, in rows per second, for the two head sizes that matter (128 and 256):
+//! quantize, dequantize, vec_dot and the rotated-domain value accumulate, each through the scalar
+//! reference (`quantize`, …: the path before the SIMD one) and through `tbq::cpu`, the path the C
+//! ABI runs (`quantize_simd`, …). `cargo bench --bench cpu`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tbq::reference::{dequantize_row, quantize_row, rotate, vec_dot, vec_dot_rotated};
+use tbq::reference::{dequantize_row, mad_rotated, quantize_row, rotate, vec_dot, vec_dot_rotated};
+use tbq::cpu;
 use tbq::TbqType;
 
 const ROWS: usize = 256;
@@ -52,6 +55,45 @@ fn bench(c: &mut Criterion) {
                         .chunks(rb)
                         .map(|pr| vec_dot_rotated(ty, black_box(pr), &q_rot).unwrap())
                         .sum::<f32>()
+                })
+            });
+            group.bench_function(BenchmarkId::new("quantize_simd", ty), |b| {
+                b.iter(|| {
+                    for (xr, pr) in x.chunks(head).zip(packed.chunks_mut(rb)) {
+                        cpu::quantize_row(ty, black_box(xr), pr).unwrap();
+                    }
+                })
+            });
+            group.bench_function(BenchmarkId::new("dequantize_simd", ty), |b| {
+                b.iter(|| {
+                    for (pr, or) in packed.chunks(rb).zip(out.chunks_mut(head)) {
+                        cpu::dequantize_row(ty, black_box(pr), or).unwrap();
+                    }
+                })
+            });
+            group.bench_function(BenchmarkId::new("vec_dot_rotated_simd", ty), |b| {
+                b.iter(|| {
+                    packed
+                        .chunks(rb)
+                        .map(|pr| cpu::vec_dot_rotated(ty, black_box(pr), &q_rot).unwrap())
+                        .sum::<f32>()
+                })
+            });
+            // Value side of attention: every value row accumulated into one output row, rotated
+            // domain (the unrotate at the end is once per output row, not measured here).
+            let mut acc = vec![0.0f32; head];
+            group.bench_function(BenchmarkId::new("mad_rotated", ty), |b| {
+                b.iter(|| {
+                    for pr in packed.chunks(rb) {
+                        mad_rotated(ty, black_box(pr), 0.5, &mut acc).unwrap();
+                    }
+                })
+            });
+            group.bench_function(BenchmarkId::new("mad_rotated_simd", ty), |b| {
+                b.iter(|| {
+                    for pr in packed.chunks(rb) {
+                        cpu::mad_rotated(ty, black_box(pr), 0.5, &mut acc).unwrap();
+                    }
                 })
             });
             group.bench_function(BenchmarkId::new("vec_dot", ty), |b| {

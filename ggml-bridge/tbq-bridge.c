@@ -44,6 +44,15 @@ static enum ggml_type tbq_bridge_ggml_type(int32_t t) {
 #undef TBQ_BRIDGE_CASE
 }
 
+static int32_t tbq_bridge_tbq_type(enum ggml_type type, const char * fn) {
+#define TBQ_BRIDGE_CASE(name, tbq_t, ggml_t) case ggml_t: return tbq_t;
+    switch (type) {
+        GGML_TBQ_TYPES(TBQ_BRIDGE_CASE)
+        default: GGML_ABORT("%s: %s is not a tbq type", fn, ggml_type_name(type));
+    }
+#undef TBQ_BRIDGE_CASE
+}
+
 static size_t tbq_bridge_row_bytes(int32_t t, int64_t k, const char * fn) {
     if (k <= 0 || k % TBQ_BLOCK_ELEMS != 0) {
         GGML_ABORT("%s: row of %lld elements is not a positive multiple of %d", fn, (long long) k, TBQ_BLOCK_ELEMS);
@@ -102,7 +111,7 @@ static size_t tbq_bridge_quantize_rows(int32_t t, const float * src, void * dst,
 }
 
 // ---------------------------------------------------------------------------------------------------
-// rotation + dot product (CPU flash attention, mul_mat)
+// rotation, dot product and value accumulation (CPU flash attention, mul_mat)
 // ---------------------------------------------------------------------------------------------------
 
 void ggml_tbq_rotate_row(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
@@ -118,6 +127,15 @@ static inline void tbq_bridge_vec_dot(int32_t t, int n, float * s, const void * 
     if (st != TBQ_OK) {
         GGML_ABORT("%s: tbq_vec_dot_rotated failed: %s (tbq_status %d)", fn, tbq_status_str(st), (int) st);
     }
+}
+
+void ggml_tbq_mad_rotated(enum ggml_type type, const void * GGML_RESTRICT v, float scale, float * GGML_RESTRICT acc, int64_t n) {
+    const int32_t t = tbq_bridge_tbq_type(type, __func__);
+    TBQ_CHECK(tbq_mad_rotated(t, v, tbq_bridge_row_bytes(t, n, __func__), scale, acc, n));
+}
+
+void ggml_tbq_unrotate_row(float * x, int64_t n) {
+    TBQ_CHECK(tbq_unrotate_f32(x, x, n));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -152,13 +170,7 @@ GGML_TBQ_TYPES(TBQ_BRIDGE_DEFINE)
 // ---------------------------------------------------------------------------------------------------
 
 bool ggml_tbq_validate_row_data(enum ggml_type type, const void * data, size_t nbytes) {
-    int32_t t;
-#define TBQ_BRIDGE_CASE(name, tbq_t, ggml_t) case ggml_t: t = tbq_t; break;
-    switch (type) {
-        GGML_TBQ_TYPES(TBQ_BRIDGE_CASE)
-        default: GGML_ABORT("%s: %s is not a tbq type", __func__, ggml_type_name(type));
-    }
-#undef TBQ_BRIDGE_CASE
+    const int32_t t = tbq_bridge_tbq_type(type, __func__);
     if (nbytes == 0) {
         return true;
     }

@@ -69,6 +69,13 @@ GGML_TBQ_TYPES(GGML_TBQ_DECLARE)
 /* from_float of GGML_TYPE_TBQ_ROT: y = T(x), blockwise over k floats (k a multiple of 128). */
 GGML_API void ggml_tbq_rotate_row(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
 
+/* CPU flash attention over tbq values, in the rotated domain (patches/0009-ggml-cpu-tbq-fattn.patch):
+ * ggml_tbq_mad_rotated adds scale · T(v^) of one value row of n elements (type a tbq type) to acc, with
+ * no inverse rotation per row; ggml_tbq_unrotate_row applies T^-1 to acc (in place) once, after the
+ * last value row. acc holds n floats. */
+GGML_API void ggml_tbq_mad_rotated(enum ggml_type type, const void * GGML_RESTRICT v, float scale, float * GGML_RESTRICT acc, int64_t n);
+GGML_API void ggml_tbq_unrotate_row(float * x, int64_t n);
+
 /* ggml_validate_row_data for the tbq types: false (with a message on stderr) when a block's d is
  * not finite. nbytes is a whole number of blocks (checked by the caller). */
 GGML_API bool ggml_tbq_validate_row_data(enum ggml_type type, const void * data, size_t nbytes);

@@ -1,7 +1,7 @@
 //! The C ABI of `ffi/include/tbq.h`, exported by `libtbq.a`.
 //!
-//! Every function checks its pointers and lengths, maps them onto the safe [`crate::reference`]
-//! functions and returns a `tbq_status` (0, or the negative code of an [`Error`]). Nothing here
+//! Every function checks its pointers and lengths, maps them onto the safe [`crate::cpu`]
+//! functions (the reference's operations, with SIMD where the machine has it) and returns a `tbq_status` (0, or the negative code of an [`Error`]). Nothing here
 //! panics on any input, and nothing is written when a call fails.
 
 use std::ffi::{c_char, c_void, CStr};
@@ -11,7 +11,7 @@ use half::f16;
 
 use crate::error::Error;
 use crate::format::TbqType;
-use crate::reference;
+use crate::{cpu, reference};
 
 const TBQ_OK: i32 = 0;
 
@@ -119,7 +119,7 @@ pub unsafe extern "C" fn tbq_quantize_f32(
         non_null(dst)?;
         let (t, n) = (ty(t)?, len(n)?);
         let need = row_bytes(t, n, dst_bytes)?;
-        reference::quantize_row(
+        cpu::quantize_row(
             t,
             slice::from_raw_parts(src, n),
             slice::from_raw_parts_mut(dst.cast(), need),
@@ -165,7 +165,7 @@ pub unsafe extern "C" fn tbq_dequantize_f32(
         non_null(dst)?;
         let (t, n) = (ty(t)?, len(n)?);
         let need = row_bytes(t, n, src_bytes)?;
-        reference::dequantize_row(
+        cpu::dequantize_row(
             t,
             slice::from_raw_parts(src.cast(), need),
             slice::from_raw_parts_mut(dst, n),
@@ -196,19 +196,22 @@ pub unsafe extern "C" fn tbq_dequantize_f16(
     })())
 }
 
-/// Rotates (or unrotates) through a stack copy of each block, so `src` may equal `dst`.
-unsafe fn map_blocks(src: *const f32, dst: *mut f32, n: i64, f: fn(&mut [f32; 128])) -> i32 {
+/// Copies `src` to `dst` (unless they are the same buffer), then applies `f` to `dst` in place,
+/// so `src` may equal `dst`.
+unsafe fn in_place(
+    src: *const f32,
+    dst: *mut f32,
+    n: i64,
+    f: fn(&mut [f32]) -> Result<(), Error>,
+) -> i32 {
     status((|| {
         non_null(src)?;
         non_null(dst)?;
         let n = len(n)?;
-        for b in 0..n / 128 {
-            let mut block = [0.0f32; 128];
-            std::ptr::copy_nonoverlapping(src.add(b * 128), block.as_mut_ptr(), 128);
-            f(&mut block);
-            std::ptr::copy_nonoverlapping(block.as_ptr(), dst.add(b * 128), 128);
+        if !std::ptr::eq(src, dst) {
+            std::ptr::copy(src, dst, n);
         }
-        Ok(())
+        f(slice::from_raw_parts_mut(dst, n))
     })())
 }
 
@@ -216,14 +219,14 @@ unsafe fn map_blocks(src: *const f32, dst: *mut f32, n: i64, f: fn(&mut [f32; 12
 /// `src` is NULL or valid for `n` reads; `dst` is NULL or valid for `n` writes (may equal `src`).
 #[no_mangle]
 pub unsafe extern "C" fn tbq_rotate_f32(src: *const f32, dst: *mut f32, n: i64) -> i32 {
-    map_blocks(src, dst, n, crate::rotation::rotate_block)
+    in_place(src, dst, n, cpu::rotate_in_place)
 }
 
 /// # Safety
 /// `src` is NULL or valid for `n` reads; `dst` is NULL or valid for `n` writes (may equal `src`).
 #[no_mangle]
 pub unsafe extern "C" fn tbq_unrotate_f32(src: *const f32, dst: *mut f32, n: i64) -> i32 {
-    map_blocks(src, dst, n, crate::rotation::unrotate_block)
+    in_place(src, dst, n, cpu::unrotate_in_place)
 }
 
 type DotFn = fn(TbqType, &[u8], &[f32]) -> Result<f32, Error>;
@@ -264,7 +267,32 @@ pub unsafe extern "C" fn tbq_vec_dot_rotated(
     n: i64,
     out: *mut f32,
 ) -> i32 {
-    dot(t, x, x_bytes, q_rot, n, out, reference::vec_dot_rotated)
+    dot(t, x, x_bytes, q_rot, n, out, cpu::vec_dot_rotated)
+}
+
+/// # Safety
+/// `x` is NULL or valid for `x_bytes` reads; `acc` NULL or valid for `n` reads and writes.
+#[no_mangle]
+pub unsafe extern "C" fn tbq_mad_rotated(
+    t: i32,
+    x: *const c_void,
+    x_bytes: usize,
+    scale: f32,
+    acc: *mut f32,
+    n: i64,
+) -> i32 {
+    status((|| {
+        non_null(x)?;
+        non_null(acc)?;
+        let (t, n) = (ty(t)?, len(n)?);
+        let need = row_bytes(t, n, x_bytes)?;
+        cpu::mad_rotated(
+            t,
+            slice::from_raw_parts(x.cast(), need),
+            scale,
+            slice::from_raw_parts_mut(acc, n),
+        )
+    })())
 }
 
 /// # Safety
@@ -278,7 +306,7 @@ pub unsafe extern "C" fn tbq_vec_dot_f32(
     n: i64,
     out: *mut f32,
 ) -> i32 {
-    dot(t, x, x_bytes, q, n, out, reference::vec_dot)
+    dot(t, x, x_bytes, q, n, out, cpu::vec_dot)
 }
 
 /// # Safety

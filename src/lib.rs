@@ -10,11 +10,14 @@
 //! - [`packing`]: how codes are laid out for the GPU;
 //! - [`reference`]: quantize, dequantize and dot products on the CPU — the definition every
 //!   other implementation matches bit for bit;
+//! - [`cpu`]: the same operations with SIMD (AVX2) where the machine has it — what the C ABI
+//!   runs;
 //! - [`ffi`]: the C ABI of `ffi/include/tbq.h`, exported by `libtbq.a`;
 //! - [`gguf`] and [`plan`]: a GGUF metadata reader and the KV-cache planner (bytes per token,
 //!   cache size as llama.cpp allocates it, the largest context for a memory budget).
 
 pub mod codebook;
+pub mod cpu;
 pub mod error;
 pub mod ffi;
 pub mod format;
@@ -28,7 +31,7 @@ pub use error::Error;
 pub use format::{TbqType, TypeSpec, BLOCK_ELEMS};
 
 /// The C ABI version `tbq_abi_version()` reports (`TBQ_ABI_VERSION` in `tbq.h`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

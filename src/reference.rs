@@ -155,7 +155,8 @@ pub fn check_len(n: usize) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_bytes(need: usize, have: usize) -> Result<(), Error> {
+/// Checks that a buffer of `have` bytes (or floats) holds the `need` a row takes.
+pub fn check_bytes(need: usize, have: usize) -> Result<(), Error> {
     if have < need {
         return Err(Error::Buffer { need, have });
     }
@@ -269,6 +270,25 @@ pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Erro
         },
     );
     Ok(sum)
+}
+
+/// `acc += scale · T(x̂)` over a row: the value side of flash attention in the rotated domain.
+/// Accumulating `Σ_t p_t · T(v̂_t)` and applying [`unrotate`] once to the sum gives `Σ_t p_t · v̂_t`
+/// (T⁻¹ is linear) without an inverse rotation per value row. `acc` holds `x`'s element count.
+pub fn mad_rotated(ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) -> Result<(), Error> {
+    check_len(acc.len())?;
+    check_bytes(ty.row_bytes(acc.len()), x.len())?;
+    for (xb, ab) in x
+        .chunks_exact(ty.block_bytes())
+        .zip(acc.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        let mut r = [0.0f32; BLOCK_ELEMS];
+        decode_rotated(ty, xb, &mut r);
+        for (a, ri) in ab.iter_mut().zip(r) {
+            *a += scale * ri;
+        }
+    }
+    Ok(())
 }
 
 /// `Σ q·x̂` for a plain query: rotates each block of `q` once, then scores like

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 /* Bumped on any change of a signature, a struct, an enum value or the format. */
-#define TBQ_ABI_VERSION 2u
+#define TBQ_ABI_VERSION 3u /* 3: tbq_mad_rotated */
 
 /* The diagonal D of the rotation: bit i of the 128-bit value HI:LO set means coordinate i is
  * negated (LO holds coordinates 0..63). A constant of the format. */
@@ -166,6 +166,14 @@ int32_t tbq_unrotate_f32(const float * src, float * dst, int64_t n);
  * and q_rot = T(q) from tbq_rotate_f32. This is the attention score without dequantizing:
  * d · Σ T(q)_i · C[c_i] per block. Errors: NULL, LENGTH, BUFFER, TYPE. */
 int32_t tbq_vec_dot_rotated(int32_t type, const void * x, size_t x_bytes, const float * q_rot, int64_t n, float * out);
+
+/* acc[i] += scale · T(x^)[i] over a row of n elements, where x (x_bytes available) holds tbq blocks:
+ * per block acc += scale · (d·g_s)·C[c_i], the value row in the rotated domain. This is the value side
+ * of flash attention without dequantizing: accumulate Σ_t p_t·T(v^_t) over the values with this call,
+ * then apply tbq_unrotate_f32 once to acc (T^-1 is linear) to get Σ_t p_t·v^_t. acc is read and
+ * written (n floats); it must not overlap x. Agrees with the scalar reference within f32 rounding of
+ * a fused multiply-add. Errors: NULL, LENGTH, BUFFER, TYPE (acc is then untouched). */
+int32_t tbq_mad_rotated(int32_t type, const void * x, size_t x_bytes, float scale, float * acc, int64_t n);
 
 /* As tbq_vec_dot_rotated for a plain query q; rotates it once per call (no allocation). */
 int32_t tbq_vec_dot_f32(int32_t type, const void * x, size_t x_bytes, const float * q, int64_t n, float * out);

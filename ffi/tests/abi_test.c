@@ -82,6 +82,18 @@ static void check_golden(const char * dir, int32_t type, const float * x, int64_
     CHECK(tbq_vec_dot_f32(type, q + row / (size_t) (n / 128), row, x, 128, &b) == TBQ_OK, "%s: dot f32", name);
     CHECK(a == b && isfinite(a) && a != 0, "%s: vec_dot_rotated %g vs vec_dot_f32 %g", name, a, b);
 
+    /* mad_rotated: scale · T(x^) accumulated, unrotated once, is scale · x^ (f32 rounding) */
+    float * acc = calloc((size_t) n, sizeof(float));
+    CHECK(tbq_mad_rotated(type, q, row, 0.5f, acc, n) == TBQ_OK, "%s: mad_rotated", name);
+    CHECK(tbq_unrotate_f32(acc, acc, n) == TBQ_OK, "%s: unrotate acc", name);
+    float worst = 0, big = 0;
+    for (int64_t i = 0; i < n; i++) {
+        worst = fmaxf(worst, fabsf(acc[i] - 0.5f * y[i]));
+        big = fmaxf(big, fabsf(y[i]));
+    }
+    CHECK(worst <= 1e-5f * big, "%s: mad_rotated + unrotate off by %g (max |x^| %g)", name, worst, big);
+    free(acc);
+
     /* f16 out: the f32 result rounded to half (within half a unit in the last place). */
     uint16_t * h = malloc((size_t) n * sizeof(uint16_t));
     CHECK(tbq_dequantize_f16(type, q, row, h, n) == TBQ_OK, "%s: dequantize f16", name);
@@ -139,6 +151,13 @@ static void check_errors(void) {
     CHECK(tbq_dequantize_f16(TBQ_TYPE_TBQ4_0, q, sizeof q, NULL, 256) == TBQ_ERR_NULL, "dequantize_f16 NULL");
     CHECK(tbq_vec_dot_f32(TBQ_TYPE_TBQ4_0, q, sizeof q, x, 256, NULL) == TBQ_ERR_NULL, "vec_dot NULL out");
     CHECK(tbq_vec_dot_rotated(TBQ_TYPE_TBQ4_0, q, 65, x, 128, &out) == TBQ_ERR_BUFFER, "vec_dot short x");
+    memcpy(y, x, sizeof y);
+    CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, NULL, sizeof q, 1.0f, y, 256) == TBQ_ERR_NULL, "mad NULL x");
+    CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, sizeof q, 1.0f, NULL, 256) == TBQ_ERR_NULL, "mad NULL acc");
+    CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, 131, 1.0f, y, 256) == TBQ_ERR_BUFFER, "mad short x");
+    CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, sizeof q, 1.0f, y, 200) == TBQ_ERR_LENGTH, "mad n=200");
+    CHECK(tbq_mad_rotated(8, q, sizeof q, 1.0f, y, 256) == TBQ_ERR_TYPE, "mad bad type");
+    CHECK(memcmp(y, x, sizeof y) == 0, "mad writes nothing on error");
     CHECK(tbq_rotate_f32(x, y, 127) == TBQ_ERR_LENGTH, "rotate 127");
     CHECK(tbq_validate(TBQ_TYPE_TBQ4_0, q, 67) == TBQ_ERR_BUFFER, "validate partial block");
     CHECK(tbq_validate(TBQ_TYPE_TBQ4_0, NULL, 66) == TBQ_ERR_NULL, "validate NULL");

@@ -207,6 +207,7 @@ mod tests {
         agree!(tbq_unrotate_f32, _, _, _);
         agree!(tbq_vec_dot_rotated, _, _, _, _, _, _);
         agree!(tbq_vec_dot_f32, _, _, _, _, _, _);
+        agree!(tbq_mad_rotated, _, _, _, _, _, _);
         agree!(tbq_validate, _, _, _);
         // CUDA section: scalar-only signatures compare directly...
         same(

@@ -1,0 +1,238 @@
+//! The SIMD path (`tbq::cpu`) against the scalar reference, on fresh random rows every run (the
+//! seed is printed, `TBQ_SEED=<n>` replays it) and on the golden vectors.
+//!
+//! Tolerances: quantize, dequantize, rotate and unrotate are bit-exact. `vec_dot_rotated` and
+//! `mad_rotated` reorder and fuse the f32 sums, so they agree within `1e-5 · Σ|term|` (the sum of
+//! the absolute values of the products summed; f32's epsilon is 6e-8, a 256-term sum in 8 lanes
+//! rounds at most ~40 times).
+
+mod common;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use tbq::{cpu, reference, TbqType, BLOCK_ELEMS};
+
+const TOLERANCE: f32 = 1e-5;
+
+fn seed() -> u64 {
+    let seed = std::env::var("TBQ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!(
+        "simd: seed {seed} (TBQ_SEED={seed} replays it); AVX2 path: {}",
+        cpu::has_avx2()
+    );
+    seed
+}
+
+/// `rows` rows of `n` floats: Gaussian, each row with its own scale over 12 decades, an
+/// occasional outlier channel, never all zero.
+fn random_rows(rng: &mut StdRng, rows: usize, n: usize) -> Vec<f32> {
+    let mut x = Vec::with_capacity(rows * n);
+    for _ in 0..rows {
+        let scale = 10f32.powf(rng.random_range(-6.0..6.0));
+        let outlier = rng.random_range(0..n);
+        for i in 0..n {
+            let g: f32 = StandardNormal.sample(rng);
+            x.push(if i == outlier && rng.random_bool(0.3) {
+                40.0 * scale
+            } else {
+                g * scale
+            });
+        }
+    }
+    x
+}
+
+#[test]
+fn quantize_and_dequantize_are_bit_exact() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    for n in [BLOCK_ELEMS, 2 * BLOCK_ELEMS] {
+        let x = random_rows(&mut rng, 64, n);
+        for ty in TbqType::ALL {
+            let rb = ty.row_bytes(n);
+            let (mut want, mut got) = (vec![0u8; 64 * rb], vec![0u8; 64 * rb]);
+            for ((xr, w), g) in x.chunks(n).zip(want.chunks_mut(rb)).zip(got.chunks_mut(rb)) {
+                reference::quantize_row(ty, xr, w).unwrap();
+                cpu::quantize_row(ty, xr, g).unwrap();
+            }
+            assert_eq!(got, want, "{ty}, n = {n}: quantized bytes");
+
+            let (mut want_y, mut got_y) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+            for ((p, w), g) in want
+                .chunks(rb)
+                .zip(want_y.chunks_mut(n))
+                .zip(got_y.chunks_mut(n))
+            {
+                reference::dequantize_row(ty, p, w).unwrap();
+                cpu::dequantize_row(ty, p, g).unwrap();
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got_y),
+                bits(&want_y),
+                "{ty}, n = {n}: dequantized floats"
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_vectors_through_the_simd_path() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden");
+    let read_f32 = |name: &str| -> Vec<f32> {
+        std::fs::read(dir.join(name))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let x = read_f32("input.f32");
+    for ty in TbqType::ALL {
+        let mut q = vec![0u8; ty.row_bytes(x.len())];
+        cpu::quantize_row(ty, &x, &mut q).unwrap();
+        assert_eq!(
+            q,
+            std::fs::read(dir.join(format!("{ty}.bin"))).unwrap(),
+            "{ty}: golden bytes"
+        );
+        let mut y = vec![0.0f32; x.len()];
+        cpu::dequantize_row(ty, &q, &mut y).unwrap();
+        let want = read_f32(&format!("{ty}.dequant.f32"));
+        assert!(
+            y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{ty}: golden dequantized floats"
+        );
+    }
+}
+
+#[test]
+fn rotations_are_bit_exact() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    let x = random_rows(&mut rng, 8, 2 * BLOCK_ELEMS);
+    let mut want = vec![0.0f32; x.len()];
+    let mut got = x.clone();
+    reference::rotate(&x, &mut want).unwrap();
+    cpu::rotate_in_place(&mut got).unwrap();
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "rotate"
+    );
+    reference::unrotate(&x, &mut want).unwrap();
+    got.copy_from_slice(&x);
+    cpu::unrotate_in_place(&mut got).unwrap();
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "unrotate"
+    );
+}
+
+/// The decoded rotated block (`(d·g_s)·C[c_i]`), for the tolerance's `Σ|term|`.
+fn decoded(ty: TbqType, row: &[u8], n: usize) -> Vec<f32> {
+    let mut r = vec![0.0f32; n];
+    for (b, rb) in row.chunks(ty.block_bytes()).zip(r.chunks_mut(BLOCK_ELEMS)) {
+        reference::decode_rotated(ty, b, rb.try_into().unwrap());
+    }
+    r
+}
+
+#[test]
+fn vec_dot_rotated_within_tolerance() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    for n in [BLOCK_ELEMS, 2 * BLOCK_ELEMS] {
+        let x = random_rows(&mut rng, 32, n);
+        let q = random_rows(&mut rng, 1, n);
+        let mut q_rot = vec![0.0f32; n];
+        reference::rotate(&q, &mut q_rot).unwrap();
+        for ty in TbqType::ALL {
+            let mut row = vec![0u8; ty.row_bytes(n)];
+            for xr in x.chunks(n) {
+                reference::quantize_row(ty, xr, &mut row).unwrap();
+                let want = reference::vec_dot_rotated(ty, &row, &q_rot).unwrap();
+                let got = cpu::vec_dot_rotated(ty, &row, &q_rot).unwrap();
+                let abs: f32 = decoded(ty, &row, n)
+                    .iter()
+                    .zip(&q_rot)
+                    .map(|(r, q)| (r * q).abs())
+                    .sum();
+                assert!(
+                    (got - want).abs() <= TOLERANCE * abs,
+                    "{ty}, n = {n}: {got} vs reference {want} (Σ|term| {abs})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn mad_rotated_within_tolerance() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    for n in [BLOCK_ELEMS, 2 * BLOCK_ELEMS] {
+        // one attention row: 48 value rows with softmax-like weights
+        let x = random_rows(&mut rng, 48, n);
+        for ty in TbqType::ALL {
+            let (mut want, mut got) = (vec![0.0f32; n], vec![0.0f32; n]);
+            let mut abs = vec![0.0f32; n];
+            let mut row = vec![0u8; ty.row_bytes(n)];
+            for xr in x.chunks(n) {
+                let p: f32 = rng.random_range(0.0..1.0);
+                reference::quantize_row(ty, xr, &mut row).unwrap();
+                reference::mad_rotated(ty, &row, p, &mut want).unwrap();
+                cpu::mad_rotated(ty, &row, p, &mut got).unwrap();
+                for (a, r) in abs.iter_mut().zip(decoded(ty, &row, n)) {
+                    *a += (p * r).abs();
+                }
+            }
+            for i in 0..n {
+                assert!(
+                    (got[i] - want[i]).abs() <= TOLERANCE * abs[i],
+                    "{ty}, n = {n}, element {i}: {} vs reference {} (Σ|term| {})",
+                    got[i],
+                    want[i],
+                    abs[i]
+                );
+            }
+        }
+    }
+}
+
+/// Accumulating in the rotated domain and unrotating once is the dequantized weighted sum.
+#[test]
+fn rotated_accumulation_unrotates_to_the_dequantized_sum() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    let n = 2 * BLOCK_ELEMS;
+    let x = random_rows(&mut rng, 16, n);
+    for ty in TbqType::ALL {
+        let (mut acc, mut want) = (vec![0.0f32; n], vec![0.0f64; n]);
+        let mut row = vec![0u8; ty.row_bytes(n)];
+        let mut y = vec![0.0f32; n];
+        let mut scale = 0.0f64;
+        for xr in x.chunks(n) {
+            let p: f32 = rng.random_range(0.0..1.0);
+            reference::quantize_row(ty, xr, &mut row).unwrap();
+            cpu::mad_rotated(ty, &row, p, &mut acc).unwrap();
+            reference::dequantize_row(ty, &row, &mut y).unwrap();
+            for (w, v) in want.iter_mut().zip(&y) {
+                *w += p as f64 * *v as f64;
+            }
+            scale += p as f64 * common::norm2(&y).sqrt();
+        }
+        cpu::unrotate_in_place(&mut acc).unwrap();
+        let err: f64 = acc
+            .iter()
+            .zip(&want)
+            .map(|(a, w)| (*a as f64 - w).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            err <= 1e-5 * scale,
+            "{ty}: |error| {err} vs Σ p·|v| {scale}"
+        );
+    }
+}
