@@ -15,6 +15,8 @@
 #          (tbq-validate ppl's default pairs; scripts/gpu-ref-model.sh, ~6 min)
 #   e2e    FA decode of upstream's kernels and tbq's in one harness, llama-bench tg128 at depth
 #          0/8K/32K + pp2048 on real-size random models                          (scripts/gpu-e2e.sh)
+#   offload partial offload: perplexity at -ngl 0 / half / 99 (same KLD wherever the layers run) and
+#          llama-bench tg at depth 0 and 4K at -ngl 0 / 14 / 99, 3B shape        (scripts/gpu-offload.sh)
 # With `--part crate --part llama` the llama.cpp build runs in the background while the crate's tests
 # and benchmark run (the benchmark times GPU work; the build only loads the CPU).
 # A lent machine with a 10-minute limit per command: `--part crate --part llama` in one call and
@@ -30,12 +32,12 @@ PARTS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --part) PARTS+=("$2"); shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "gpu-bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
-[[ ${#PARTS[@]} -eq 0 || " ${PARTS[*]} " == *" all "* ]] && PARTS=(crate llama ref e2e)
+[[ ${#PARTS[@]} -eq 0 || " ${PARTS[*]} " == *" all "* ]] && PARTS=(crate llama ref e2e offload)
 has() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 RC=0
@@ -59,6 +61,10 @@ if has ref; then
 fi
 if has e2e; then
     scripts/gpu-e2e.sh >"$OUT/gpu-e2e.out" 2>&1 || RC=1
+fi
+if has offload; then
+    scripts/gpu-offload.sh >"$OUT/gpu-offload.out" 2>&1 || RC=1
+    tail -n 14 "$OUT/gpu-offload.out"
 fi
 
 echo

@@ -1,0 +1,17 @@
+# Shared by the scripts that run ON the GPU machine after scripts/gpu-llama.sh built llama.cpp there
+# (source it; it expects $REPO, $BIN, $LLAMA and $OUT set).
+
+# make_model ARCH: a random-weight model of the real shape (llama3b: Llama-3.2-3B; gemma3-270m), f16
+# written by gpu-llama-model.py, then Q4_K_M by llama-quantize (as a user would run it); echoes the
+# path. Kept in /tmp/tbq-e2e-ARCH, so a warm machine makes it once.
+make_model() {
+    local arch=$1 dir=/tmp/tbq-e2e-$1 name
+    name=$([[ $arch == llama3b ]] && echo random-llama || echo random-gemma3)
+    if [[ ! -f $dir/$name-q4_k_m.gguf ]]; then
+        mkdir -p "$dir"
+        python3 "$REPO/scripts/gpu-llama-model.py" "$dir" --gguf-py "$LLAMA/gguf-py" --arch "$arch" --full >&2 || return 1
+        "$BIN/llama-quantize" "$dir/$name.gguf" "$dir/$name-q4_k_m.gguf" Q4_K_M 16 >"$OUT/quantize-$arch.log" 2>&1 || return 1
+        rm -f "$dir/$name.gguf"
+    fi
+    echo "$dir/$name-q4_k_m.gguf"
+}
