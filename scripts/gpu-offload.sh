@@ -11,7 +11,9 @@
 # perplexity check; llama-bench always uses the 3B shape (28 layers: -ngl 14 is the issue's case).
 #
 #   scripts/gpu-offload.sh      Env: TBQ_OFFLOAD_PAIRS (default f16/f16 q4_0/q4_0 tbq4_0/tbq3_0
-#                               tbq4_1/tbq4_0), TBQ_OFFLOAD_DEPTHS (default 0,4096), TBQ_THREADS (16)
+#                               tbq4_1/tbq4_0), TBQ_OFFLOAD_DEPTHS (default 0,4096), TBQ_OFFLOAD_NGL
+#                               (llama-bench's, default 0,14,99), TBQ_OFFLOAD_PPL=0 (no perplexity
+#                               part), TBQ_THREADS (16)
 # Everything lands in $OUT/offload/ (perplexity logs, llama-bench.jsonl); the table comes last.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,19 +53,21 @@ ppl() { # NAME K V NGL [extra args]: one llama-perplexity run, log in $O/ppl-NAM
     timeout 200 "$BIN/llama-perplexity" -m "$PM" -f "$TEXT" -c 512 -b 512 --chunks 4 -t "$T" -fa on \
         -ctk "$k" -ctv "$v" -ngl "$ngl" "$@" >"$O/ppl-$name.log" 2>&1 || echo "ppl $name: rc $?" >&2
 }
-ppl base f16 f16 99 --kl-divergence-base "$O/base.logits"
-for kv in $PAIRS; do
-    for ngl in 0 $HALF 99; do
-        ppl "${kv/\//-}-ngl$ngl" "${kv%/*}" "${kv#*/}" "$ngl" --kl-divergence --kl-divergence-base "$O/base.logits"
+if [[ ${TBQ_OFFLOAD_PPL:-1} != 0 ]]; then
+    ppl base f16 f16 99 --kl-divergence-base "$O/base.logits"
+    for kv in $PAIRS; do
+        for ngl in 0 $HALF 99; do
+            ppl "${kv/\//-}-ngl$ngl" "${kv%/*}" "${kv#*/}" "$ngl" --kl-divergence --kl-divergence-base "$O/base.logits"
+        done
     done
-done
-rm -f "$O/base.logits"
+    rm -f "$O/base.logits"
+fi
 
 # --- 2. llama-bench at -ngl 0 / 14 / 99 on the 3B shape ------------------------------------------------
 JL="$O/llama-bench.jsonl"
 : >"$JL"
 for kv in $PAIRS; do
-    timeout 300 "$BIN/llama-bench" -m "$M3" -t "$T" -fa 1 -ctk "${kv%/*}" -ctv "${kv#*/}" -ngl 0,14,99 -p 0 -n 64 \
+    timeout 300 "$BIN/llama-bench" -m "$M3" -t "$T" -fa 1 -ctk "${kv%/*}" -ctv "${kv#*/}" -ngl "${TBQ_OFFLOAD_NGL:-0,14,99}" -p 0 -n 64 \
         -d "${TBQ_OFFLOAD_DEPTHS:-0,4096}" -r 2 -o jsonl >>"$JL" 2>>"$O/llama-bench.err" || echo "bench $kv: rc $?" >&2
 done
 
