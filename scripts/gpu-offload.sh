@@ -84,9 +84,14 @@ def grab(name):
     p = re.search(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)", t)
     k = re.search(r"Mean\s+KLD:\s+([-0-9.e]+)", t)
     return (p and float(p.group(1)), k and float(k.group(1)))
-print(f"\nperplexity / mean KLD against f16 at -ngl 99, {os.path.basename(model)} ({layers} layers), 4 x 512")
-print(f"{'K/V':16}" + "".join(f"{'-ngl ' + str(n):>24}" for n in (0, half, 99)))
-for kv in pairs:
+if not os.path.exists(os.path.join(o, "ppl-base.log")):
+    print("\nperplexity: not run (TBQ_OFFLOAD_PPL=0)")
+    pairs_ppl = []
+else:
+    pairs_ppl = pairs
+    print(f"\nperplexity / mean KLD against f16 at -ngl 99, {os.path.basename(model)} ({layers} layers), 4 x 512")
+    print(f"{'K/V':16}" + "".join(f"{'-ngl ' + str(n):>24}" for n in (0, half, 99)))
+for kv in pairs_ppl:
     cells = []
     for n in (0, half, 99):
         p, k = grab(f"{kv.replace('/', '-')}-ngl{n}")
