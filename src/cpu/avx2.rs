@@ -479,357 +479,373 @@ fn unpack_slots(spec: &TypeSpec, qs: &[u8]) -> [__m256i; SLOTS] {
 macro_rules! lookups {
     ($name:ident, $feat:literal, $w:literal) => {
         pub(crate) mod $name {
-        use super::*;
+            use super::*;
 
-        /// Whether look-ups use AVX-512's permutes.
-        const W: bool = $w;
+            /// Whether look-ups use AVX-512's permutes.
+            const W: bool = $w;
 
-        /// `table[idx]` for 8 indices (i32 lanes); `W`: with AVX-512 F + VL (the caller's promise).
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn lookup(t: &Table, idx: __m256i) -> __m256 {
-            if W && t.pieces > 1 {
-                // SAFETY: `W` is set only under entry points that enable AVX-512 F + VL, whose CPU
-                // check the caller made.
-                return unsafe { lookup512(t, idx) };
-            }
-            let mut v = [_mm256_setzero_ps(); 8];
-            for (vk, tk) in v.iter_mut().zip(&t.v).take(t.pieces) {
-                *vk = _mm256_permutevar8x32_ps(*tk, idx);
-            }
-            let (mut n, mut bit) = (t.pieces, 3);
-            while n > 1 {
-                // the index's bit `bit` moved to the sign bit, which blendv reads
-                let select = _mm256_castsi256_ps(_mm256_sll_epi32(idx, _mm_cvtsi32_si128(31 - bit)));
-                for k in 0..n / 2 {
-                    v[k] = _mm256_blendv_ps(v[2 * k], v[2 * k + 1], select);
+            /// `table[idx]` for 8 indices (i32 lanes); `W`: with AVX-512 F + VL (the caller's promise).
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn lookup(t: &Table, idx: __m256i) -> __m256 {
+                if W && t.pieces > 1 {
+                    // SAFETY: `W` is set only under entry points that enable AVX-512 F + VL, whose CPU
+                    // check the caller made.
+                    return unsafe { lookup512(t, idx) };
                 }
-                n /= 2;
-                bit += 1;
-            }
-            v[0]
-        }
-
-        /// # Safety
-        /// AVX-512 F + VL.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        unsafe fn lookup512(t: &Table, idx: __m256i) -> __m256 {
-            if t.pieces == 2 {
-                return _mm256_permutex2var_ps(t.v[0], idx, t.v[1]);
-            }
-            let p = t.flat.0.as_ptr();
-            // SAFETY: `flat` holds 64 floats, 64-byte aligned.
-            let z = |k: usize| unsafe { _mm512_load_ps(p.add(16 * k)) };
-            // the upper 8 index lanes are whatever the cast leaves: their results are dropped
-            let i = _mm512_castsi256_si512(idx);
-            let lo = _mm512_castps512_ps256(_mm512_permutex2var_ps(z(0), i, z(1)));
-            if t.pieces == 4 {
-                return lo;
-            }
-            let hi = _mm512_castps512_ps256(_mm512_permutex2var_ps(z(2), i, z(3)));
-            let upper = _mm256_test_epi32_mask(idx, _mm256_set1_epi32(32));
-            _mm256_mask_blend_ps(upper, lo, hi)
-        }
-
-        /// `#{t : z > t}` for 8 magnitudes `z ≥ 0`.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn count(enc: &Encoder, z: __m256) -> __m256i {
-            let b = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_mul_ps(z, enc.scale), enc.last));
-            let below = _mm256_castps_si256(lookup(&enc.below, b));
-            let above = _mm256_cmp_ps::<_CMP_GT_OQ>(z, lookup(&enc.inside, b));
-            // a true comparison is -1 in every bit: subtracting it counts
-            _mm256_sub_epi32(below, _mm256_castps_si256(above))
-        }
-
-        /// The code and `|level|` of 8 values: [`TypeSpec::encode`] and [`TypeSpec::level`].
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn encode(enc: &Encoder, y: __m256) -> (__m256i, __m256) {
-            let zero = _mm256_setzero_ps();
-            let pos = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(y, zero));
-            let n = count(enc, tie_magnitude(y));
-            // h ^ n above zero, (h - 1) ^ n else
-            (
-                _mm256_xor_si256(n, _mm256_sub_epi32(enc.h1, pos)),
-                lookup(&enc.half, n),
-            )
-        }
-
-        /// `C[c_i]` of one block's codes `qs`, in the block layout.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn block_levels(spec: &TypeSpec, levels: &Table, qs: &[u8]) -> Vecs {
-            let mut out = [_mm256_setzero_ps(); VECS];
-            for (s, codes) in unpack_slots(spec, qs).into_iter().enumerate() {
-                let lo = _mm256_castsi256_si128(codes);
-                let hi = _mm256_extracti128_si256::<1>(codes);
-                let idx = [
-                    _mm256_cvtepu8_epi32(lo),
-                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(lo)),
-                    _mm256_cvtepu8_epi32(hi),
-                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(hi)),
-                ];
-                for (j, idx) in idx.into_iter().enumerate() {
-                    out[4 * s + j] = lookup(&levels, idx);
+                let mut v = [_mm256_setzero_ps(); 8];
+                for (vk, tk) in v.iter_mut().zip(&t.v).take(t.pieces) {
+                    *vk = _mm256_permutevar8x32_ps(*tk, idx);
                 }
-            }
-            out
-        }
-
-        // ---- quantize ------------------------------------------------------------------------------------
-
-        /// [`crate::reference::quantize_block`], operation for operation.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn quantize_block(spec: &TypeSpec, enc: &Encoder, x: &[f32], out: &mut [u8]) {
-            let (header, qs) = out.split_at_mut(spec.header_bytes());
-
-            let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-            let inf = _mm256_set1_ps(f32::INFINITY);
-            let mut w = load_block(x);
-            for (k, wk) in w.iter_mut().enumerate() {
-                let finite = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(*wk, abs), inf);
-                *wk = _mm256_and_ps(finite, apply_signs(*wk, k));
-            }
-            fwht(&mut w);
-            let s = sum_squares(&w);
-            if s == 0.0 || !s.is_finite() {
-                header.fill(0);
-                qs.fill(0);
-                return;
-            }
-
-            let norm_w = s.sqrt();
-            let k = _mm256_set1_ps(SQRT_128 / norm_w);
-            let mut y = w;
-            for yi in y.iter_mut() {
-                *yi = _mm256_mul_ps(*yi, k);
-            }
-            // `r` holds |r_i|: only its squares are used (the norm below)
-            let mut codes = [_mm256_setzero_si256(); VECS];
-            let mut r = [_mm256_setzero_ps(); VECS];
-            let gains = if spec.sub_scales {
-                encode_groups(enc, &y, &mut codes, &mut r)
-            } else {
-                for ((c, ri), yi) in codes.iter_mut().zip(r.iter_mut()).zip(&y) {
-                    (*c, *ri) = encode(enc, *yi);
-                }
-                0
-            };
-            let d = norm_w / (SQRT_128 * sum_squares(&r).sqrt());
-            header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
-            if spec.sub_scales {
-                header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
-            }
-
-            let mut wide = [0i32; BLOCK_ELEMS];
-            for (k, c) in codes.iter().enumerate() {
-                let dst = &mut wide[8 * k..8 * k + 8];
-                // SAFETY: `dst` holds 8 i32.
-                unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *c) };
-            }
-            let mut bytes = [0u8; BLOCK_ELEMS];
-            for (b, c) in bytes.iter_mut().zip(wide) {
-                *b = c as u8;
-            }
-            pack(spec, &bytes, qs);
-        }
-
-        /// The reference's `encode_groups`: per group (= slot) the first gain with the least error
-        /// (summed as the warp sums it); codes and `|r|` of the winner; the gains word.
-        ///
-        /// A trial needs only `|y_i|` and `n = #{t : z > t}` of `|y_i| · g_(15-k)`: the level has the
-        /// sign of `y_i`, so `(y_i - g_k · C[c_i])² = (|y_i| - g_k · half[n])²` bit for bit (IEEE
-        /// negation is exact). Where `y_i · g_(15-k)` underflows to 0 for a tiny positive `y_i` the
-        /// reference's level is negative, but `|y_i| ± g_k · half[0]` then rounds to `±g_k · half[0]`
-        /// alike. Every group's 16 errors are summed in the warp's order, so the chosen gain is the
-        /// reference's.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn encode_groups(
-            enc: &Encoder,
-            y: &Vecs,
-            codes: &mut [__m256i; VECS],
-            r: &mut Vecs,
-        ) -> u16 {
-            let sign = _mm256_set1_ps(-0.0);
-            let mut a = [_mm256_setzero_ps(); VECS];
-            let mut ulp = [_mm256_setzero_si256(); VECS];
-            for v in 0..VECS {
-                a[v] = _mm256_andnot_ps(sign, y[v]);
-                ulp[v] = tie_ulp(y[v]);
-            }
-            let mut err = [[0.0f32; 16]; SLOTS];
-            for (k, &g) in GAINS.iter().enumerate() {
-                let (inv, g) = (_mm256_set1_ps(GAINS[15 - k]), _mm256_set1_ps(g));
-                for (s, err) in err.iter_mut().enumerate() {
-                    let mut e = [_mm256_setzero_ps(); 4];
-                    for (j, e) in e.iter_mut().enumerate() {
-                        let v = 4 * s + j;
-                        let z = _mm256_add_epi32(_mm256_castps_si256(_mm256_mul_ps(a[v], inv)), ulp[v]);
-                        let m = lookup(&enc.half, count(enc, _mm256_castsi256_ps(z)));
-                        let diff = _mm256_sub_ps(a[v], _mm256_mul_ps(g, m));
-                        *e = _mm256_mul_ps(diff, diff);
+                let (mut n, mut bit) = (t.pieces, 3);
+                while n > 1 {
+                    // the index's bit `bit` moved to the sign bit, which blendv reads
+                    let select =
+                        _mm256_castsi256_ps(_mm256_sll_epi32(idx, _mm_cvtsi32_si128(31 - bit)));
+                    for k in 0..n / 2 {
+                        v[k] = _mm256_blendv_ps(v[2 * k], v[2 * k + 1], select);
                     }
-                    err[k] = warp_sum(e);
+                    n /= 2;
+                    bit += 1;
                 }
+                v[0]
             }
-            let mut word = 0u16;
-            for (s, err) in err.iter().enumerate() {
-                let mut best = (f32::INFINITY, 0usize);
-                for (k, &e) in err.iter().enumerate() {
-                    if e < best.0 {
-                        best = (e, k);
+
+            /// # Safety
+            /// AVX-512 F + VL.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn lookup512(t: &Table, idx: __m256i) -> __m256 {
+                if t.pieces == 2 {
+                    return _mm256_permutex2var_ps(t.v[0], idx, t.v[1]);
+                }
+                let p = t.flat.0.as_ptr();
+                // SAFETY: `flat` holds 64 floats, 64-byte aligned.
+                let z = |k: usize| unsafe { _mm512_load_ps(p.add(16 * k)) };
+                // the upper 8 index lanes are whatever the cast leaves: their results are dropped
+                let i = _mm512_castsi256_si512(idx);
+                let lo = _mm512_castps512_ps256(_mm512_permutex2var_ps(z(0), i, z(1)));
+                if t.pieces == 4 {
+                    return lo;
+                }
+                let hi = _mm512_castps512_ps256(_mm512_permutex2var_ps(z(2), i, z(3)));
+                let upper = _mm256_test_epi32_mask(idx, _mm256_set1_epi32(32));
+                _mm256_mask_blend_ps(upper, lo, hi)
+            }
+
+            /// `#{t : z > t}` for 8 magnitudes `z ≥ 0`.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn count(enc: &Encoder, z: __m256) -> __m256i {
+                let b = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_mul_ps(z, enc.scale), enc.last));
+                let below = _mm256_castps_si256(lookup(&enc.below, b));
+                let above = _mm256_cmp_ps::<_CMP_GT_OQ>(z, lookup(&enc.inside, b));
+                // a true comparison is -1 in every bit: subtracting it counts
+                _mm256_sub_epi32(below, _mm256_castps_si256(above))
+            }
+
+            /// The code and `|level|` of 8 values: [`TypeSpec::encode`] and [`TypeSpec::level`].
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn encode(enc: &Encoder, y: __m256) -> (__m256i, __m256) {
+                let zero = _mm256_setzero_ps();
+                let pos = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(y, zero));
+                let n = count(enc, tie_magnitude(y));
+                // h ^ n above zero, (h - 1) ^ n else
+                (
+                    _mm256_xor_si256(n, _mm256_sub_epi32(enc.h1, pos)),
+                    lookup(&enc.half, n),
+                )
+            }
+
+            /// `C[c_i]` of one block's codes `qs`, in the block layout.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn block_levels(spec: &TypeSpec, levels: &Table, qs: &[u8]) -> Vecs {
+                let mut out = [_mm256_setzero_ps(); VECS];
+                for (s, codes) in unpack_slots(spec, qs).into_iter().enumerate() {
+                    let lo = _mm256_castsi256_si128(codes);
+                    let hi = _mm256_extracti128_si256::<1>(codes);
+                    let idx = [
+                        _mm256_cvtepu8_epi32(lo),
+                        _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(lo)),
+                        _mm256_cvtepu8_epi32(hi),
+                        _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(hi)),
+                    ];
+                    for (j, idx) in idx.into_iter().enumerate() {
+                        out[4 * s + j] = lookup(&levels, idx);
                     }
                 }
-                let (_, k) = best;
-                let (inv, g) = (_mm256_set1_ps(GAINS[15 - k]), _mm256_set1_ps(GAINS[k]));
-                for v in 4 * s..4 * s + 4 {
-                    let (c, m) = encode(enc, _mm256_mul_ps(y[v], inv));
-                    codes[v] = c;
-                    r[v] = _mm256_mul_ps(g, m);
+                out
+            }
+
+            // ---- quantize ------------------------------------------------------------------------------------
+
+            /// [`crate::reference::quantize_block`], operation for operation.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn quantize_block(spec: &TypeSpec, enc: &Encoder, x: &[f32], out: &mut [u8]) {
+                let (header, qs) = out.split_at_mut(spec.header_bytes());
+
+                let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+                let inf = _mm256_set1_ps(f32::INFINITY);
+                let mut w = load_block(x);
+                for (k, wk) in w.iter_mut().enumerate() {
+                    let finite = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(*wk, abs), inf);
+                    *wk = _mm256_and_ps(finite, apply_signs(*wk, k));
                 }
-                word |= (k as u16) << (4 * s);
-            }
-            word
-        }
+                fwht(&mut w);
+                let s = sum_squares(&w);
+                if s == 0.0 || !s.is_finite() {
+                    header.fill(0);
+                    qs.fill(0);
+                    return;
+                }
 
-        /// Quantizes a row (the parent module says what it promises).
-        ///
-        /// # Safety
-        /// The instruction set of this module; the lengths `crate::cpu` checks.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        pub(crate) unsafe fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) {
-            ty.with_spec(
-                #[inline(always)]
-                |spec| {
-                    let enc = Encoder::new(spec);
-                    for (xb, ob) in x
-                        .chunks_exact(BLOCK_ELEMS)
-                        .zip(out.chunks_exact_mut(spec.block_bytes()))
-                    {
-                        quantize_block(spec, &enc, xb, ob);
+                let norm_w = s.sqrt();
+                let k = _mm256_set1_ps(SQRT_128 / norm_w);
+                let mut y = w;
+                for yi in y.iter_mut() {
+                    *yi = _mm256_mul_ps(*yi, k);
+                }
+                // `r` holds |r_i|: only its squares are used (the norm below)
+                let mut codes = [_mm256_setzero_si256(); VECS];
+                let mut r = [_mm256_setzero_ps(); VECS];
+                let gains = if spec.sub_scales {
+                    encode_groups(enc, &y, &mut codes, &mut r)
+                } else {
+                    for ((c, ri), yi) in codes.iter_mut().zip(r.iter_mut()).zip(&y) {
+                        (*c, *ri) = encode(enc, *yi);
                     }
-                },
-            )
-        }
+                    0
+                };
+                let d = norm_w / (SQRT_128 * sum_squares(&r).sqrt());
+                header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
+                if spec.sub_scales {
+                    header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
+                }
 
-        // ---- dequantize, dot, accumulate -----------------------------------------------------------------
-
-        /// Calls `f(block, scales, levels)` for each block of a row: the group scales `d·g_s` and
-        /// `C[c_i]` in the block layout.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn for_each_block(
-            spec: &TypeSpec,
-            x: &[u8],
-            mut f: impl FnMut(usize, [f32; SLOTS], &Vecs),
-        ) {
-            let levels = levels(spec);
-            for (b, xb) in x.chunks_exact(spec.block_bytes()).enumerate() {
-                let c = block_levels(spec, &levels, &xb[spec.header_bytes()..]);
-                f(b, group_scales(spec, xb), &c);
+                let mut wide = [0i32; BLOCK_ELEMS];
+                for (k, c) in codes.iter().enumerate() {
+                    let dst = &mut wide[8 * k..8 * k + 8];
+                    // SAFETY: `dst` holds 8 i32.
+                    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *c) };
+                }
+                let mut bytes = [0u8; BLOCK_ELEMS];
+                for (b, c) in bytes.iter_mut().zip(wide) {
+                    *b = c as u8;
+                }
+                pack(spec, &bytes, qs);
             }
-        }
 
-        /// Dequantizes a row (the parent module says what it promises).
-        ///
-        /// # Safety
-        /// The instruction set of this module; the lengths `crate::cpu` checks.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        pub(crate) unsafe fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) {
-            let src = &src[..ty.row_bytes(out.len())];
-            ty.with_spec(
-                #[inline(always)]
-                |spec| {
-                    for_each_block(spec, src, |b, scales, c| {
-                        let mut v = *c;
-                        for (k, x) in v.iter_mut().enumerate() {
-                            *x = _mm256_mul_ps(_mm256_set1_ps(scales[k / 4]), *x);
+            /// The reference's `encode_groups`: per group (= slot) the first gain with the least error
+            /// (summed as the warp sums it); codes and `|r|` of the winner; the gains word.
+            ///
+            /// A trial needs only `|y_i|` and `n = #{t : z > t}` of `|y_i| · g_(15-k)`: the level has the
+            /// sign of `y_i`, so `(y_i - g_k · C[c_i])² = (|y_i| - g_k · half[n])²` bit for bit (IEEE
+            /// negation is exact). Where `y_i · g_(15-k)` underflows to 0 for a tiny positive `y_i` the
+            /// reference's level is negative, but `|y_i| ± g_k · half[0]` then rounds to `±g_k · half[0]`
+            /// alike. Every group's 16 errors are summed in the warp's order, so the chosen gain is the
+            /// reference's.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn encode_groups(
+                enc: &Encoder,
+                y: &Vecs,
+                codes: &mut [__m256i; VECS],
+                r: &mut Vecs,
+            ) -> u16 {
+                let sign = _mm256_set1_ps(-0.0);
+                let mut a = [_mm256_setzero_ps(); VECS];
+                let mut ulp = [_mm256_setzero_si256(); VECS];
+                for v in 0..VECS {
+                    a[v] = _mm256_andnot_ps(sign, y[v]);
+                    ulp[v] = tie_ulp(y[v]);
+                }
+                let mut err = [[0.0f32; 16]; SLOTS];
+                for (k, &g) in GAINS.iter().enumerate() {
+                    let (inv, g) = (_mm256_set1_ps(GAINS[15 - k]), _mm256_set1_ps(g));
+                    for (s, err) in err.iter_mut().enumerate() {
+                        let mut e = [_mm256_setzero_ps(); 4];
+                        for (j, e) in e.iter_mut().enumerate() {
+                            let v = 4 * s + j;
+                            let z = _mm256_add_epi32(
+                                _mm256_castps_si256(_mm256_mul_ps(a[v], inv)),
+                                ulp[v],
+                            );
+                            let m = lookup(&enc.half, count(enc, _mm256_castsi256_ps(z)));
+                            let diff = _mm256_sub_ps(a[v], _mm256_mul_ps(g, m));
+                            *e = _mm256_mul_ps(diff, diff);
                         }
-                        unrotate_block(&mut v);
-                        store_block(&v, &mut out[BLOCK_ELEMS * b..]);
-                    })
-                },
-            )
-        }
+                        err[k] = warp_sum(e);
+                    }
+                }
+                let mut word = 0u16;
+                for (s, err) in err.iter().enumerate() {
+                    let mut best = (f32::INFINITY, 0usize);
+                    for (k, &e) in err.iter().enumerate() {
+                        if e < best.0 {
+                            best = (e, k);
+                        }
+                    }
+                    let (_, k) = best;
+                    let (inv, g) = (_mm256_set1_ps(GAINS[15 - k]), _mm256_set1_ps(GAINS[k]));
+                    for v in 4 * s..4 * s + 4 {
+                        let (c, m) = encode(enc, _mm256_mul_ps(y[v], inv));
+                        codes[v] = c;
+                        r[v] = _mm256_mul_ps(g, m);
+                    }
+                    word |= (k as u16) << (4 * s);
+                }
+                word
+            }
 
-        /// `Σ q·x̂` for a rotated query (the parent module says what it promises).
-        ///
-        /// # Safety
-        /// The instruction set of this module; the lengths `crate::cpu` checks.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        pub(crate) unsafe fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> f32 {
-            let x = &x[..ty.row_bytes(q_rot.len())];
-            ty.with_spec(
-                #[inline(always)]
-                |spec| {
-                    // blocks summed one after the other, as the reference does, so that a row's dot is
-                    // the sum of its blocks' dots (tbq_vec_dot_f32 rotates and scores block by block)
-                    let mut sum = 0.0f32;
-                    for_each_block(spec, x, |b, scales, c| {
-                        let q = &q_rot[BLOCK_ELEMS * b..];
-                        let mut total = _mm256_setzero_ps();
-                        for (s, &scale) in scales.iter().enumerate() {
-                            let mut acc = _mm256_mul_ps(load(&q[32 * s..]), c[4 * s]);
-                            for j in 1..4 {
-                                acc = _mm256_fmadd_ps(load(&q[32 * s + 8 * j..]), c[4 * s + j], acc);
+            /// Quantizes a row (the parent module says what it promises).
+            ///
+            /// # Safety
+            /// The instruction set of this module; the lengths `crate::cpu` checks.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(crate) unsafe fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) {
+                ty.with_spec(
+                    #[inline(always)]
+                    |spec| {
+                        let enc = Encoder::new(spec);
+                        for (xb, ob) in x
+                            .chunks_exact(BLOCK_ELEMS)
+                            .zip(out.chunks_exact_mut(spec.block_bytes()))
+                        {
+                            quantize_block(spec, &enc, xb, ob);
+                        }
+                    },
+                )
+            }
+
+            // ---- dequantize, dot, accumulate -----------------------------------------------------------------
+
+            /// Calls `f(block, scales, levels)` for each block of a row: the group scales `d·g_s` and
+            /// `C[c_i]` in the block layout.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn for_each_block(
+                spec: &TypeSpec,
+                x: &[u8],
+                mut f: impl FnMut(usize, [f32; SLOTS], &Vecs),
+            ) {
+                let levels = levels(spec);
+                for (b, xb) in x.chunks_exact(spec.block_bytes()).enumerate() {
+                    let c = block_levels(spec, &levels, &xb[spec.header_bytes()..]);
+                    f(b, group_scales(spec, xb), &c);
+                }
+            }
+
+            /// Dequantizes a row (the parent module says what it promises).
+            ///
+            /// # Safety
+            /// The instruction set of this module; the lengths `crate::cpu` checks.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(crate) unsafe fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) {
+                let src = &src[..ty.row_bytes(out.len())];
+                ty.with_spec(
+                    #[inline(always)]
+                    |spec| {
+                        for_each_block(spec, src, |b, scales, c| {
+                            let mut v = *c;
+                            for (k, x) in v.iter_mut().enumerate() {
+                                *x = _mm256_mul_ps(_mm256_set1_ps(scales[k / 4]), *x);
                             }
-                            total = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale), total);
-                        }
-                        sum += hsum(total);
-                    });
-                    sum
-                },
-            )
-        }
-
-        /// `acc += scale · T(x̂)` (the parent module says what it promises).
-        ///
-        /// # Safety
-        /// The instruction set of this module; the lengths `crate::cpu` checks.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        pub(crate) unsafe fn mad_rotated(ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) {
-            let x = &x[..ty.row_bytes(acc.len())];
-            ty.with_spec(
-                #[inline(always)]
-                |spec| {
-                    for_each_block(spec, x, |b, scales, c| {
-                        let a = &mut acc[BLOCK_ELEMS * b..];
-                        for (s, &g) in scales.iter().enumerate() {
-                            let w = _mm256_set1_ps(scale * g);
-                            for j in 0..4 {
-                                let a = &mut a[32 * s + 8 * j..];
-                                store(a, _mm256_fmadd_ps(c[4 * s + j], w, load(a)));
-                            }
-                        }
-                    })
-                },
-            )
-        }
-
-
-        /// [`TypeSpec::encode`] and `|level|` of `y` (a multiple of 8 values), for the tests.
-        ///
-        /// # Safety
-        /// The instruction set of this module.
-        #[cfg(test)]
-        #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn encode_values(spec: &TypeSpec, y: &[f32], codes: &mut [i32], mags: &mut [f32]) {
-            let enc = Encoder::new(spec);
-            for ((y, c), m) in y.chunks_exact(8).zip(codes.chunks_exact_mut(8)).zip(mags.chunks_exact_mut(8)) {
-                let (cv, mv) = encode(&enc, load(y));
-                // SAFETY: `c` holds 8 i32.
-                unsafe { _mm256_storeu_si256(c.as_mut_ptr().cast(), cv) };
-                store(m, mv);
+                            unrotate_block(&mut v);
+                            store_block(&v, &mut out[BLOCK_ELEMS * b..]);
+                        })
+                    },
+                )
             }
-        }
+
+            /// `Σ q·x̂` for a rotated query (the parent module says what it promises).
+            ///
+            /// # Safety
+            /// The instruction set of this module; the lengths `crate::cpu` checks.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(crate) unsafe fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> f32 {
+                let x = &x[..ty.row_bytes(q_rot.len())];
+                ty.with_spec(
+                    #[inline(always)]
+                    |spec| {
+                        // blocks summed one after the other, as the reference does, so that a row's dot is
+                        // the sum of its blocks' dots (tbq_vec_dot_f32 rotates and scores block by block)
+                        let mut sum = 0.0f32;
+                        for_each_block(spec, x, |b, scales, c| {
+                            let q = &q_rot[BLOCK_ELEMS * b..];
+                            let mut total = _mm256_setzero_ps();
+                            for (s, &scale) in scales.iter().enumerate() {
+                                let mut acc = _mm256_mul_ps(load(&q[32 * s..]), c[4 * s]);
+                                for j in 1..4 {
+                                    acc = _mm256_fmadd_ps(
+                                        load(&q[32 * s + 8 * j..]),
+                                        c[4 * s + j],
+                                        acc,
+                                    );
+                                }
+                                total = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale), total);
+                            }
+                            sum += hsum(total);
+                        });
+                        sum
+                    },
+                )
+            }
+
+            /// `acc += scale · T(x̂)` (the parent module says what it promises).
+            ///
+            /// # Safety
+            /// The instruction set of this module; the lengths `crate::cpu` checks.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            pub(crate) unsafe fn mad_rotated(ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) {
+                let x = &x[..ty.row_bytes(acc.len())];
+                ty.with_spec(
+                    #[inline(always)]
+                    |spec| {
+                        for_each_block(spec, x, |b, scales, c| {
+                            let a = &mut acc[BLOCK_ELEMS * b..];
+                            for (s, &g) in scales.iter().enumerate() {
+                                let w = _mm256_set1_ps(scale * g);
+                                for j in 0..4 {
+                                    let a = &mut a[32 * s + 8 * j..];
+                                    store(a, _mm256_fmadd_ps(c[4 * s + j], w, load(a)));
+                                }
+                            }
+                        })
+                    },
+                )
+            }
+
+            /// [`TypeSpec::encode`] and `|level|` of `y` (a multiple of 8 values), for the tests.
+            ///
+            /// # Safety
+            /// The instruction set of this module.
+            #[cfg(test)]
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn encode_values(
+                spec: &TypeSpec,
+                y: &[f32],
+                codes: &mut [i32],
+                mags: &mut [f32],
+            ) {
+                let enc = Encoder::new(spec);
+                for ((y, c), m) in y
+                    .chunks_exact(8)
+                    .zip(codes.chunks_exact_mut(8))
+                    .zip(mags.chunks_exact_mut(8))
+                {
+                    let (cv, mv) = encode(&enc, load(y));
+                    // SAFETY: `c` holds 8 i32.
+                    unsafe { _mm256_storeu_si256(c.as_mut_ptr().cast(), cv) };
+                    store(m, mv);
+                }
+            }
         }
     };
 }
@@ -885,7 +901,11 @@ mod tests {
                 for ((&v, &c), &m) in y.iter().zip(&codes).zip(&mags) {
                     let want = spec.encode(v);
                     assert_eq!(c, want as i32, "{ty}, avx512 {wide}: code of {v:e}");
-                    assert_eq!(m, spec.level(want).abs(), "{ty}, avx512 {wide}: |level| of {v:e}");
+                    assert_eq!(
+                        m,
+                        spec.level(want).abs(),
+                        "{ty}, avx512 {wide}: |level| of {v:e}"
+                    );
                 }
             }
         }
