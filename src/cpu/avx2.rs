@@ -448,7 +448,8 @@ fn bit_plane(plane: &[u8]) -> [__m256i; SLOTS] {
 /// carry into the next byte).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn unpack_slots(spec: &TypeSpec, qs: &[u8]) -> [__m256i; SLOTS] {
+fn unpack_slots<const T: usize>(qs: &[u8]) -> [__m256i; SLOTS] {
+    let spec = const { spec_of(T) };
     let mut codes = [_mm256_setzero_si256(); SLOTS];
     let (mut base, mut shift) = (0usize, 0i32);
     for &p in spec.planes {
@@ -475,6 +476,28 @@ fn unpack_slots(spec: &TypeSpec, qs: &[u8]) -> [__m256i; SLOTS] {
 // permutes must sit in functions that enable AVX-512 all the way up to the entry point. The
 // macro stamps these functions once per instruction set: `isa_avx2` (AVX2 + FMA) and `isa_avx512` (the
 // same code with AVX-512 F + VL enabled, whose `W` look-ups use the two-source permutes).
+
+/// The spec of the type with C ABI value `t`, for the functions specialised per type.
+const fn spec_of(t: usize) -> &'static TypeSpec {
+    TbqType::ALL[t].spec()
+}
+
+/// `f::<T>(args)` with `T` the C ABI value of `ty`: each type's loops compiled for that type
+/// (`TbqType::with_spec` does the same through a closure, which the functions here cannot take:
+/// they are too large to be inlined into it).
+macro_rules! by_type {
+    ($ty:expr, $f:ident($($a:expr),*)) => {
+        match $ty {
+            TbqType::Tbq4_0 => $f::<0>($($a),*),
+            TbqType::Tbq3_0 => $f::<1>($($a),*),
+            TbqType::Tbq5_0 => $f::<2>($($a),*),
+            TbqType::Tbq6_0 => $f::<3>($($a),*),
+            TbqType::Tbq3_1 => $f::<4>($($a),*),
+            TbqType::Tbq4_1 => $f::<5>($($a),*),
+            TbqType::Tbq5_1 => $f::<6>($($a),*),
+        }
+    };
+}
 
 macro_rules! lookups {
     ($name:ident, $feat:literal, $w:literal) => {
@@ -561,9 +584,9 @@ macro_rules! lookups {
             /// `C[c_i]` of one block's codes `qs`, in the block layout.
             #[target_feature(enable = $feat)]
             #[inline]
-            fn block_levels(spec: &TypeSpec, levels: &Table, qs: &[u8]) -> Vecs {
+            fn block_levels<const T: usize>(levels: &Table, qs: &[u8]) -> Vecs {
                 let mut out = [_mm256_setzero_ps(); VECS];
-                for (s, codes) in unpack_slots(spec, qs).into_iter().enumerate() {
+                for (s, codes) in unpack_slots::<T>(qs).into_iter().enumerate() {
                     let lo = _mm256_castsi256_si128(codes);
                     let hi = _mm256_extracti128_si256::<1>(codes);
                     let idx = [
@@ -584,7 +607,8 @@ macro_rules! lookups {
             /// [`crate::reference::quantize_block`], operation for operation.
             #[target_feature(enable = $feat)]
             #[inline]
-            fn quantize_block(spec: &TypeSpec, enc: &Encoder, x: &[f32], out: &mut [u8]) {
+            fn quantize_block<const T: usize>(enc: &Encoder, x: &[f32], out: &mut [u8]) {
+                let spec = const { spec_of(T) };
                 let (header, qs) = out.split_at_mut(spec.header_bytes());
 
                 let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
@@ -707,18 +731,20 @@ macro_rules! lookups {
             #[target_feature(enable = $feat)]
             #[inline]
             pub(crate) unsafe fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) {
-                ty.with_spec(
-                    #[inline(always)]
-                    |spec| {
-                        let enc = Encoder::new(spec);
-                        for (xb, ob) in x
-                            .chunks_exact(BLOCK_ELEMS)
-                            .zip(out.chunks_exact_mut(spec.block_bytes()))
-                        {
-                            quantize_block(spec, &enc, xb, ob);
-                        }
-                    },
-                )
+                by_type!(ty, quantize_row_t(x, out))
+            }
+
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn quantize_row_t<const T: usize>(x: &[f32], out: &mut [u8]) {
+                let spec = const { spec_of(T) };
+                let enc = Encoder::new(spec);
+                for (xb, ob) in x
+                    .chunks_exact(BLOCK_ELEMS)
+                    .zip(out.chunks_exact_mut(spec.block_bytes()))
+                {
+                    quantize_block::<T>(&enc, xb, ob);
+                }
             }
 
             // ---- dequantize, dot, accumulate -----------------------------------------------------------------
@@ -727,14 +753,14 @@ macro_rules! lookups {
             /// `C[c_i]` in the block layout.
             #[target_feature(enable = $feat)]
             #[inline]
-            fn for_each_block(
-                spec: &TypeSpec,
+            fn for_each_block<const T: usize>(
                 x: &[u8],
                 mut f: impl FnMut(usize, [f32; SLOTS], &Vecs),
             ) {
+                let spec = const { spec_of(T) };
                 let levels = levels(spec);
                 for (b, xb) in x.chunks_exact(spec.block_bytes()).enumerate() {
-                    let c = block_levels(spec, &levels, &xb[spec.header_bytes()..]);
+                    let c = block_levels::<T>(&levels, &xb[spec.header_bytes()..]);
                     f(b, group_scales(spec, xb), &c);
                 }
             }
@@ -746,20 +772,21 @@ macro_rules! lookups {
             #[target_feature(enable = $feat)]
             #[inline]
             pub(crate) unsafe fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) {
-                let src = &src[..ty.row_bytes(out.len())];
-                ty.with_spec(
-                    #[inline(always)]
-                    |spec| {
-                        for_each_block(spec, src, |b, scales, c| {
-                            let mut v = *c;
-                            for (k, x) in v.iter_mut().enumerate() {
-                                *x = _mm256_mul_ps(_mm256_set1_ps(scales[k / 4]), *x);
-                            }
-                            unrotate_block(&mut v);
-                            store_block(&v, &mut out[BLOCK_ELEMS * b..]);
-                        })
-                    },
-                )
+                by_type!(ty, dequantize_row_t(src, out))
+            }
+
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn dequantize_row_t<const T: usize>(src: &[u8], out: &mut [f32]) {
+                let src = &src[..spec_of(T).block_bytes() * (out.len() / BLOCK_ELEMS)];
+                for_each_block::<T>(src, |b, scales, c| {
+                    let mut v = *c;
+                    for (k, x) in v.iter_mut().enumerate() {
+                        *x = _mm256_mul_ps(_mm256_set1_ps(scales[k / 4]), *x);
+                    }
+                    unrotate_block(&mut v);
+                    store_block(&v, &mut out[BLOCK_ELEMS * b..]);
+                })
             }
 
             /// `Σ q·x̂` for a rotated query (the parent module says what it promises).
@@ -769,32 +796,29 @@ macro_rules! lookups {
             #[target_feature(enable = $feat)]
             #[inline]
             pub(crate) unsafe fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> f32 {
-                let x = &x[..ty.row_bytes(q_rot.len())];
-                ty.with_spec(
-                    #[inline(always)]
-                    |spec| {
-                        // blocks summed one after the other, as the reference does, so that a row's dot is
-                        // the sum of its blocks' dots (tbq_vec_dot_f32 rotates and scores block by block)
-                        let mut sum = 0.0f32;
-                        for_each_block(spec, x, |b, scales, c| {
-                            let q = &q_rot[BLOCK_ELEMS * b..];
-                            let mut total = _mm256_setzero_ps();
-                            for (s, &scale) in scales.iter().enumerate() {
-                                let mut acc = _mm256_mul_ps(load(&q[32 * s..]), c[4 * s]);
-                                for j in 1..4 {
-                                    acc = _mm256_fmadd_ps(
-                                        load(&q[32 * s + 8 * j..]),
-                                        c[4 * s + j],
-                                        acc,
-                                    );
-                                }
-                                total = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale), total);
-                            }
-                            sum += hsum(total);
-                        });
-                        sum
-                    },
-                )
+                by_type!(ty, vec_dot_rotated_t(x, q_rot))
+            }
+
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn vec_dot_rotated_t<const T: usize>(x: &[u8], q_rot: &[f32]) -> f32 {
+                let x = &x[..spec_of(T).block_bytes() * (q_rot.len() / BLOCK_ELEMS)];
+                // blocks summed one after the other, as the reference does, so that a row's dot is
+                // the sum of its blocks' dots (tbq_vec_dot_f32 rotates and scores block by block)
+                let mut sum = 0.0f32;
+                for_each_block::<T>(x, |b, scales, c| {
+                    let q = &q_rot[BLOCK_ELEMS * b..];
+                    let mut total = _mm256_setzero_ps();
+                    for (s, &scale) in scales.iter().enumerate() {
+                        let mut acc = _mm256_mul_ps(load(&q[32 * s..]), c[4 * s]);
+                        for j in 1..4 {
+                            acc = _mm256_fmadd_ps(load(&q[32 * s + 8 * j..]), c[4 * s + j], acc);
+                        }
+                        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(scale), total);
+                    }
+                    sum += hsum(total);
+                });
+                sum
             }
 
             /// `acc += scale · T(x̂)` (the parent module says what it promises).
@@ -804,22 +828,23 @@ macro_rules! lookups {
             #[target_feature(enable = $feat)]
             #[inline]
             pub(crate) unsafe fn mad_rotated(ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) {
-                let x = &x[..ty.row_bytes(acc.len())];
-                ty.with_spec(
-                    #[inline(always)]
-                    |spec| {
-                        for_each_block(spec, x, |b, scales, c| {
-                            let a = &mut acc[BLOCK_ELEMS * b..];
-                            for (s, &g) in scales.iter().enumerate() {
-                                let w = _mm256_set1_ps(scale * g);
-                                for j in 0..4 {
-                                    let a = &mut a[32 * s + 8 * j..];
-                                    store(a, _mm256_fmadd_ps(c[4 * s + j], w, load(a)));
-                                }
-                            }
-                        })
-                    },
-                )
+                by_type!(ty, mad_rotated_t(x, scale, acc))
+            }
+
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn mad_rotated_t<const T: usize>(x: &[u8], scale: f32, acc: &mut [f32]) {
+                let x = &x[..spec_of(T).block_bytes() * (acc.len() / BLOCK_ELEMS)];
+                for_each_block::<T>(x, |b, scales, c| {
+                    let a = &mut acc[BLOCK_ELEMS * b..];
+                    for (s, &g) in scales.iter().enumerate() {
+                        let w = _mm256_set1_ps(scale * g);
+                        for j in 0..4 {
+                            let a = &mut a[32 * s + 8 * j..];
+                            store(a, _mm256_fmadd_ps(c[4 * s + j], w, load(a)));
+                        }
+                    }
+                })
             }
 
             /// [`TypeSpec::encode`] and `|level|` of `y` (a multiple of 8 values), for the tests.
