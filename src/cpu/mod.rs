@@ -54,23 +54,25 @@ impl Isa {
     pub fn detected() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            let best = *Isa::available().last().unwrap();
             let cap = match std::env::var("TBQ_CPU_ISA").as_deref() {
                 Ok("scalar") => Isa::Scalar,
                 Ok("avx2") => Isa::Avx2,
                 _ => Isa::Avx512,
             };
-            best.min(cap)
+            Isa::best().min(cap)
         })
     }
 
-    /// `self`, or the most this machine has below it.
+    /// The most this machine has (cached: every row operation asks).
+    fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Isa::available().last().unwrap())
+    }
+
+    /// `self`, or the most this machine has below it (each set includes the ones below).
+    #[inline]
     fn supported(self) -> Isa {
-        Isa::available()
-            .into_iter()
-            .filter(|&i| i <= self)
-            .max()
-            .unwrap_or(Isa::Scalar)
+        self.min(Isa::best())
     }
 }
 
