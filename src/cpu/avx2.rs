@@ -1,14 +1,16 @@
-//! AVX2 + FMA versions of the hot loops (the parent module says what each promises).
+//! AVX2 + FMA versions of the hot loops (the parent module says what each promises), and the same
+//! loops with AVX-512 F + VL table look-ups (`isa_avx512`).
 //!
 //! A block is 16 vectors of 8 floats: vector `4·s + j` holds coordinates `32·s + 8·j .. +8`, i.e.
 //! slot `s` (= gain group `s`) of lanes `8·j .. 8·j+8` of the canonical layout. That makes the
 //! canonical lane sums plain vector adds, and lets codes be unpacked a slot at a time (32 bytes)
-//! straight from the lane-major planes. Levels are looked up with 8-entry permutes joined by a
-//! blend tree over the code's high bits: every width runs the same code, driven by its
-//! [`TypeSpec`] (planes, levels, bounds, gains).
+//! straight from the lane-major planes. Levels, and the encoder's buckets, are [`Table`]s: 8-entry
+//! permutes joined by a blend tree over the index's high bits (AVX2), or two-source permutes of
+//! 16 or 32 entries (AVX-512). Every width runs the same code, specialised per type (`by_type!`)
+//! and driven by its [`TypeSpec`] (planes, levels, bounds, gains).
 //!
-//! Every entry point is `unsafe` only because it needs AVX2 and FMA; the caller checks the CPU
-//! and the buffer lengths.
+//! Every entry point is `unsafe` only because it needs its instruction set; the caller checks the
+//! CPU and the buffer lengths.
 
 use std::arch::x86_64::*;
 
