@@ -4,8 +4,8 @@
 //! ABI runs (`quantize_simd`, …). `cargo bench --bench cpu`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tbq::reference::{dequantize_row, mad_rotated, quantize_row, rotate, vec_dot, vec_dot_rotated};
 use tbq::cpu;
+use tbq::reference::{dequantize_row, mad_rotated, quantize_row, rotate, vec_dot, vec_dot_rotated};
 use tbq::TbqType;
 
 const ROWS: usize = 256;

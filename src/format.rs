@@ -174,7 +174,7 @@ impl TbqType {
     ];
 
     /// The table entry that defines this width.
-    pub fn spec(self) -> &'static TypeSpec {
+    pub const fn spec(self) -> &'static TypeSpec {
         match self {
             TbqType::Tbq4_0 => &TBQ4_0,
             TbqType::Tbq3_0 => &TBQ3_0,

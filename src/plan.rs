@@ -150,7 +150,8 @@ impl CacheType {
     /// Bytes of one row of `n` elements (`ggml_row_size`); `None` if `n` is not a whole number
     /// of blocks.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
-        (n % self.block_elems() == 0).then(|| n / self.block_elems() * self.block_bytes())
+        n.is_multiple_of(self.block_elems())
+            .then(|| n / self.block_elems() * self.block_bytes())
     }
 }
 
@@ -569,8 +570,8 @@ impl ModelShape {
         }
         let head = if is_v { l.head_v } else { l.head_k };
         let bad = match t {
-            CacheType::Tbq(_) => head as u64 % BLOCK_ELEMS as u64 != 0,
-            _ => (l.n_head_kv as u64 * head as u64) % t.block_elems() != 0,
+            CacheType::Tbq(_) => !(head as u64).is_multiple_of(BLOCK_ELEMS as u64),
+            _ => !(l.n_head_kv as u64 * head as u64).is_multiple_of(t.block_elems()),
         };
         if bad {
             return Err(PlanError::HeadSize { ty: t, head, is_v });

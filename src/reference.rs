@@ -149,7 +149,7 @@ pub fn dequantize_block(ty: TbqType, block: &[u8], out: &mut Block) {
 
 /// Checks that `n` is a positive multiple of [`BLOCK_ELEMS`].
 pub fn check_len(n: usize) -> Result<(), Error> {
-    if n == 0 || n % BLOCK_ELEMS != 0 {
+    if n == 0 || !n.is_multiple_of(BLOCK_ELEMS) {
         return Err(Error::Length { n: n as i64 });
     }
     Ok(())
@@ -311,7 +311,7 @@ pub fn vec_dot(ty: TbqType, x: &[u8], q: &[f32]) -> Result<f32, Error> {
 /// Checks that every block's `d` is finite (a corrupted or foreign buffer otherwise).
 pub fn validate(ty: TbqType, src: &[u8]) -> Result<(), Error> {
     let bb = ty.block_bytes();
-    if src.len() % bb != 0 {
+    if !src.len().is_multiple_of(bb) {
         return Err(Error::Buffer {
             need: src.len().div_ceil(bb) * bb,
             have: src.len(),

@@ -1,6 +1,9 @@
 //! The SIMD path (`tbq::cpu`) against the scalar reference, on fresh random rows every run (the
 //! seed is printed, `TBQ_SEED=<n>` replays it) and on the golden vectors.
 //!
+//! Every instruction set this machine has runs ([`cpu::Isa::available`]: the AVX2 path and, where
+//! the CPU has AVX-512 F + VL, the AVX-512 look-ups).
+//!
 //! Tolerances: quantize, dequantize, rotate and unrotate are bit-exact. `vec_dot_rotated` and
 //! `mad_rotated` reorder and fuse the f32 sums, so they agree within `1e-5 · Σ|term|` (the sum of
 //! the absolute values of the products summed; f32's epsilon is 6e-8, a 256-term sum in 8 lanes
@@ -21,8 +24,8 @@ fn seed() -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
     eprintln!(
-        "simd: seed {seed} (TBQ_SEED={seed} replays it); AVX2 path: {}",
-        cpu::has_avx2()
+        "simd: seed {seed} (TBQ_SEED={seed} replays it); instruction sets: {:?}",
+        cpu::Isa::available()
     );
     seed
 }
@@ -54,27 +57,31 @@ fn quantize_and_dequantize_are_bit_exact() {
         for ty in TbqType::ALL {
             let rb = ty.row_bytes(n);
             let (mut want, mut got) = (vec![0u8; 64 * rb], vec![0u8; 64 * rb]);
-            for ((xr, w), g) in x.chunks(n).zip(want.chunks_mut(rb)).zip(got.chunks_mut(rb)) {
+            for (xr, w) in x.chunks(n).zip(want.chunks_mut(rb)) {
                 reference::quantize_row(ty, xr, w).unwrap();
-                cpu::quantize_row(ty, xr, g).unwrap();
             }
-            assert_eq!(got, want, "{ty}, n = {n}: quantized bytes");
+            for isa in cpu::Isa::available() {
+                for (xr, g) in x.chunks(n).zip(got.chunks_mut(rb)) {
+                    cpu::quantize_row_on(isa, ty, xr, g).unwrap();
+                }
+                assert_eq!(got, want, "{ty}, n = {n}, {isa:?}: quantized bytes");
+            }
 
             let (mut want_y, mut got_y) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
-            for ((p, w), g) in want
-                .chunks(rb)
-                .zip(want_y.chunks_mut(n))
-                .zip(got_y.chunks_mut(n))
-            {
+            for (p, w) in want.chunks(rb).zip(want_y.chunks_mut(n)) {
                 reference::dequantize_row(ty, p, w).unwrap();
-                cpu::dequantize_row(ty, p, g).unwrap();
             }
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(
-                bits(&got_y),
-                bits(&want_y),
-                "{ty}, n = {n}: dequantized floats"
-            );
+            for isa in cpu::Isa::available() {
+                for (p, g) in want.chunks(rb).zip(got_y.chunks_mut(n)) {
+                    cpu::dequantize_row_on(isa, ty, p, g).unwrap();
+                }
+                assert_eq!(
+                    bits(&got_y),
+                    bits(&want_y),
+                    "{ty}, n = {n}, {isa:?}: dequantized floats"
+                );
+            }
         }
     }
 }
@@ -90,20 +97,23 @@ fn golden_vectors_through_the_simd_path() {
             .collect()
     };
     let x = read_f32("input.f32");
-    for ty in TbqType::ALL {
+    for (isa, ty) in cpu::Isa::available()
+        .into_iter()
+        .flat_map(|isa| TbqType::ALL.map(|ty| (isa, ty)))
+    {
         let mut q = vec![0u8; ty.row_bytes(x.len())];
-        cpu::quantize_row(ty, &x, &mut q).unwrap();
+        cpu::quantize_row_on(isa, ty, &x, &mut q).unwrap();
         assert_eq!(
             q,
             std::fs::read(dir.join(format!("{ty}.bin"))).unwrap(),
-            "{ty}: golden bytes"
+            "{ty}, {isa:?}: golden bytes"
         );
         let mut y = vec![0.0f32; x.len()];
-        cpu::dequantize_row(ty, &q, &mut y).unwrap();
+        cpu::dequantize_row_on(isa, ty, &q, &mut y).unwrap();
         let want = read_f32(&format!("{ty}.dequant.f32"));
         assert!(
             y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{ty}: golden dequantized floats"
+            "{ty}, {isa:?}: golden dequantized floats"
         );
     }
 }
@@ -155,16 +165,18 @@ fn vec_dot_rotated_within_tolerance() {
             for xr in x.chunks(n) {
                 reference::quantize_row(ty, xr, &mut row).unwrap();
                 let want = reference::vec_dot_rotated(ty, &row, &q_rot).unwrap();
-                let got = cpu::vec_dot_rotated(ty, &row, &q_rot).unwrap();
                 let abs: f32 = decoded(ty, &row, n)
                     .iter()
                     .zip(&q_rot)
                     .map(|(r, q)| (r * q).abs())
                     .sum();
-                assert!(
-                    (got - want).abs() <= TOLERANCE * abs,
-                    "{ty}, n = {n}: {got} vs reference {want} (Σ|term| {abs})"
-                );
+                for isa in cpu::Isa::available() {
+                    let got = cpu::vec_dot_rotated_on(isa, ty, &row, &q_rot).unwrap();
+                    assert!(
+                        (got - want).abs() <= TOLERANCE * abs,
+                        "{ty}, n = {n}, {isa:?}: {got} vs reference {want} (Σ|term| {abs})"
+                    );
+                }
             }
         }
     }
@@ -176,7 +188,10 @@ fn mad_rotated_within_tolerance() {
     for n in [BLOCK_ELEMS, 2 * BLOCK_ELEMS] {
         // one attention row: 48 value rows with softmax-like weights
         let x = random_rows(&mut rng, 48, n);
-        for ty in TbqType::ALL {
+        for (isa, ty) in cpu::Isa::available()
+            .into_iter()
+            .flat_map(|isa| TbqType::ALL.map(|ty| (isa, ty)))
+        {
             let (mut want, mut got) = (vec![0.0f32; n], vec![0.0f32; n]);
             let mut abs = vec![0.0f32; n];
             let mut row = vec![0u8; ty.row_bytes(n)];
@@ -184,7 +199,7 @@ fn mad_rotated_within_tolerance() {
                 let p: f32 = rng.random_range(0.0..1.0);
                 reference::quantize_row(ty, xr, &mut row).unwrap();
                 reference::mad_rotated(ty, &row, p, &mut want).unwrap();
-                cpu::mad_rotated(ty, &row, p, &mut got).unwrap();
+                cpu::mad_rotated_on(isa, ty, &row, p, &mut got).unwrap();
                 for (a, r) in abs.iter_mut().zip(decoded(ty, &row, n)) {
                     *a += (p * r).abs();
                 }
@@ -192,7 +207,7 @@ fn mad_rotated_within_tolerance() {
             for i in 0..n {
                 assert!(
                     (got[i] - want[i]).abs() <= TOLERANCE * abs[i],
-                    "{ty}, n = {n}, element {i}: {} vs reference {} (Σ|term| {})",
+                    "{ty}, n = {n}, {isa:?}, element {i}: {} vs reference {} (Σ|term| {})",
                     got[i],
                     want[i],
                     abs[i]

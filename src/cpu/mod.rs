@@ -1,5 +1,6 @@
 //! The CPU hot path: the row operations ggml's CPU backend calls, with AVX2 where the machine has
-//! it and the scalar [`crate::reference`] everywhere else.
+//! it (and AVX-512 F + VL table look-ups where it has those) and the scalar [`crate::reference`]
+//! everywhere else.
 //!
 //! What each function promises against the reference:
 //! - [`quantize_row`], [`rotate_in_place`], [`unrotate_in_place`], [`dequantize_row`]: the same bits. The SIMD code
@@ -8,53 +9,120 @@
 //! - [`vec_dot_rotated`], [`vec_dot`], [`mad_rotated`]: equal within f32 rounding of a reordered sum (the
 //!   SIMD code sums in 8 lanes and fuses multiply-adds); `tests/simd.rs` states the tolerance.
 //!
-//! The instruction set is chosen at run time (`is_x86_feature_detected!`, cached by std), so one
-//! `libtbq.a` runs on every x86-64 machine. No NEON yet: the aarch64 path is the reference.
+//! The instruction set is chosen at run time ([`Isa::detected`]), so one `libtbq.a` runs on every
+//! x86-64 machine; the `*_on` functions run a given one (tests and benches compare them). No NEON
+//! yet: the aarch64 path is the reference.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+use std::sync::OnceLock;
 
 use crate::error::Error;
 use crate::format::{TbqType, BLOCK_ELEMS};
 use crate::reference::{self, check_bytes, check_len};
 
+/// An instruction set the CPU path can run, from the least to the most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// The scalar reference.
+    Scalar,
+    /// AVX2 + FMA: 8-lane vectors, look-ups by 8-entry permutes.
+    Avx2,
+    /// AVX2 + FMA with AVX-512 F + VL's two-source permutes for the look-ups (16 and 32 entries
+    /// per instruction): the 5- and 6-bit levels and the 5- and 6-bit encoder's buckets. Vectors
+    /// stay 8 lanes wide.
+    Avx512,
+}
+
+impl Isa {
+    /// The instruction sets this machine has, from [`Isa::Scalar`] up.
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(Isa::Avx2);
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    /// What the CPU path runs: the most this machine has, or less where `TBQ_CPU_ISA` (`scalar`,
+    /// `avx2`, `avx512`) asks for less (read once).
+    pub fn detected() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let cap = match std::env::var("TBQ_CPU_ISA").as_deref() {
+                Ok("scalar") => Isa::Scalar,
+                Ok("avx2") => Isa::Avx2,
+                _ => Isa::Avx512,
+            };
+            Isa::best().min(cap)
+        })
+    }
+
+    /// The most this machine has (cached: every row operation asks).
+    fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Isa::available().last().unwrap())
+    }
+
+    /// `self`, or the most this machine has below it (each set includes the ones below).
+    #[inline]
+    fn supported(self) -> Isa {
+        self.min(Isa::best())
+    }
+}
+
 /// Whether the AVX2 + FMA path runs on this machine.
 #[inline]
 pub fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::detected() >= Isa::Avx2
+}
+
+/// Runs `$f` of the instruction set `$isa` (a supported one), the reference `$scalar` for `Scalar`.
+macro_rules! dispatch {
+    ($isa:expr, $f:ident, ($($a:expr),*), $scalar:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        match $isa {
+            // SAFETY: the CPU has the instruction set (`Isa::supported`, or `Isa::detected`);
+            // the caller checked the lengths.
+            Isa::Avx512 => return Ok(unsafe { avx2::isa_avx512::$f($($a),*) }),
+            Isa::Avx2 => return Ok(unsafe { avx2::isa_avx2::$f($($a),*) }),
+            Isa::Scalar => {}
+        }
+        $scalar
+    }};
 }
 
 /// As [`reference::quantize_row`], bit for bit.
 pub fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
+    quantize_row_on(Isa::detected(), ty, x, out)
+}
+
+/// [`quantize_row`] with `isa` (or the most this machine has below it).
+pub fn quantize_row_on(isa: Isa, ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     check_len(x.len())?;
     check_bytes(ty.row_bytes(x.len()), out.len())?;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above); lengths checked above.
-        unsafe { avx2::quantize_row(ty, x, out) };
-        return Ok(());
-    }
-    reference::quantize_row(ty, x, out)
+    dispatch!(isa.supported(), quantize_row, (ty, x, out), {
+        reference::quantize_row(ty, x, out)
+    })
 }
 
 /// As [`reference::dequantize_row`], bit for bit.
 pub fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Error> {
+    dequantize_row_on(Isa::detected(), ty, src, out)
+}
+
+/// [`dequantize_row`] with `isa` (or the most this machine has below it).
+pub fn dequantize_row_on(isa: Isa, ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Error> {
     check_len(out.len())?;
     check_bytes(ty.row_bytes(out.len()), src.len())?;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in quantize_row.
-        unsafe { avx2::dequantize_row(ty, src, out) };
-        return Ok(());
-    }
-    reference::dequantize_row(ty, src, out)
+    dispatch!(isa.supported(), dequantize_row, (ty, src, out), {
+        reference::dequantize_row(ty, src, out)
+    })
 }
 
 /// As [`reference::rotate`], bit for bit; in place.
@@ -89,14 +157,16 @@ pub fn unrotate_in_place(x: &mut [f32]) -> Result<(), Error> {
 
 /// As [`reference::vec_dot_rotated`], within f32 rounding.
 pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
+    vec_dot_rotated_on(Isa::detected(), ty, x, q_rot)
+}
+
+/// [`vec_dot_rotated`] with `isa` (or the most this machine has below it).
+pub fn vec_dot_rotated_on(isa: Isa, ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
     check_len(q_rot.len())?;
     check_bytes(ty.row_bytes(q_rot.len()), x.len())?;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in quantize_row.
-        return Ok(unsafe { avx2::vec_dot_rotated(ty, x, q_rot) });
-    }
-    reference::vec_dot_rotated(ty, x, q_rot)
+    dispatch!(isa.supported(), vec_dot_rotated, (ty, x, q_rot), {
+        reference::vec_dot_rotated(ty, x, q_rot)
+    })
 }
 
 /// As [`reference::vec_dot`], within f32 rounding; equal to [`vec_dot_rotated`] of the rotated
@@ -119,13 +189,20 @@ pub fn vec_dot(ty: TbqType, x: &[u8], q: &[f32]) -> Result<f32, Error> {
 
 /// As [`reference::mad_rotated`], within f32 rounding.
 pub fn mad_rotated(ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) -> Result<(), Error> {
+    mad_rotated_on(Isa::detected(), ty, x, scale, acc)
+}
+
+/// [`mad_rotated`] with `isa` (or the most this machine has below it).
+pub fn mad_rotated_on(
+    isa: Isa,
+    ty: TbqType,
+    x: &[u8],
+    scale: f32,
+    acc: &mut [f32],
+) -> Result<(), Error> {
     check_len(acc.len())?;
     check_bytes(ty.row_bytes(acc.len()), x.len())?;
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: as in quantize_row.
-        unsafe { avx2::mad_rotated(ty, x, scale, acc) };
-        return Ok(());
-    }
-    reference::mad_rotated(ty, x, scale, acc)
+    dispatch!(isa.supported(), mad_rotated, (ty, x, scale, acc), {
+        reference::mad_rotated(ty, x, scale, acc)
+    })
 }
