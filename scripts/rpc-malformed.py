@@ -124,14 +124,15 @@ def main():
     size = 1 << 16
     ptr, base, got = alloc(c, size)
     assert ptr and got >= size, (ptr, got)
-    blocks = bytes(range(256)) * 2
-    row = blocks[: 2 * TBQ4_0_BYTES]  # one 256-wide tbq4_0 row: 2 blocks
-    t_ok = tensor(type=TBQ4_0, buffer=ptr, ne=(256, 1, 1, 1), data=base)
+    # one 256-wide tbq4_0 row (2 blocks); f32 on a worker without the tbq types
+    kind, t_type, n_bytes = ("tbq4_0", TBQ4_0, 2 * TBQ4_0_BYTES) if c.tbq_format else ("f32", F32, 256 * 4)
+    row = (bytes(range(256)) * 4)[:n_bytes]
+    t_ok = tensor(type=t_type, buffer=ptr, ne=(256, 1, 1, 1), data=base)
     c.send(SET_TENSOR, t_ok + b"\0" + struct.pack("<Q", 0) + row)
     back = c.call(GET_TENSOR, t_ok + struct.pack("<QQ", 0, len(row)), len(row))
-    assert back == row, "the tbq row did not come back bit for bit"
+    assert back == row, f"the {kind} row did not come back bit for bit"
     c.close()
-    print("control: ALLOC_BUFFER, BUFFER_GET_BASE, SET_TENSOR and GET_TENSOR of a tbq4_0 row: ok")
+    print(f"control: ALLOC_BUFFER, BUFFER_GET_BASE, SET_TENSOR and GET_TENSOR of a {kind} row: ok")
 
     cases = []  # (name, function(conn, ptr, base) -> None, log line expected)
 
