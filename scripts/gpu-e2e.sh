@@ -45,19 +45,8 @@ if [[ $DO_PERF -eq 1 ]]; then
 fi
 
 # --- 2. end to end ---------------------------------------------------------------------------------------
-# make_model ARCH: a random-weight model of the real shape, f16 written by gpu-llama-model.py, then
-# Q4_K_M by llama-quantize (as a user would run it); echoes the path.
-make_model() {
-    local arch=$1 dir=/tmp/tbq-e2e-$1 name
-    name=$([[ $arch == llama3b ]] && echo random-llama || echo random-gemma3)
-    if [[ ! -f $dir/$name-q4_k_m.gguf ]]; then
-        mkdir -p "$dir"
-        python3 scripts/gpu-llama-model.py "$dir" --gguf-py "$LLAMA/gguf-py" --arch "$arch" --full >&2 || return 1
-        "$BIN/llama-quantize" "$dir/$name.gguf" "$dir/$name-q4_k_m.gguf" Q4_K_M 16 >"$OUT/quantize-$arch.log" 2>&1 || return 1
-        rm -f "$dir/$name.gguf"
-    fi
-    echo "$dir/$name-q4_k_m.gguf"
-}
+# make_model ARCH (scripts/gpu-model.sh): the random-weight Q4_K_M model of that shape
+source scripts/gpu-model.sh
 
 if [[ $DO_BENCH -eq 1 ]]; then
     JL="$OUT/llama-bench.jsonl"
