@@ -183,6 +183,12 @@ def main():
         c.send(SET_TENSOR, tensor(type=F32, buffer=ptr, ne=(16, m, m, m), nb=(4, m, m, m), data=base)
                + b"\0" + struct.pack("<Q", 0) + bytes(64))
 
+    @case("tensor whose element count overflows int64 (zero strides)", "tensor extent overflows")
+    def _(c, ptr, base):
+        m = 0xFFFFFFFF
+        c.send(SET_TENSOR, tensor(type=F32, buffer=ptr, ne=(16, m, m, m), nb=(4, 0, 0, 0), data=base)
+               + b"\0" + struct.pack("<Q", 0) + bytes(64))
+
     @case("tbq4_0 tensor of 100 values, not a whole number of 128-value blocks (SET_TENSOR)",
           "not a whole number of 128-element blocks")
     def _(c, ptr, base):
