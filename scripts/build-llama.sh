@@ -3,7 +3,8 @@
 #
 # Configures and builds llama.cpp with the tbq KV-cache types through the top-level CMakeLists.txt:
 # fetches + patches the pinned llama.cpp into BUILD_DIR/llama.cpp, builds libtbq.a with cargo, and
-# builds the tools and tests that use the types. BUILD_DIR defaults to ./build in the repository.
+# builds the tools and tests that use the types, with ggml's RPC backend (GGML_RPC=ON: `--rpc` in every
+# tool, the ggml-rpc-server worker). BUILD_DIR defaults to ./build in the repository.
 #
 # Extra cmake arguments after `--` (or in $TBQ_CMAKE_ARGS) pass through, e.g. for CUDA:
 #   scripts/build-llama.sh build-cuda -- -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90
@@ -37,7 +38,7 @@ export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$REPO}"
 
 JOBS="${TBQ_JOBS:-$(nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)}"
 BUILD_TYPE="${TBQ_BUILD_TYPE:-Release}"
-TARGETS="${TBQ_TARGETS:-llama-server llama-cli llama-perplexity llama-bench test-backend-ops test-quantize-fns}"
+TARGETS="${TBQ_TARGETS:-llama-server llama-cli llama-perplexity llama-bench test-backend-ops test-quantize-fns ggml-rpc-server test-rpc-multi-server}"
 
 # ggml's AMX matrix multiply (compiled in by -march=native on CPUs that have AMX) segfaults where
 # the kernel does not grant the AMX tile state to the process (seen on this project's VMs: every
@@ -60,6 +61,7 @@ cmake -S "$REPO" -B "$BUILD_DIR" "${GENERATOR[@]}" \
     -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_BUILD_TESTS=ON \
+    -DGGML_RPC=ON \
     "${EXTRA_ARGS[@]}"
 
 echo "build-llama: building ($JOBS jobs): $TARGETS"

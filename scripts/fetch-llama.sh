@@ -10,6 +10,9 @@
 # hash of the sdist, the series and every patch; when it matches, nothing is done. When the patches
 # change, DEST is extracted afresh (files the patches do not touch keep the archive's timestamps, so
 # an existing build only recompiles what the patches change).
+#
+# TBQ_UNPATCHED=1 places the pristine tree, no patch applied: a build without the tbq types, for the
+# tests that need one (scripts/test-rpc.sh: an upstream ggml-rpc-server).
 set -euo pipefail
 
 LLAMA_PY_VERSION="0.3.36"
@@ -48,6 +51,7 @@ sha256_of_stdin() {
 
 # --- the patch list ---------------------------------------------------------------------------------
 PATCH_FILES=()
+[ "${TBQ_UNPATCHED:-0}" = 1 ] && SERIES=/dev/null
 while IFS= read -r line || [ -n "$line" ]; do
     line="${line%%#*}"
     line="$(echo "$line" | tr -d '[:space:]')"
@@ -59,6 +63,7 @@ done < "$SERIES"
 STAMP_WANT="$({
     echo "sdist $SDIST_SHA256"
     echo "script 2"
+    [ "${TBQ_UNPATCHED:-0}" = 1 ] && echo "unpatched"
     for p in "${PATCH_FILES[@]}"; do
         echo "patch $(basename "$p") $(sha256_of "$p")"
     done
@@ -145,4 +150,4 @@ if [ -e "$DEST" ]; then
     rm -rf "$DEST"
 fi
 mv "$TREE" "$DEST"
-info "patched llama.cpp ready at $DEST"
+info "llama.cpp ready at $DEST (${#PATCH_FILES[@]} patches)"

@@ -7,7 +7,7 @@
 # Logs go to $OUT (default ./gpu-out); a short table comes last.
 #
 #   scripts/gpu-llama.sh [--no-model]
-# (speed: scripts/gpu-e2e.sh, on the build this leaves)
+# (speed: scripts/gpu-e2e.sh, on the build this leaves; through a CUDA RPC worker: scripts/gpu-rpc.sh)
 # Env: TBQ_GPU_BUDGET_S (default 500): the model steps start only while the run is under it.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,11 +52,11 @@ command -v ninja >/dev/null 2>&1 && [[ ! -f "$BUILD/CMakeCache.txt" ]] && GEN=(-
 T0=$SECONDS
 {
     cmake -S "$REPO" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
-        -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+        -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_RPC=ON \
         -DTBQ_BUILD_CRATE=OFF -DGGML_TBQ_LIB="$LIB" -DTBQ_LLAMA_DIR="$LLAMA" \
         -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
         -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF &&
-    cmake --build "$BUILD" -j 16 --target test-backend-ops llama-perplexity llama-bench llama-quantize llama-tokenize
+    cmake --build "$BUILD" -j 16 --target test-backend-ops llama-perplexity llama-bench llama-quantize llama-tokenize ggml-rpc-server
 } >"$OUT/build.log" 2>&1
 BRC=$?
 say "build: rc=$BRC in $((SECONDS - T0)) s"

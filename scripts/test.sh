@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: the crate (unit, golden, C ABI, layout), the patched CPU build of llama.cpp,
-# upstream's test-quantize-fns and test-backend-ops on every tbq case, the head-size refusal, and
-# a perplexity smoke run against f16 on the same chunks.
+# upstream's test-quantize-fns and test-backend-ops on every tbq case, the head-size refusal,
+# a perplexity smoke run against f16 on the same chunks, and the RPC backend (scripts/test-rpc.sh).
 #
 #   scripts/test.sh            everything (builds what is missing; ~20 min from scratch on 2 cores)
 #   scripts/test.sh --crate    only the Rust crate's tests
@@ -93,6 +93,10 @@ ppl_smoke() {
     done
 }
 step "perplexity smoke: f16 vs f16/tbq3_0 vs tbq4_0/tbq3_0 (Gemma 3 270M)" ppl_smoke
+
+# tbq caches through ggml's RPC backend: workers on 127.0.0.1, killed and malformed-message cases
+step "RPC backend: --rpc PPL = local, split over two workers, a killed worker, an upstream worker, malformed messages" \
+    env TBQ_BUILD_DIR="$BUILD_DIR" "$REPO/scripts/test-rpc.sh"
 
 # tbq-agent against the real patched llama-server: serve, research (kill + resume), compare, plan
 step "tbq-agent: serve, research, compare, plan, chat vs llama-server" env TBQ_BUILD_DIR="$BUILD_DIR" "$REPO/scripts/test-agent.sh"

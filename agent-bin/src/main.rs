@@ -17,6 +17,7 @@ mod report;
 mod research;
 mod serve;
 mod server;
+mod split;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -461,6 +462,11 @@ struct PlanArgs {
     /// Choose the K/V pair with the best measured quality that fits --budget or --gpu-memory (see below)
     #[arg(long)]
     fit: bool,
+    /// Memory of a machine that holds layers (repeat): local=SIZE (this one, its CPU) and
+    /// rpc:HOST:PORT=SIZE per ggml-rpc-server worker, in --rpc order; for weights + KV + compute.
+    /// Prints each device's layers and KV cache and the largest context (or the split at -c)
+    #[arg(long = "device", value_name = "NAME=SIZE", value_parser = parse_device)]
+    devices: Vec<split::Device>,
     /// With --fit: free GPU memory for weights + KV cache + compute; the layers are chosen as llama-server --fit would
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     gpu_memory: Option<u64>,
@@ -490,6 +496,10 @@ fn parse_json_object(s: &str) -> Result<serde_json::Value, String> {
         Ok(_) => Err("expected a JSON object, like '{\"command\": \"ls\"}'".into()),
         Err(e) => Err(format!("not JSON: {e}")),
     }
+}
+
+fn parse_device(s: &str) -> Result<split::Device, String> {
+    split::parse_device(s, parse_size)
 }
 
 /// "8GiB", "512MiB", "24G", "1000000" → bytes.
@@ -911,29 +921,10 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
     if a.fit {
         return cmd_fit(cli, a, &model, &shape, &cfg, &profile);
     }
-    let pairs: Vec<(CacheType, CacheType)> = match (&profile.cache_type_k, &profile.cache_type_v) {
-        (None, None) => [
-            "f16/f16",
-            "q8_0/q8_0",
-            "q4_0/q4_0",
-            "tbq4_0/f16",
-            "tbq4_0/tbq3_0",
-            "tbq3_0/tbq3_0",
-        ]
-        .iter()
-        .map(|p| {
-            let (k, v) = p.split_once('/').unwrap();
-            (CacheType::parse(k).unwrap(), CacheType::parse(v).unwrap())
-        })
-        .collect(),
-        (k, v) => {
-            let parse = |t: &Option<String>| {
-                CacheType::parse(t.as_deref().unwrap_or("f16"))
-                    .map_err(|e| fail(Exit::Input, e.to_string()))
-            };
-            vec![(parse(k)?, parse(v)?)]
-        }
-    };
+    let pairs = plan_pairs(&profile)?;
+    if !a.devices.is_empty() {
+        return cmd_split(cli, a, &model, &shape, &cfg, &pairs);
+    }
     let mut rows = Vec::new();
     let spec = a.cache_type_layers.as_deref().unwrap_or("");
     for (k, v) in pairs {
@@ -1044,6 +1035,192 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
         println!("note: {n}");
     }
     Ok(())
+}
+
+/// `plan --device`: each pair's split over this machine and the RPC workers (split.rs).
+fn cmd_split(
+    cli: &Cli,
+    a: &PlanArgs,
+    model: &Path,
+    shape: &ModelShape,
+    cfg: &CacheConfig,
+    pairs: &[(CacheType, CacheType)],
+) -> Result<()> {
+    let locals = a.devices.iter().filter(|d| d.endpoint.is_none()).count();
+    if locals != 1 {
+        return Err(fail(Exit::Usage, format!("--device local=SIZE given {locals} times"))
+            .fix("give this machine's memory once (--device local=8GiB) and one --device rpc:HOST:PORT=SIZE per worker")
+            .into());
+    }
+    // local first, the workers in the order given (llama.cpp's --rpc order)
+    let mut devices: Vec<&split::Device> =
+        a.devices.iter().filter(|d| d.endpoint.is_none()).collect();
+    devices.extend(a.devices.iter().filter(|d| d.endpoint.is_some()));
+    let budgets: Vec<u64> = devices.iter().map(|d| d.budget).collect();
+    let rpc: Vec<&str> = devices
+        .iter()
+        .filter_map(|d| d.endpoint.as_deref())
+        .collect();
+    let w = fit::Weights::open(model, shape)
+        .map_err(|e| fail(Exit::Input, format!("{}: {e:#}", model.display())))?;
+    let spec = a.cache_type_layers.as_deref().unwrap_or("");
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let mut rows = Vec::new();
+    for &(k, v) in pairs {
+        let types = tbq::plan::LayerTypes::with_spec(k, v, spec)
+            .map_err(|e| fail(Exit::Input, format!("--cache-type-layers: {e}")))?;
+        let found = if cfg.n_ctx == 0 {
+            split::max_context(shape, &w, &types, cfg, &budgets)
+        } else {
+            split::split_at(shape, &w, &types, cfg, &budgets)
+        };
+        let row = match found {
+            Err(e) => json!({ "k": k.name(), "v": v.name(), "error": e.to_string() }),
+            Ok(None) => json!({ "k": k.name(), "v": v.name(), "fits": false }),
+            Ok(Some((n_ctx, s))) => {
+                let mut args: Vec<String> = vec![
+                    "-c".into(),
+                    n_ctx.to_string(),
+                    "-fa".into(),
+                    "on".into(),
+                    "-ctk".into(),
+                    k.name().into(),
+                    "-ctv".into(),
+                    v.name().into(),
+                    "-ngl".into(),
+                    s.ngl.to_string(),
+                ];
+                if !rpc.is_empty() {
+                    args.extend([
+                        "--rpc".into(),
+                        rpc.join(","),
+                        "-ts".into(),
+                        s.ts.iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]);
+                }
+                if !types.is_uniform() {
+                    args.extend(["--cache-type-layers".into(), types.spec()]);
+                }
+                let devs: Vec<_> = devices
+                    .iter()
+                    .zip(&s.shares)
+                    .map(|(d, sh)| {
+                        json!({
+                    "name": d.name, "endpoint": d.endpoint, "budget": d.budget, "layers": sh.layers,
+                    "first_layer": sh.first_layer, "output": sh.output, "weights_bytes": sh.weights,
+                    "kv_bytes": sh.kv, "compute_bytes": sh.compute, "total_bytes": sh.total() })
+                    })
+                    .collect();
+                json!({ "k": k.name(), "v": v.name(), "fits": true, "n_ctx": n_ctx, "ngl": s.ngl, "ts": s.ts,
+                        "devices": devs, "args": args })
+            }
+        };
+        rows.push(row);
+    }
+    if cli.json {
+        return print_json(&json!({
+            "model": model, "arch": shape.arch, "n_layer": shape.layers.len(), "n_ctx_train": shape.n_ctx_train,
+            "config": { "n_ctx": cfg.n_ctx, "n_seq_max": cfg.n_seq_max, "kv_unified": cfg.kv_unified, "n_batch": cfg.n_batch, "n_ubatch": cfg.n_ubatch, "swa_full": cfg.swa_full },
+            "devices": devices, "weights": fit::weights_json(&w), "notes": shape.notes, "plans": rows,
+        }));
+    }
+    println!(
+        "{} ({}, {} layers; weights {:.1} MiB): {}",
+        model.display(),
+        shape.arch,
+        shape.layers.len(),
+        mib(w.file_total),
+        if cfg.n_ctx == 0 {
+            "the largest context on these devices".to_string()
+        } else {
+            format!("context {}", cfg.n_ctx)
+        }
+    );
+    for d in &devices {
+        println!("  {:<28} {:>10.0} MiB", d.name, mib(d.budget));
+    }
+    for r in &rows {
+        let pair = format!("{}/{}", r["k"].as_str().unwrap(), r["v"].as_str().unwrap());
+        if let Some(e) = r["error"].as_str() {
+            println!("\n{pair}: refused: {e}");
+            continue;
+        }
+        if r["fits"] == false {
+            println!(
+                "\n{pair}: does not fit (not even 256 tokens of context, or the weights alone)"
+            );
+            continue;
+        }
+        println!("\n{pair}: context {}", r["n_ctx"]);
+        for d in r["devices"].as_array().unwrap() {
+            let (n, first) = (
+                d["layers"].as_u64().unwrap(),
+                d["first_layer"].as_u64().unwrap(),
+            );
+            let layers = match n {
+                0 => "no layers".to_string(),
+                1 => format!("layer {first}"),
+                _ => format!("layers {first}-{}", first + n - 1),
+            };
+            println!(
+                "  {:<28} {:<14}{:<8} KV {:>9.2} MiB, weights {:>8.1}, compute {:>6.1}: {:>8.1} of {:.0} MiB",
+                d["name"].as_str().unwrap(),
+                layers,
+                if d["output"] == true { " +output" } else { "" },
+                mib(d["kv_bytes"].as_u64().unwrap()),
+                mib(d["weights_bytes"].as_u64().unwrap()),
+                mib(d["compute_bytes"].as_u64().unwrap()),
+                mib(d["total_bytes"].as_u64().unwrap()),
+                mib(d["budget"].as_u64().unwrap()),
+            );
+        }
+        let args: Vec<String> = r["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        println!(
+            "  llama-server -m {} {}",
+            shell_quote(&model.display().to_string()),
+            args.join(" ")
+        );
+    }
+    println!("\nworkers: ggml-rpc-server --host HOST --port PORT on each, built from this repository (a worker without the tbq types is refused by name)");
+    for n in &shape.notes {
+        println!("note: {n}");
+    }
+    Ok(())
+}
+
+/// The pairs `plan` sizes: -ctk/-ctv's, or the usual six.
+fn plan_pairs(profile: &Profile) -> Result<Vec<(CacheType, CacheType)>> {
+    Ok(match (&profile.cache_type_k, &profile.cache_type_v) {
+        (None, None) => [
+            "f16/f16",
+            "q8_0/q8_0",
+            "q4_0/q4_0",
+            "tbq4_0/f16",
+            "tbq4_0/tbq3_0",
+            "tbq3_0/tbq3_0",
+        ]
+        .iter()
+        .map(|p| {
+            let (k, v) = p.split_once('/').unwrap();
+            (CacheType::parse(k).unwrap(), CacheType::parse(v).unwrap())
+        })
+        .collect(),
+        (k, v) => {
+            let parse = |t: &Option<String>| {
+                CacheType::parse(t.as_deref().unwrap_or("f16"))
+                    .map_err(|e| fail(Exit::Input, e.to_string()))
+            };
+            vec![(parse(k)?, parse(v)?)]
+        }
+    })
 }
 
 /// `plan --fit`: sizes every measured pair, picks one by `fit::choose`, prints llama-server's

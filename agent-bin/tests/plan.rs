@@ -342,3 +342,94 @@ fn fit_for_a_gpu_places_layers_like_upstream_fit() {
     let log = server_log(&bin, &model, &argv);
     assert!(!kv_lines(&log).is_empty());
 }
+
+/// `plan --device` against llama-server with two ggml-rpc-server workers on 127.0.0.1: the split it
+/// prints (`-ngl`, `--rpc`, `-ts`) puts on each device (the CPU and each worker) the KV cache the plan
+/// says, within 1% of llama.cpp's own `<device> KV buffer size` lines — for f16/f16 at the largest
+/// context the budgets allow and tbq4_0/tbq3_0 at -c 32768, each split three ways.
+#[test]
+fn device_split_agrees_with_llama_server_over_rpc() {
+    let Some((bin, model)) = setup() else { return };
+    let rpc_server = bin.with_file_name("ggml-rpc-server");
+    if !rpc_server.is_file() {
+        let msg = format!(
+            "{} not found (scripts/build-llama.sh builds it)",
+            rpc_server.display()
+        );
+        assert!(
+            std::env::var_os("TBQ_REQUIRE_LLAMA_SERVER").is_none(),
+            "{msg}"
+        );
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let mut workers = Vec::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let child = Command::new(&rpc_server)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        workers.push(Guard(child));
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "worker on {port} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        endpoints.push(format!("127.0.0.1:{port}"));
+    }
+    let devices = [
+        "local=300MiB".to_string(),
+        format!("rpc:{}=40MiB", endpoints[0]),
+        format!("rpc:{}=230MiB", endpoints[1]),
+    ];
+    for (k, v, ctx) in [("f16", "f16", None), ("tbq4_0", "tbq3_0", Some("32768"))] {
+        let mut args = vec!["--ctk", k, "--ctv", v];
+        if let Some(c) = ctx {
+            args.extend(["-c", c]);
+        }
+        for d in &devices {
+            args.extend(["--device", d]);
+        }
+        let p = plan(&model, &args);
+        let row = &p["plans"][0];
+        assert_eq!(row["fits"], true, "{p}");
+        let devs = row["devices"].as_array().unwrap();
+        assert!(
+            devs.iter().all(|d| d["layers"].as_u64().unwrap() > 0),
+            "not a three-way split: {row}"
+        );
+        let argv = strings(&row["args"]);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let log = server_log(&bin, &model, &argv);
+        for d in devs {
+            let name = match d["endpoint"].as_str() {
+                Some(ep) => format!("RPC0[{ep}]"),
+                None => "CPU".to_string(),
+            };
+            // one line per cache (Gemma has a full and a sliding-window one)
+            let got: f64 = log
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.split("llama_kv_cache:").nth(1)?;
+                    let (dev, size) = rest.split_once("KV buffer size =")?;
+                    (dev.trim() == name)
+                        .then(|| size.split("MiB").next()?.trim().parse::<f64>().ok())?
+                })
+                .sum();
+            let want = mib(&d["kv_bytes"]);
+            eprintln!(
+                "{k}/{v} -c {}: {name}: llama-server {got:.2} MiB, plan {want:.2} MiB ({} layers)",
+                row["n_ctx"], d["layers"]
+            );
+            assert!(got > 0.0, "no KV buffer on {name} in the log:\n{log}");
+            assert!((got - want).abs() <= 0.01 * got, "{name}: {got} vs {want}");
+        }
+    }
+}
