@@ -14,13 +14,7 @@
 #   TBQ_E2E_PAIRS (K/V list; K/V:nocentre runs tbq keys without key centring, into
 #   llama-bench-nocentre.jsonl; K/V@spec runs per-layer types, `;` for the spec's commas, e.g.
 #   tbq3_0/tbq3_0@k18-27=tbq4_1;v0-3=tbq4_1, into llama-bench-layers.jsonl with a "layer_types" field), TBQ_E2E_DEPTHS (default 0,8192,32768), TBQ_E2E_PP=0 (no pp2048).
-set -uo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
-OUT=${OUT:-$REPO/gpu-out}
-mkdir -p "$OUT"
-BIN="$REPO/build/gpu-llama/bin"
-LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-lib.sh" # REPO (the working directory), OUT, BIN, LLAMA, make_model
 BUDGET=${TBQ_E2E_BUDGET_S:-540}
 DO_PERF=1; DO_BENCH=1; MODELS=llama3b,gemma3-270m; REPS=3
 while [[ $# -gt 0 ]]; do
@@ -45,8 +39,6 @@ if [[ $DO_PERF -eq 1 ]]; then
 fi
 
 # --- 2. end to end ---------------------------------------------------------------------------------------
-# make_model ARCH (scripts/gpu-lib.sh): the random-weight model of a real shape, Q4_K_M
-source "$REPO/scripts/gpu-lib.sh"
 
 if [[ $DO_BENCH -eq 1 ]]; then
     JL="$OUT/llama-bench.jsonl"

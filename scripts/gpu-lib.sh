@@ -1,5 +1,15 @@
-# Shared by the scripts that run ON the GPU machine after scripts/gpu-llama.sh built llama.cpp there
-# (source it; it expects $REPO, $BIN, $LLAMA and $OUT set).
+# shellcheck shell=bash
+# Sourced first by the scripts that run ON the GPU machine after scripts/gpu-llama.sh built llama.cpp
+# there (gpu-e2e.sh, gpu-ref-model.sh, gpu-offload.sh, gpu-rpc.sh): strict mode, the repository as the
+# working directory, and where things are — REPO, OUT (default ./gpu-out, created), BIN (the CUDA
+# build's binaries), LLAMA (its patched tree).
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+OUT=${OUT:-$REPO/gpu-out}
+mkdir -p "$OUT"
+BIN="$REPO/build/gpu-llama/bin"
+LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
 
 # make_model ARCH: a random-weight model of the real shape (llama3b: Llama-3.2-3B; gemma3-270m), f16
 # written by gpu-llama-model.py, then Q4_K_M by llama-quantize (as a user would run it); echoes the

@@ -15,17 +15,11 @@
 #                               (llama-bench's, default 0,14,99), TBQ_OFFLOAD_PPL=0 (no perplexity
 #                               part), TBQ_THREADS (16)
 # Everything lands in $OUT/offload/ (perplexity logs, llama-bench.jsonl); the table comes last.
-set -uo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
-OUT=${OUT:-$REPO/gpu-out}
-BIN="$REPO/build/gpu-llama/bin"
-LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-lib.sh" # REPO (the working directory), OUT, BIN, LLAMA, make_model
 O="$OUT/offload"
 mkdir -p "$O"
 [[ -x "$BIN/llama-perplexity" && -x "$BIN/llama-bench" ]] || {
     echo "gpu-offload.sh: no CUDA llama.cpp build in $BIN: run scripts/gpu-llama.sh first (same machine)" >&2; exit 2; }
-source "$REPO/scripts/gpu-lib.sh"
 PAIRS=${TBQ_OFFLOAD_PAIRS:-f16/f16 q4_0/q4_0 tbq4_0/tbq3_0 tbq4_1/tbq4_0}
 T=${TBQ_THREADS:-16}
 M3=$(make_model llama3b) || { echo "gpu-offload.sh: could not make the 3B-shape model" >&2; exit 1; }

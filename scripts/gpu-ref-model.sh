@@ -10,12 +10,7 @@
 #   scripts/gpu-ref-model.sh      Env: TBQ_REF_MINUTES (training budget, default 2.5),
 #                                 TBQ_REF_CHUNKS (512-token chunks, default 40), TBQ_REF_CHUNKS_2048
 #                                 (2048-token chunks, default 10), TBQ_REF_PAIRS (default: tbq-validate's)
-set -uo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
-OUT=${OUT:-$REPO/gpu-out}
-BIN="$REPO/build/gpu-llama/bin"
-LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-lib.sh" # REPO (the working directory), OUT, BIN, LLAMA, make_model
 [[ -x "$BIN/llama-perplexity" ]] || { echo "gpu-ref-model.sh: no $BIN/llama-perplexity: run scripts/gpu-llama.sh first" >&2; exit 2; }
 [[ -x .gpu/tbq-validate && -f .gpu/wiki.test.raw ]] || { echo "gpu-ref-model.sh: .gpu/ lacks tbq-validate or wiki.test.raw: run scripts/gpu-prepare.sh" >&2; exit 2; }
 WORK=/tmp/tbq-ref-model

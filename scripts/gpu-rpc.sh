@@ -10,13 +10,7 @@
 #
 #   scripts/gpu-rpc.sh [--reps N]          (default 2)
 # Env: TBQ_RPC_PAIRS (default "f16/f16 q4_0/q4_0 tbq4_0/tbq3_0"), TBQ_RPC_DEPTHS (default 0,8192,32768).
-set -uo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
-OUT=${OUT:-$REPO/gpu-out}
-mkdir -p "$OUT"
-BIN="$REPO/build/gpu-llama/bin"
-LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu-lib.sh" # REPO (the working directory), OUT, BIN, LLAMA, make_model
 BUDGET=${TBQ_RPC_BUDGET_S:-420}
 REPS=2
 while [[ $# -gt 0 ]]; do
@@ -28,7 +22,6 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -x "$BIN/llama-bench" && -x "$BIN/ggml-rpc-server" && -x "$BIN/llama-quantize" ]] || {
     echo "gpu-rpc.sh: no CUDA llama.cpp build with ggml-rpc-server in $BIN: run scripts/gpu-llama.sh first (same machine)" >&2; exit 2; }
-source "$REPO/scripts/gpu-lib.sh"
 
 M=$(make_model llama3b) || { echo "gpu-rpc.sh: could not make the model (see $OUT/quantize-llama3b.log)" >&2; exit 1; }
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

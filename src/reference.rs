@@ -294,6 +294,18 @@ pub fn mad_rotated(ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) -> Result
 /// `Σ q·x̂` for a plain query: rotates each block of `q` once, then scores like
 /// [`vec_dot_rotated`].
 pub fn vec_dot(ty: TbqType, x: &[u8], q: &[f32]) -> Result<f32, Error> {
+    vec_dot_by_blocks(ty, x, q, vec_dot_rotated)
+}
+
+/// `Σ q·x̂` block by block: each block of `q` rotated (bit for bit the same on every path), scored
+/// by `dot_rotated` against its block of `x`, and the blocks' dots summed in order — so a row's
+/// dot is the sum of its blocks' `vec_dot_rotated` whichever implementation scores them.
+pub(crate) fn vec_dot_by_blocks(
+    ty: TbqType,
+    x: &[u8],
+    q: &[f32],
+    dot_rotated: impl Fn(TbqType, &[u8], &[f32]) -> Result<f32, Error>,
+) -> Result<f32, Error> {
     check_len(q.len())?;
     check_bytes(ty.row_bytes(q.len()), x.len())?;
     let mut sum = 0.0f32;
@@ -303,7 +315,7 @@ pub fn vec_dot(ty: TbqType, x: &[u8], q: &[f32]) -> Result<f32, Error> {
     {
         let mut q_rot: Block = qb.try_into().unwrap();
         rotate_block(&mut q_rot);
-        sum += vec_dot_rotated(ty, xb, &q_rot)?;
+        sum += dot_rotated(ty, xb, &q_rot)?;
     }
     Ok(sum)
 }

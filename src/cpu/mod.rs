@@ -172,19 +172,7 @@ pub fn vec_dot_rotated_on(isa: Isa, ty: TbqType, x: &[u8], q_rot: &[f32]) -> Res
 /// As [`reference::vec_dot`], within f32 rounding; equal to [`vec_dot_rotated`] of the rotated
 /// query, bit for bit (both sum the blocks' dots in order).
 pub fn vec_dot(ty: TbqType, x: &[u8], q: &[f32]) -> Result<f32, Error> {
-    check_len(q.len())?;
-    check_bytes(ty.row_bytes(q.len()), x.len())?;
-    let mut sum = 0.0f32;
-    for (xb, qb) in x
-        .chunks_exact(ty.block_bytes())
-        .zip(q.chunks_exact(BLOCK_ELEMS))
-    {
-        let mut q_rot = [0.0f32; BLOCK_ELEMS];
-        q_rot.copy_from_slice(qb);
-        rotate_in_place(&mut q_rot)?;
-        sum += vec_dot_rotated(ty, xb, &q_rot)?;
-    }
-    Ok(sum)
+    reference::vec_dot_by_blocks(ty, x, q, vec_dot_rotated)
 }
 
 /// As [`reference::mad_rotated`], within f32 rounding.
