@@ -38,8 +38,10 @@ step "build patched llama.cpp (CPU)" "$REPO/scripts/build-llama.sh" "$BUILD_DIR"
 
 step "test-quantize-fns" "$BIN/test-quantize-fns"
 
-# test-backend-ops on the CPU compares the CPU backend with itself: it proves every tbq case
-# builds its graph and runs (the CUDA comparison is the GPU issue's). -p tbq keeps the tbq cases.
+# test-backend-ops on the CPU compares the CPU backend with its own reference mode (use_ref: no
+# split-KV, no grouping of query heads, no tiling), so it checks ggml-cpu's fast paths over the tbq
+# types (patches/0009) against the one-row path; both call the same crate, so the crate's own
+# correctness comes from its tests against the scalar reference. -p tbq keeps the tbq cases.
 backend_ops() {
     local op=$1 log=$BUILD_DIR/test-backend-ops-$1.log
     "$BIN/test-backend-ops" test -b CPU -o "$op" -p tbq >"$log" 2>&1

@@ -12,10 +12,13 @@ SRC=$BUILD/llama.cpp
 # the same libtbq.a the build linked (its path is in the link line of llama-perplexity)
 TBQ_A=$(grep -o '[^ ]*libtbq\.a' "$LB/tools/perplexity/CMakeFiles/llama-perplexity.dir/link.txt" | head -n1)
 [ -f "$TBQ_A" ] || TBQ_A=$REPO/target/release/libtbq.a
+# ggml's RPC backend (GGML_RPC=ON, scripts/build-llama.sh) is registered by libggml: link it when built
+RPC_A=()
+[ -f "$LB/ggml/src/ggml-rpc/libggml-rpc.a" ] && RPC_A=("$LB/ggml/src/ggml-rpc/libggml-rpc.a")
 OUT=${2:-$REPO/build/validation/capture-kv}
 mkdir -p "$(dirname "$OUT")"
 ${CXX:-c++} -O2 -std=c++17 -I"$SRC/include" -I"$SRC/ggml/include" \
     "$REPO/validation/capture/capture-kv.cpp" -o "$OUT" \
-    "$LB/src/libllama.a" "$LB/ggml/src/libggml.a" "$LB/ggml/src/libggml-cpu.a" "$LB/ggml/src/libggml-base.a" \
+    "$LB/src/libllama.a" "$LB/ggml/src/libggml.a" "$LB/ggml/src/libggml-cpu.a" ${RPC_A[@]+"${RPC_A[@]}"} "$LB/ggml/src/libggml-base.a" \
     "$TBQ_A" -ldl -lm -fopenmp -lpthread
 echo "$OUT"
