@@ -346,9 +346,10 @@ pub struct TbqCudaTensor {
 pub struct TbqFattnArgs {
     /// Queries, f32 `[D, n_q, n_head, n_seq]`.
     pub q: TbqCudaTensor,
-    /// Keys `[D, n_kv, n_head_kv, n_seq_kv]`: tbq4_0, tbq3_0, f16 or q8_0.
+    /// Keys `[D, n_kv, n_head_kv, n_seq_kv]`: any tbq type, f16 or q8_0.
     pub k: TbqCudaTensor,
-    /// Values `[D, n_kv, n_head_kv, n_seq_kv]`: tbq4_0 or tbq3_0.
+    /// Values `[D, n_kv, n_head_kv, n_seq_kv]`: tbq4_0, tbq3_0, tbq3_1 or tbq4_1 with tbq keys,
+    /// tbq4_0 or tbq3_0 with f16 / q8_0 keys.
     pub v: TbqCudaTensor,
     /// f16 mask `[>= n_kv, >= n_q, ne2, ne3]` or absent.
     pub mask: TbqCudaTensor,

@@ -226,8 +226,9 @@ typedef struct tbq_cuda_tensor {
 
 /* ggml FLASH_ATTN_EXT, same shapes and semantics as ggml_flash_attn_ext (+ add_sinks):
  *   q     f32 [D, n_q, n_head, n_seq]
- *   k         [D, n_kv, n_head_kv, n_seq_kv]  tbq4_0, tbq3_0, f16 or q8_0
- *   v         [D, n_kv, n_head_kv, n_seq_kv]  tbq4_0 or tbq3_0
+ *   k         [D, n_kv, n_head_kv, n_seq_kv]  any tbq type, f16 or q8_0
+ *   v         [D, n_kv, n_head_kv, n_seq_kv]  tbq4_0, tbq3_0, tbq3_1 or tbq4_1 with tbq keys;
+ *                                              tbq4_0 or tbq3_0 with f16 / q8_0 keys
  *   mask  f16 [>= n_kv, >= n_q, ne2, ne3] broadcast over heads (h % ne2) and sequences, or absent
  *   sinks f32 [n_head] or absent
  *   dst   f32 [D, n_head, n_q, n_seq] contiguous (ggml's permuted output)

@@ -161,15 +161,19 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
     let Some(_) = ktype_name(k.type_) else {
         return unsupported(format!("K type {} (a tbq type, f16 or q8_0)", k.type_));
     };
-    if vtype_name(v.type_, is_mma(k.type_)).is_none() {
-        return unsupported(if is_mma(k.type_) {
-            format!(
-                "V type {} with tbq keys (tbq4_0, tbq3_0, tbq3_1 or tbq4_1)",
-                v.type_
-            )
+    let mma = is_mma(k.type_);
+    if vtype_name(v.type_, mma).is_none() {
+        let (keys, served): (&str, &[TbqType]) = if mma {
+            ("tbq", &MMA_V_TYPES)
         } else {
-            format!("V type {} with f16 / q8_0 keys (tbq4_0 or tbq3_0)", v.type_)
-        });
+            ("f16 / q8_0", &TOKEN_V_TYPES)
+        };
+        let names: Vec<&str> = served.iter().map(|t| t.spec().name).collect();
+        return unsupported(format!(
+            "V type {} with {keys} keys ({})",
+            v.type_,
+            names.join(", ")
+        ));
     }
     if q.type_ != dtype::F32 || dst.type_ != dtype::F32 {
         return unsupported("q and dst must be f32");
