@@ -7,10 +7,17 @@ use std::fmt;
 pub enum Error {
     /// A required pointer was null (C ABI only).
     Null,
-    /// A row length that is not a positive multiple of 128 elements.
+    /// A row length that is not a positive multiple of the type's block (128 or 64 elements).
     Length {
         /// The length given.
         n: i64,
+        /// The block it must be a multiple of.
+        block: usize,
+    },
+    /// A rotation width that is not one of the family's (128 or 64).
+    BlockWidth {
+        /// The width given.
+        block: usize,
     },
     /// A buffer smaller than the row needs.
     Buffer {
@@ -33,7 +40,7 @@ impl Error {
     pub fn status(&self) -> i32 {
         match self {
             Error::Null => -1,
-            Error::Length { .. } => -2,
+            Error::Length { .. } | Error::BlockWidth { .. } => -2,
             Error::Buffer { .. } => -3,
             Error::Type(_) => -4,
             Error::NonFinite { .. } => -5,
@@ -45,10 +52,13 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Null => write!(f, "a required pointer was null"),
-            Error::Length { n } => write!(
+            Error::Length { n, block } => write!(
                 f,
-                "row length {n} is not a positive multiple of {} elements (tbq blocks are 128 wide)",
-                crate::BLOCK_ELEMS
+                "row length {n} is not a positive multiple of {block} elements (this type's block)"
+            ),
+            Error::BlockWidth { block } => write!(
+                f,
+                "{block} is not a tbq block width (128, or 64 for the _64 types)"
             ),
             Error::Buffer { need, have } => {
                 write!(f, "buffer too short: the row needs {need}, got {have}")
@@ -59,7 +69,7 @@ impl fmt::Display for Error {
                     .map(|t| format!("{} = {t}", *t as i32))
                     .collect();
                 write!(f, "{t} is not a tbq type ({})", names.join(", "))
-            },
+            }
             Error::NonFinite { block } => write!(f, "block {block} has a non-finite norm"),
         }
     }

@@ -26,11 +26,24 @@ fn ty(t: i32) -> Result<TbqType, Error> {
     TbqType::from_abi(t).ok_or(Error::Type(t))
 }
 
-/// A row length from C: a positive multiple of 128.
-fn len(n: i64) -> Result<usize, Error> {
-    let n_usize = usize::try_from(n).map_err(|_| Error::Length { n })?;
-    reference::check_len(n_usize)?;
+/// A row length from C: a positive multiple of `block` (a type's block, or a rotation width).
+fn len(n: i64, block: usize) -> Result<usize, Error> {
+    let n_usize = usize::try_from(n).map_err(|_| Error::Length { n, block })?;
+    reference::check_len(n_usize, block)?;
     Ok(n_usize)
+}
+
+/// A type and a row length of it from C.
+fn ty_len(t: i32, n: i64) -> Result<(TbqType, usize), Error> {
+    let t = ty(t)?;
+    Ok((t, len(n, t.block_elems())?))
+}
+
+/// A rotation width from C (128 or 64).
+fn width(block: i32) -> Result<usize, Error> {
+    let b = usize::try_from(block).map_err(|_| Error::BlockWidth { block: 0 })?;
+    reference::check_block_width(b)?;
+    Ok(b)
 }
 
 fn non_null<T>(p: *const T) -> Result<(), Error> {
@@ -60,7 +73,7 @@ pub extern "C" fn tbq_status_str(status: i32) -> *const c_char {
     let s: &'static CStr = match status {
         0 => c"ok",
         -1 => c"a required pointer was NULL",
-        -2 => c"n is not a positive multiple of 128 elements",
+        -2 => c"n is not a positive multiple of the type's block (128, or 64 for a _64 type), or the block width is not 128 or 64",
         -3 => c"buffer too short for the row",
         -4 => c"not a tbq type",
         -5 => c"a block's norm is NaN or infinite",
@@ -78,6 +91,11 @@ pub extern "C" fn tbq_type_size(t: i32) -> usize {
 }
 
 #[no_mangle]
+pub extern "C" fn tbq_type_block_elems(t: i32) -> usize {
+    TbqType::from_abi(t).map_or(0, TbqType::block_elems)
+}
+
+#[no_mangle]
 pub extern "C" fn tbq_type_name(t: i32) -> *const c_char {
     match TbqType::from_abi(t) {
         // C strings of TypeSpec::name (the match is exhaustive: a new type must be named here).
@@ -88,6 +106,13 @@ pub extern "C" fn tbq_type_name(t: i32) -> *const c_char {
         Some(TbqType::Tbq3_1) => c"tbq3_1".as_ptr(),
         Some(TbqType::Tbq4_1) => c"tbq4_1".as_ptr(),
         Some(TbqType::Tbq5_1) => c"tbq5_1".as_ptr(),
+        Some(TbqType::Tbq4_0_64) => c"tbq4_0_64".as_ptr(),
+        Some(TbqType::Tbq3_0_64) => c"tbq3_0_64".as_ptr(),
+        Some(TbqType::Tbq5_0_64) => c"tbq5_0_64".as_ptr(),
+        Some(TbqType::Tbq6_0_64) => c"tbq6_0_64".as_ptr(),
+        Some(TbqType::Tbq3_1_64) => c"tbq3_1_64".as_ptr(),
+        Some(TbqType::Tbq4_1_64) => c"tbq4_1_64".as_ptr(),
+        Some(TbqType::Tbq5_1_64) => c"tbq5_1_64".as_ptr(),
         None => std::ptr::null(),
     }
 }
@@ -98,7 +123,8 @@ pub extern "C" fn tbq_type_name(t: i32) -> *const c_char {
 pub unsafe extern "C" fn tbq_row_size(t: i32, n: i64, out_bytes: *mut usize) -> i32 {
     status((|| {
         non_null(out_bytes)?;
-        let bytes = ty(t)?.row_bytes(len(n)?);
+        let (t, n) = ty_len(t, n)?;
+        let bytes = t.row_bytes(n);
         *out_bytes = bytes;
         Ok(())
     })())
@@ -117,7 +143,7 @@ pub unsafe extern "C" fn tbq_quantize_f32(
     status((|| {
         non_null(src)?;
         non_null(dst)?;
-        let (t, n) = (ty(t)?, len(n)?);
+        let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, dst_bytes)?;
         cpu::quantize_row(
             t,
@@ -140,7 +166,7 @@ pub unsafe extern "C" fn tbq_quantize_f16(
     status((|| {
         non_null(src)?;
         non_null(dst)?;
-        let (t, n) = (ty(t)?, len(n)?);
+        let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, dst_bytes)?;
         reference::quantize_row_f16(
             t,
@@ -163,7 +189,7 @@ pub unsafe extern "C" fn tbq_dequantize_f32(
     status((|| {
         non_null(src)?;
         non_null(dst)?;
-        let (t, n) = (ty(t)?, len(n)?);
+        let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, src_bytes)?;
         cpu::dequantize_row(
             t,
@@ -186,7 +212,7 @@ pub unsafe extern "C" fn tbq_dequantize_f16(
     status((|| {
         non_null(src)?;
         non_null(dst)?;
-        let (t, n) = (ty(t)?, len(n)?);
+        let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, src_bytes)?;
         reference::dequantize_row_f16(
             t,
@@ -202,31 +228,38 @@ unsafe fn in_place(
     src: *const f32,
     dst: *mut f32,
     n: i64,
-    f: fn(&mut [f32]) -> Result<(), Error>,
+    block: i32,
+    f: fn(&mut [f32], usize) -> Result<(), Error>,
 ) -> i32 {
     status((|| {
         non_null(src)?;
         non_null(dst)?;
-        let n = len(n)?;
+        let block = width(block)?;
+        let n = len(n, block)?;
         if !std::ptr::eq(src, dst) {
             std::ptr::copy(src, dst, n);
         }
-        f(slice::from_raw_parts_mut(dst, n))
+        f(slice::from_raw_parts_mut(dst, n), block)
     })())
 }
 
 /// # Safety
 /// `src` is NULL or valid for `n` reads; `dst` is NULL or valid for `n` writes (may equal `src`).
 #[no_mangle]
-pub unsafe extern "C" fn tbq_rotate_f32(src: *const f32, dst: *mut f32, n: i64) -> i32 {
-    in_place(src, dst, n, cpu::rotate_in_place)
+pub unsafe extern "C" fn tbq_rotate_f32(src: *const f32, dst: *mut f32, n: i64, block: i32) -> i32 {
+    in_place(src, dst, n, block, cpu::rotate_in_place)
 }
 
 /// # Safety
 /// `src` is NULL or valid for `n` reads; `dst` is NULL or valid for `n` writes (may equal `src`).
 #[no_mangle]
-pub unsafe extern "C" fn tbq_unrotate_f32(src: *const f32, dst: *mut f32, n: i64) -> i32 {
-    in_place(src, dst, n, cpu::unrotate_in_place)
+pub unsafe extern "C" fn tbq_unrotate_f32(
+    src: *const f32,
+    dst: *mut f32,
+    n: i64,
+    block: i32,
+) -> i32 {
+    in_place(src, dst, n, block, cpu::unrotate_in_place)
 }
 
 type DotFn = fn(TbqType, &[u8], &[f32]) -> Result<f32, Error>;
@@ -244,7 +277,7 @@ unsafe fn dot(
         non_null(x)?;
         non_null(q)?;
         non_null(out)?;
-        let (t, n) = (ty(t)?, len(n)?);
+        let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, x_bytes)?;
         *out = f(
             t,
@@ -284,7 +317,7 @@ pub unsafe extern "C" fn tbq_mad_rotated(
     status((|| {
         non_null(x)?;
         non_null(acc)?;
-        let (t, n) = (ty(t)?, len(n)?);
+        let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, x_bytes)?;
         cpu::mad_rotated(
             t,

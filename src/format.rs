@@ -2,7 +2,10 @@
 //!
 //! One block holds 128 consecutive elements of one head's K or V vector (one rotation group):
 //! an IEEE half `d` (the corrected norm), for the sub-scaled types (`tbqN_1`) a u16 of four 4-bit
-//! group gains, then 128 codes of `bits` bits each. Everything a type needs — its codebook, its
+//! group gains, then 128 codes of `bits` bits each. Every width also exists for 64-element blocks
+//! (`tbq4_0_64`, …: a 64-point rotation, two slots per lane, two gain groups in the low byte of
+//! the gains word) for models whose heads are 64 wide; llama.cpp picks them for the user
+//! ([`TbqType::for_head_dim`]). Everything a type needs — its codebook, its
 //! bit planes, whether it has gains, its size — is an entry of [`TbqType::spec`]; the quantizer,
 //! packer and kernels are written once for all of them.
 //!
@@ -16,8 +19,12 @@
 
 use crate::codebook;
 
-/// Elements per block: one Walsh-Hadamard rotation group.
+/// Elements per block of the 128-wide types (the family's main width, and the largest block):
+/// one Walsh-Hadamard rotation group. [`TypeSpec::block`] is a type's own width.
 pub const BLOCK_ELEMS: usize = 128;
+
+/// Elements per block of the 64-wide variants (`tbq4_0_64`, …), for heads 64 wide.
+pub const NARROW_BLOCK_ELEMS: usize = 64;
 
 /// Lanes of the canonical 32-lane layout: coordinate `i` belongs to lane `i % 32`, slot `i / 32`.
 ///
@@ -26,13 +33,15 @@ pub const BLOCK_ELEMS: usize = 128;
 /// bit.
 pub const LANES: usize = 32;
 
-/// Coordinates per lane.
+/// Coordinates per lane of a 128-wide block (the most any type has; a 64-wide block has 2).
 pub const SLOTS: usize = BLOCK_ELEMS / LANES;
 
 /// Bytes of the corrected norm `d` (an IEEE half) that starts every block.
 pub const D_BYTES: usize = 2;
 
-/// Bytes of the gains word of the sub-scaled types (four 4-bit gain indices).
+/// Bytes of the gains word of the sub-scaled types (four 4-bit gain indices; a 64-wide block uses
+/// the low two and keeps the word whole, so its codes stay 2-byte aligned as ggml's half-typed
+/// blocks require).
 pub const GAINS_BYTES: usize = 2;
 
 /// Coordinates per gain group of the sub-scaled types: group `s` = slot `s`.
@@ -59,6 +68,20 @@ pub enum TbqType {
     Tbq4_1 = 5,
     /// 5-bit codes with per-32 gains, 84 bytes per 128 elements (5.25 bits per element).
     Tbq5_1 = 6,
+    /// tbq4_0 for 64-wide heads: 34 bytes per 64 elements (4.25 bits per element).
+    Tbq4_0_64 = 7,
+    /// tbq3_0 for 64-wide heads: 26 bytes per 64 elements (3.25 bits per element).
+    Tbq3_0_64 = 8,
+    /// tbq5_0 for 64-wide heads: 42 bytes per 64 elements (5.25 bits per element).
+    Tbq5_0_64 = 9,
+    /// tbq6_0 for 64-wide heads: 50 bytes per 64 elements (6.25 bits per element).
+    Tbq6_0_64 = 10,
+    /// tbq3_1 for 64-wide heads: 28 bytes per 64 elements (3.5 bits per element).
+    Tbq3_1_64 = 11,
+    /// tbq4_1 for 64-wide heads: 36 bytes per 64 elements (4.5 bits per element).
+    Tbq4_1_64 = 12,
+    /// tbq5_1 for 64-wide heads: 44 bytes per 64 elements (5.5 bits per element).
+    Tbq5_1_64 = 13,
 }
 
 /// Everything that distinguishes one width of the family from another.
@@ -66,6 +89,8 @@ pub enum TbqType {
 pub struct TypeSpec {
     /// The name ggml and llama.cpp's `-ctk/-ctv` use.
     pub name: &'static str,
+    /// Elements per block (one rotation group): 128, or 64 for the `_64` variants.
+    pub block: usize,
     /// Bits per code.
     pub bits: u32,
     /// Positive half of the Lloyd-Max codebook for the standard normal, ascending; the
@@ -96,7 +121,13 @@ impl TypeSpec {
 
     /// Bytes of codes per block.
     pub const fn code_bytes(&self) -> usize {
-        BLOCK_ELEMS * self.bits as usize / 8
+        self.block * self.bits as usize / 8
+    }
+
+    /// Coordinates per lane of the canonical layout (4, or 2 for a 64-wide block); also the
+    /// number of gain groups of a sub-scaled type.
+    pub const fn slots(&self) -> usize {
+        self.block / LANES
     }
 
     /// Number of code levels (2^bits).
@@ -106,7 +137,7 @@ impl TypeSpec {
 
     /// Bits per element, including the norm.
     pub fn bits_per_element(&self) -> f64 {
-        (self.block_bytes() * 8) as f64 / BLOCK_ELEMS as f64
+        (self.block_bytes() * 8) as f64 / self.block as f64
     }
 
     /// Reconstruction level of code `c` (0 = most negative level).
@@ -132,9 +163,10 @@ impl TypeSpec {
 /// The spec of a width: its Lloyd-Max codebook and bit planes (planes of 1, 2 or 4 bits, low
 /// bits first: 3 = 2+1, 5 = 4+1, 6 = 4+2).
 macro_rules! spec {
-    ($name:literal, $bits:literal, $half:ident, $levels:ident, $bounds:ident, $planes:expr, $sub:literal) => {
+    ($name:literal, $block:expr, $bits:literal, $half:ident, $levels:ident, $bounds:ident, $planes:expr, $sub:literal) => {
         TypeSpec {
             name: $name,
+            block: $block,
             bits: $bits,
             codebook_half: &codebook::$half,
             levels: &codebook::$levels,
@@ -147,23 +179,55 @@ macro_rules! spec {
 
 // One line per type: the table a reader checks against the README and tbq.h.
 #[rustfmt::skip]
-const TBQ4_0: TypeSpec = spec!("tbq4_0", 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], false);
+const TBQ4_0: TypeSpec = spec!("tbq4_0", 128, 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], false);
 #[rustfmt::skip]
-const TBQ3_0: TypeSpec = spec!("tbq3_0", 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], false);
+const TBQ3_0: TypeSpec = spec!("tbq3_0", 128, 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], false);
 #[rustfmt::skip]
-const TBQ5_0: TypeSpec = spec!("tbq5_0", 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], false);
+const TBQ5_0: TypeSpec = spec!("tbq5_0", 128, 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], false);
 #[rustfmt::skip]
-const TBQ6_0: TypeSpec = spec!("tbq6_0", 6, NORMAL_64, NORMAL_64_LEVELS, NORMAL_64_BOUNDS, [4, 2], false);
+const TBQ6_0: TypeSpec = spec!("tbq6_0", 128, 6, NORMAL_64, NORMAL_64_LEVELS, NORMAL_64_BOUNDS, [4, 2], false);
 #[rustfmt::skip]
-const TBQ3_1: TypeSpec = spec!("tbq3_1", 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], true);
+const TBQ3_1: TypeSpec = spec!("tbq3_1", 128, 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], true);
 #[rustfmt::skip]
-const TBQ4_1: TypeSpec = spec!("tbq4_1", 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], true);
+const TBQ4_1: TypeSpec = spec!("tbq4_1", 128, 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], true);
 #[rustfmt::skip]
-const TBQ5_1: TypeSpec = spec!("tbq5_1", 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], true);
+const TBQ5_1: TypeSpec = spec!("tbq5_1", 128, 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], true);
+#[rustfmt::skip]
+const TBQ4_0_64: TypeSpec = spec!("tbq4_0_64", 64, 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], false);
+#[rustfmt::skip]
+const TBQ3_0_64: TypeSpec = spec!("tbq3_0_64", 64, 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], false);
+#[rustfmt::skip]
+const TBQ5_0_64: TypeSpec = spec!("tbq5_0_64", 64, 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], false);
+#[rustfmt::skip]
+const TBQ6_0_64: TypeSpec = spec!("tbq6_0_64", 64, 6, NORMAL_64, NORMAL_64_LEVELS, NORMAL_64_BOUNDS, [4, 2], false);
+#[rustfmt::skip]
+const TBQ3_1_64: TypeSpec = spec!("tbq3_1_64", 64, 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], true);
+#[rustfmt::skip]
+const TBQ4_1_64: TypeSpec = spec!("tbq4_1_64", 64, 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], true);
+#[rustfmt::skip]
+const TBQ5_1_64: TypeSpec = spec!("tbq5_1_64", 64, 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], true);
 
 impl TbqType {
     /// Every type, in C ABI order.
-    pub const ALL: [TbqType; 7] = [
+    pub const ALL: [TbqType; 14] = [
+        TbqType::Tbq4_0,
+        TbqType::Tbq3_0,
+        TbqType::Tbq5_0,
+        TbqType::Tbq6_0,
+        TbqType::Tbq3_1,
+        TbqType::Tbq4_1,
+        TbqType::Tbq5_1,
+        TbqType::Tbq4_0_64,
+        TbqType::Tbq3_0_64,
+        TbqType::Tbq5_0_64,
+        TbqType::Tbq6_0_64,
+        TbqType::Tbq3_1_64,
+        TbqType::Tbq4_1_64,
+        TbqType::Tbq5_1_64,
+    ];
+
+    /// The 128-wide types: the names a user writes (`-ctk tbq4_0`).
+    pub const WIDE: [TbqType; 7] = [
         TbqType::Tbq4_0,
         TbqType::Tbq3_0,
         TbqType::Tbq5_0,
@@ -177,12 +241,19 @@ impl TbqType {
     pub const fn spec(self) -> &'static TypeSpec {
         match self {
             TbqType::Tbq4_0 => &TBQ4_0,
+            TbqType::Tbq4_0_64 => &TBQ4_0_64,
             TbqType::Tbq3_0 => &TBQ3_0,
+            TbqType::Tbq3_0_64 => &TBQ3_0_64,
             TbqType::Tbq5_0 => &TBQ5_0,
+            TbqType::Tbq5_0_64 => &TBQ5_0_64,
             TbqType::Tbq6_0 => &TBQ6_0,
+            TbqType::Tbq6_0_64 => &TBQ6_0_64,
             TbqType::Tbq3_1 => &TBQ3_1,
+            TbqType::Tbq3_1_64 => &TBQ3_1_64,
             TbqType::Tbq4_1 => &TBQ4_1,
+            TbqType::Tbq4_1_64 => &TBQ4_1_64,
             TbqType::Tbq5_1 => &TBQ5_1,
+            TbqType::Tbq5_1_64 => &TBQ5_1_64,
         }
     }
 
@@ -202,12 +273,19 @@ impl TbqType {
     pub fn with_spec<R>(self, f: impl FnOnce(&'static TypeSpec) -> R) -> R {
         match self {
             TbqType::Tbq4_0 => f(&TBQ4_0),
+            TbqType::Tbq4_0_64 => f(&TBQ4_0_64),
             TbqType::Tbq3_0 => f(&TBQ3_0),
+            TbqType::Tbq3_0_64 => f(&TBQ3_0_64),
             TbqType::Tbq5_0 => f(&TBQ5_0),
+            TbqType::Tbq5_0_64 => f(&TBQ5_0_64),
             TbqType::Tbq6_0 => f(&TBQ6_0),
+            TbqType::Tbq6_0_64 => f(&TBQ6_0_64),
             TbqType::Tbq3_1 => f(&TBQ3_1),
+            TbqType::Tbq3_1_64 => f(&TBQ3_1_64),
             TbqType::Tbq4_1 => f(&TBQ4_1),
+            TbqType::Tbq4_1_64 => f(&TBQ4_1_64),
             TbqType::Tbq5_1 => f(&TBQ5_1),
+            TbqType::Tbq5_1_64 => f(&TBQ5_1_64),
         }
     }
 
@@ -216,9 +294,36 @@ impl TbqType {
         self.spec().block_bytes()
     }
 
-    /// Bytes of a row of `n` elements (`n` a multiple of [`BLOCK_ELEMS`]).
+    /// Elements per block (128, or 64 for a `_64` variant).
+    pub fn block_elems(self) -> usize {
+        self.spec().block
+    }
+
+    /// Bytes of a row of `n` elements (`n` a multiple of [`TbqType::block_elems`]).
     pub fn row_bytes(self, n: usize) -> usize {
-        n / BLOCK_ELEMS * self.block_bytes()
+        n / self.block_elems() * self.block_bytes()
+    }
+
+    /// The 128-wide type of the same width (itself for a 128-wide type): the name a user writes.
+    pub fn wide(self) -> TbqType {
+        TbqType::ALL[self as usize % TbqType::WIDE.len()]
+    }
+
+    /// The 64-wide variant of the same width (itself for a `_64` type).
+    pub fn narrow(self) -> TbqType {
+        TbqType::ALL[self as usize % TbqType::WIDE.len() + TbqType::WIDE.len()]
+    }
+
+    /// The variant that stores heads of `head_dim` elements: the 128-wide type when 128 divides
+    /// the head, else the 64-wide one when 64 does, else `None` (the head cannot be blocked).
+    pub fn for_head_dim(self, head_dim: usize) -> Option<TbqType> {
+        if head_dim > 0 && head_dim.is_multiple_of(BLOCK_ELEMS) {
+            Some(self.wide())
+        } else if head_dim > 0 && head_dim.is_multiple_of(NARROW_BLOCK_ELEMS) {
+            Some(self.narrow())
+        } else {
+            None
+        }
     }
 }
 
@@ -277,5 +382,7 @@ const _: () = assert!(TBQ3_1.block_bytes() == std::mem::size_of::<BlockTbqSub<48
 const _: () = assert!(TBQ4_1.block_bytes() == std::mem::size_of::<BlockTbqSub<64>>());
 const _: () = assert!(TBQ5_1.block_bytes() == std::mem::size_of::<BlockTbqSub<80>>());
 const _: () = assert!(std::mem::size_of::<BlockTbq3_0>() == 50);
+const _: () = assert!(TBQ4_0_64.block_bytes() == 34 && TBQ3_0_64.block_bytes() == 26);
+const _: () = assert!(TBQ5_1_64.block_bytes() == 44 && TBQ3_1_64.block_bytes() == 28);
 const _: () = assert!(TBQ4_0.block_bytes() == std::mem::size_of::<BlockTbq4_0>());
 const _: () = assert!(TBQ3_0.block_bytes() == std::mem::size_of::<BlockTbq3_0>());

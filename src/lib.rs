@@ -28,10 +28,10 @@ pub mod reference;
 pub mod rotation;
 
 pub use error::Error;
-pub use format::{TbqType, TypeSpec, BLOCK_ELEMS};
+pub use format::{TbqType, TypeSpec, BLOCK_ELEMS, NARROW_BLOCK_ELEMS};
 
 /// The C ABI version `tbq_abi_version()` reports (`TBQ_ABI_VERSION` in `tbq.h`).
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

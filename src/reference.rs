@@ -4,7 +4,8 @@
 //! for bit. It favours clarity over speed, but does no allocation and rotates a query once per
 //! row.
 //!
-//! Quantizing one block `x` (128 floats):
+//! Quantizing one block `x` (128 floats; a `_64` type's block is 64, with `sqrt(64)` = 8 for
+//! `sqrt(128)` and two gain groups):
 //! 1. non-finite elements read as 0;
 //! 2. `w = H·D·x` (unnormalized butterfly), `s = Σ w²` in the canonical lane order; if `s` is 0
 //!    or overflows, the block is all-zero codes with `d = 0`;
@@ -27,21 +28,25 @@ use crate::error::Error;
 use crate::format::{TbqType, TypeSpec, BLOCK_ELEMS, D_BYTES, D_MAX, GROUP_ELEMS, LANES, SLOTS};
 use crate::packing::{for_each_code, pack};
 use crate::rotation::{
-    fwht, rotate_block, sign, sum_squares_canonical, unrotate_block, warp_sum_canonical, SQRT_128,
+    fwht, rotate_block, sign, sqrt_n, sum_squares_canonical, unrotate_block, warp_sum_canonical,
 };
 
+/// Room for one block of any type; a type uses its first `block` elements.
 type Block = [f32; BLOCK_ELEMS];
 
-/// Quantizes one block of 128 floats into `out` (`ty.block_bytes()` bytes).
-pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
+/// Quantizes one block (`ty.block_elems()` floats) into `out` (`ty.block_bytes()` bytes).
+pub fn quantize_block(ty: TbqType, x: &[f32], out: &mut [u8]) {
     let (header, qs) = out.split_at_mut(ty.spec().header_bytes());
+    let n = ty.block_elems();
+    debug_assert_eq!(x.len(), n);
 
-    let mut w = [0.0f32; BLOCK_ELEMS];
+    let mut w_full = [0.0f32; BLOCK_ELEMS];
+    let w = &mut w_full[..n];
     for (i, (wi, &xi)) in w.iter_mut().zip(x).enumerate() {
         *wi = if xi.is_finite() { xi * sign(i) } else { 0.0 };
     }
-    fwht(&mut w);
-    let s = sum_squares_canonical(&w);
+    fwht(w);
+    let s = sum_squares_canonical(w);
     if s == 0.0 || !s.is_finite() {
         header.fill(0);
         qs.fill(0);
@@ -49,12 +54,12 @@ pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
     }
 
     let norm_w = s.sqrt();
-    let k = SQRT_128 / norm_w;
+    let k = sqrt_n(n) / norm_w;
     ty.with_spec(
         #[inline(always)]
         |spec| {
             let mut y = [0.0f32; BLOCK_ELEMS];
-            for (yi, wi) in y.iter_mut().zip(&w) {
+            for (yi, wi) in y.iter_mut().zip(w.iter()) {
                 *yi = wi * k;
             }
             let mut codes = [0u8; BLOCK_ELEMS];
@@ -62,18 +67,18 @@ pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
             let gains = if spec.sub_scales {
                 encode_groups(spec, &y, &mut codes, &mut r)
             } else {
-                for i in 0..BLOCK_ELEMS {
+                for i in 0..n {
                     codes[i] = spec.encode(y[i]);
                     r[i] = spec.level(codes[i]);
                 }
                 0
             };
-            let d = norm_w / (SQRT_128 * sum_squares_canonical(&r).sqrt());
+            let d = norm_w / (sqrt_n(n) * sum_squares_canonical(&r[..n]).sqrt());
             header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
             if spec.sub_scales {
                 header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
             }
-            pack(spec, &codes, qs);
+            pack(spec, &codes[..n], qs);
         },
     );
 }
@@ -83,7 +88,7 @@ pub fn quantize_block(ty: TbqType, x: &Block, out: &mut [u8]) {
 #[inline(always)]
 fn encode_groups(spec: &TypeSpec, y: &Block, codes: &mut [u8; BLOCK_ELEMS], r: &mut Block) -> u16 {
     let mut word = 0u16;
-    for s in 0..SLOTS {
+    for s in 0..spec.slots() {
         let group = GROUP_ELEMS * s..GROUP_ELEMS * (s + 1);
         let mut best = (f32::INFINITY, 0usize);
         for (k, &g) in GAINS.iter().enumerate() {
@@ -124,12 +129,14 @@ pub fn group_scales(spec: &TypeSpec, block: &[u8]) -> [f32; SLOTS] {
         return [d; SLOTS];
     }
     let word = u16::from_le_bytes([block[D_BYTES], block[D_BYTES + 1]]);
+    // A 64-wide block's groups 2 and 3 do not exist (their bits are zero): any value serves.
     std::array::from_fn(|s| d * GAINS[(word >> (4 * s)) as usize & 15])
 }
 
-/// `(d · g_s) · C[c_i]` for each coordinate: the block in the rotated domain, `T(x̂)`.
+/// `(d · g_s) · C[c_i]` for each coordinate (`out[..ty.block_elems()]`): the block in the
+/// rotated domain, `T(x̂)`.
 #[inline]
-pub fn decode_rotated(ty: TbqType, block: &[u8], out: &mut Block) {
+pub fn decode_rotated(ty: TbqType, block: &[u8], out: &mut [f32]) {
     ty.with_spec(
         #[inline(always)]
         |spec| {
@@ -141,16 +148,16 @@ pub fn decode_rotated(ty: TbqType, block: &[u8], out: &mut Block) {
     );
 }
 
-/// Dequantizes one block: `x̂ = T⁻¹(d·C[c])`.
-pub fn dequantize_block(ty: TbqType, block: &[u8], out: &mut Block) {
+/// Dequantizes one block: `x̂ = T⁻¹(d·C[c])` (`out.len()` = `ty.block_elems()`).
+pub fn dequantize_block(ty: TbqType, block: &[u8], out: &mut [f32]) {
     decode_rotated(ty, block, out);
     unrotate_block(out);
 }
 
-/// Checks that `n` is a positive multiple of [`BLOCK_ELEMS`].
-pub fn check_len(n: usize) -> Result<(), Error> {
-    if n == 0 || !n.is_multiple_of(BLOCK_ELEMS) {
-        return Err(Error::Length { n: n as i64 });
+/// Checks that `n` is a positive multiple of `block` (a type's [`TbqType::block_elems`]).
+pub fn check_len(n: usize, block: usize) -> Result<(), Error> {
+    if n == 0 || !n.is_multiple_of(block) {
+        return Err(Error::Length { n: n as i64, block });
     }
     Ok(())
 }
@@ -163,60 +170,63 @@ pub fn check_bytes(need: usize, have: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Quantizes a row of f32 into `out`. `x.len()` must be a multiple of 128 and `out` must hold
-/// `ty.row_bytes(x.len())` bytes; nothing is written on error.
+/// Quantizes a row of f32 into `out`. `x.len()` must be a multiple of the type's block
+/// (128, or 64 for a `_64` type) and `out` must hold `ty.row_bytes(x.len())` bytes; nothing is
+/// written on error.
 pub fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    check_len(x.len())?;
+    check_len(x.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(x.len()), out.len())?;
     for (xb, ob) in x
-        .chunks_exact(BLOCK_ELEMS)
+        .chunks_exact(ty.block_elems())
         .zip(out.chunks_exact_mut(ty.block_bytes()))
     {
-        quantize_block(ty, xb.try_into().unwrap(), ob);
+        quantize_block(ty, xb, ob);
     }
     Ok(())
 }
 
 /// Quantizes a row of IEEE halves; identical to [`quantize_row`] of the same values as f32.
 pub fn quantize_row_f16(ty: TbqType, x: &[f16], out: &mut [u8]) -> Result<(), Error> {
-    check_len(x.len())?;
+    let n = ty.block_elems();
+    check_len(x.len(), n)?;
     check_bytes(ty.row_bytes(x.len()), out.len())?;
     for (xb, ob) in x
-        .chunks_exact(BLOCK_ELEMS)
+        .chunks_exact(n)
         .zip(out.chunks_exact_mut(ty.block_bytes()))
     {
         let mut b = [0.0f32; BLOCK_ELEMS];
         for (bi, h) in b.iter_mut().zip(xb) {
             *bi = h.to_f32();
         }
-        quantize_block(ty, &b, ob);
+        quantize_block(ty, &b[..n], ob);
     }
     Ok(())
 }
 
 /// Dequantizes `out.len()` elements from `src`.
 pub fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Error> {
-    check_len(out.len())?;
+    check_len(out.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(out.len()), src.len())?;
     for (sb, ob) in src
         .chunks_exact(ty.block_bytes())
-        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
+        .zip(out.chunks_exact_mut(ty.block_elems()))
     {
-        dequantize_block(ty, sb, ob.try_into().unwrap());
+        dequantize_block(ty, sb, ob);
     }
     Ok(())
 }
 
 /// Dequantizes `out.len()` elements from `src` to IEEE halves (round to nearest even).
 pub fn dequantize_row_f16(ty: TbqType, src: &[u8], out: &mut [f16]) -> Result<(), Error> {
-    check_len(out.len())?;
+    let n = ty.block_elems();
+    check_len(out.len(), n)?;
     check_bytes(ty.row_bytes(out.len()), src.len())?;
     for (sb, ob) in src
         .chunks_exact(ty.block_bytes())
-        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
+        .zip(out.chunks_exact_mut(n))
     {
         let mut b = [0.0f32; BLOCK_ELEMS];
-        dequantize_block(ty, sb, &mut b);
+        dequantize_block(ty, sb, &mut b[..n]);
         for (o, v) in ob.iter_mut().zip(b) {
             *o = f16::from_f32(v);
         }
@@ -224,47 +234,54 @@ pub fn dequantize_row_f16(ty: TbqType, src: &[u8], out: &mut [f16]) -> Result<()
     Ok(())
 }
 
-/// `T` applied to each 128-element block of `x`, written to `out` (same length).
-pub fn rotate(x: &[f32], out: &mut [f32]) -> Result<(), Error> {
-    map_blocks(x, out, rotate_block)
+/// `T` applied to each `block`-element block (128 or 64) of `x`, written to `out` (same
+/// length).
+pub fn rotate(x: &[f32], out: &mut [f32], block: usize) -> Result<(), Error> {
+    map_blocks(x, out, block, rotate_block)
 }
 
-/// `T⁻¹` applied to each 128-element block of `x`, written to `out` (same length).
-pub fn unrotate(x: &[f32], out: &mut [f32]) -> Result<(), Error> {
-    map_blocks(x, out, unrotate_block)
+/// `T⁻¹` applied to each `block`-element block (128 or 64) of `x`, written to `out` (same
+/// length).
+pub fn unrotate(x: &[f32], out: &mut [f32], block: usize) -> Result<(), Error> {
+    map_blocks(x, out, block, unrotate_block)
 }
 
-fn map_blocks(x: &[f32], out: &mut [f32], f: fn(&mut Block)) -> Result<(), Error> {
-    check_len(x.len())?;
+fn map_blocks(x: &[f32], out: &mut [f32], block: usize, f: fn(&mut [f32])) -> Result<(), Error> {
+    check_block_width(block)?;
+    check_len(x.len(), block)?;
     check_bytes(x.len(), out.len())?;
-    for (xb, ob) in x
-        .chunks_exact(BLOCK_ELEMS)
-        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
-    {
-        let ob: &mut Block = ob.try_into().unwrap();
+    for (xb, ob) in x.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
         ob.copy_from_slice(xb);
         f(ob);
     }
     Ok(())
 }
 
+/// Checks that `block` is a width of the family (128 or 64).
+pub fn check_block_width(block: usize) -> Result<(), Error> {
+    if block == BLOCK_ELEMS || block == crate::format::NARROW_BLOCK_ELEMS {
+        Ok(())
+    } else {
+        Err(Error::BlockWidth { block })
+    }
+}
+
 /// `Σ q·x̂` for a query already rotated by [`rotate`]: per block `d · Σ_i T(q)_i · C[c_i]`.
 pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
-    check_len(q_rot.len())?;
+    check_len(q_rot.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(q_rot.len()), x.len())?;
     let sum = ty.with_spec(
         #[inline(always)]
         |spec| {
             let mut sum = 0.0f32;
             let bb = spec.block_bytes();
-            for (xb, qb) in x.chunks_exact(bb).zip(q_rot.chunks_exact(BLOCK_ELEMS)) {
-                let qb: &[f32; BLOCK_ELEMS] = qb.try_into().unwrap();
+            for (xb, qb) in x.chunks_exact(bb).zip(q_rot.chunks_exact(spec.block)) {
                 let mut s = [0.0f32; SLOTS];
                 for_each_code(spec, &xb[spec.header_bytes()..], |i, c| {
                     s[i / GROUP_ELEMS] += qb[i] * spec.level(c)
                 });
                 let scale = group_scales(spec, xb);
-                sum += (0..SLOTS).map(|g| scale[g] * s[g]).sum::<f32>();
+                sum += (0..spec.slots()).map(|g| scale[g] * s[g]).sum::<f32>();
             }
             sum
         },
@@ -276,14 +293,15 @@ pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Erro
 /// Accumulating `Σ_t p_t · T(v̂_t)` and applying [`unrotate`] once to the sum gives `Σ_t p_t · v̂_t`
 /// (T⁻¹ is linear) without an inverse rotation per value row. `acc` holds `x`'s element count.
 pub fn mad_rotated(ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) -> Result<(), Error> {
-    check_len(acc.len())?;
+    let n = ty.block_elems();
+    check_len(acc.len(), n)?;
     check_bytes(ty.row_bytes(acc.len()), x.len())?;
     for (xb, ab) in x
         .chunks_exact(ty.block_bytes())
-        .zip(acc.chunks_exact_mut(BLOCK_ELEMS))
+        .zip(acc.chunks_exact_mut(n))
     {
         let mut r = [0.0f32; BLOCK_ELEMS];
-        decode_rotated(ty, xb, &mut r);
+        decode_rotated(ty, xb, &mut r[..n]);
         for (a, ri) in ab.iter_mut().zip(r) {
             *a += scale * ri;
         }
@@ -306,16 +324,15 @@ pub(crate) fn vec_dot_by_blocks(
     q: &[f32],
     dot_rotated: impl Fn(TbqType, &[u8], &[f32]) -> Result<f32, Error>,
 ) -> Result<f32, Error> {
-    check_len(q.len())?;
+    let n = ty.block_elems();
+    check_len(q.len(), n)?;
     check_bytes(ty.row_bytes(q.len()), x.len())?;
     let mut sum = 0.0f32;
-    for (xb, qb) in x
-        .chunks_exact(ty.block_bytes())
-        .zip(q.chunks_exact(BLOCK_ELEMS))
-    {
-        let mut q_rot: Block = qb.try_into().unwrap();
-        rotate_block(&mut q_rot);
-        sum += dot_rotated(ty, xb, &q_rot)?;
+    for (xb, qb) in x.chunks_exact(ty.block_bytes()).zip(q.chunks_exact(n)) {
+        let mut q_rot: Block = [0.0; BLOCK_ELEMS];
+        q_rot[..n].copy_from_slice(qb);
+        rotate_block(&mut q_rot[..n]);
+        sum += dot_rotated(ty, xb, &q_rot[..n])?;
     }
     Ok(sum)
 }

@@ -5,11 +5,14 @@
 //! random signs spread any structure of a K/V vector over all coordinates, so each rotated
 //! coordinate is close to Gaussian and one scalar codebook serves every block.
 //!
+//! A 64-wide block (the `_64` types) is rotated by the 64-point transform `H₆₄·D₆₄·x / 8`, with
+//! `D₆₄` the first 64 signs: the same rule at half the width.
+//!
 //! Float order matters for bit-exact agreement with the CUDA kernels: the butterfly runs its
 //! stages with spans 1, 2, 4, …, 64 (a warp does spans 1–16 across lanes with shuffles, 32 and
 //! 64 inside each lane), and every stage computes `(a + b, a - b)`.
 
-use crate::format::BLOCK_ELEMS;
+use crate::format::{LANES, NARROW_BLOCK_ELEMS};
 
 /// The 128 signs of `D`: bit `i` set means coordinate `i` is negated. A constant of the format.
 ///
@@ -22,6 +25,27 @@ pub const SQRT_128: f32 = 11.313_708;
 /// `1 / sqrt(128)` rounded to f32.
 pub const INV_SQRT_128: f32 = 0.088_388_35;
 
+/// `sqrt(n)` of a block of `n` (128 or 64) elements, as every implementation rounds it: the
+/// f32 constant for 128, exactly 8 for 64.
+#[inline(always)]
+pub const fn sqrt_n(n: usize) -> f32 {
+    if n == NARROW_BLOCK_ELEMS {
+        8.0
+    } else {
+        SQRT_128
+    }
+}
+
+/// `1 / sqrt(n)` of a block of `n` (128 or 64) elements: exactly 0.125 for 64.
+#[inline(always)]
+pub const fn inv_sqrt_n(n: usize) -> f32 {
+    if n == NARROW_BLOCK_ELEMS {
+        0.125
+    } else {
+        INV_SQRT_128
+    }
+}
+
 /// The sign of `D` at coordinate `i`: `1.0` or `-1.0`.
 #[inline(always)]
 pub fn sign(i: usize) -> f32 {
@@ -32,14 +56,16 @@ pub fn sign(i: usize) -> f32 {
     }
 }
 
-/// In-place unnormalized fast Walsh-Hadamard transform of one block: `v ← H·v`.
+/// In-place unnormalized fast Walsh-Hadamard transform of one block of `v.len()` (128 or 64)
+/// elements: `v ← H·v`.
 ///
-/// Applying it twice multiplies by 128 (H·H = 128·I).
+/// Applying it twice multiplies by the length (H·H = n·I).
 #[inline]
-pub fn fwht(v: &mut [f32; BLOCK_ELEMS]) {
+pub fn fwht(v: &mut [f32]) {
+    let n = v.len();
     let mut h = 1;
-    while h < BLOCK_ELEMS {
-        for base in (0..BLOCK_ELEMS).step_by(2 * h) {
+    while h < n {
+        for base in (0..n).step_by(2 * h) {
             for j in base..base + h {
                 let (a, b) = (v[j], v[j + h]);
                 v[j] = a + b;
@@ -50,37 +76,40 @@ pub fn fwht(v: &mut [f32; BLOCK_ELEMS]) {
     }
 }
 
-/// `T(x)` of one block, in place.
+/// `T(x)` of one block (128 or 64 elements: `v.len()`), in place.
 #[inline]
-pub fn rotate_block(v: &mut [f32; BLOCK_ELEMS]) {
+pub fn rotate_block(v: &mut [f32]) {
     for (i, x) in v.iter_mut().enumerate() {
         *x *= sign(i);
     }
     fwht(v);
+    let inv = inv_sqrt_n(v.len());
     for x in v.iter_mut() {
-        *x *= INV_SQRT_128;
+        *x *= inv;
     }
 }
 
-/// `T⁻¹(u)` of one block, in place.
+/// `T⁻¹(u)` of one block (128 or 64 elements: `v.len()`), in place.
 #[inline]
-pub fn unrotate_block(v: &mut [f32; BLOCK_ELEMS]) {
+pub fn unrotate_block(v: &mut [f32]) {
     fwht(v);
+    let inv = inv_sqrt_n(v.len());
     for (i, x) in v.iter_mut().enumerate() {
-        *x = sign(i) * (*x * INV_SQRT_128);
+        *x = sign(i) * (*x * inv);
     }
 }
 
-/// Sum of squares of a block in the canonical 32-lane order (see [`crate::format::LANES`]):
-/// each lane adds the squares of its 4 slots in order, then lanes combine in an xor butterfly
-/// over 16, 8, 4, 2, 1 — exactly a warp's `__shfl_xor_sync` reduction.
+/// Sum of squares of a block (128 or 64 elements) in the canonical 32-lane order (see
+/// [`crate::format::LANES`]): each lane adds the squares of its slots in order, then lanes
+/// combine in an xor butterfly over 16, 8, 4, 2, 1 — exactly a warp's `__shfl_xor_sync`
+/// reduction.
 #[inline]
-pub fn sum_squares_canonical(v: &[f32; BLOCK_ELEMS]) -> f32 {
-    use crate::format::{LANES, SLOTS};
+pub fn sum_squares_canonical(v: &[f32]) -> f32 {
+    let slots = v.len() / LANES;
     let mut lane = [0.0f32; LANES];
     for (l, acc) in lane.iter_mut().enumerate() {
         let mut s = v[l] * v[l];
-        for slot in 1..SLOTS {
+        for slot in 1..slots {
             let x = v[l + LANES * slot];
             s += x * x;
         }

@@ -96,7 +96,8 @@ fn type_table() {
     );
     assert_eq!(TbqType::from_name("tbq3_0"), Some(TbqType::Tbq3_0));
     assert_eq!(TbqType::from_abi(1), Some(TbqType::Tbq3_0));
-    assert_eq!(TbqType::from_abi(7), None);
+    assert_eq!(TbqType::from_abi(7), Some(TbqType::Tbq4_0_64));
+    assert_eq!(TbqType::from_abi(14), None);
     assert_eq!(TbqType::Tbq4_0.row_bytes(256), 132);
     // name, bytes per block, bits per element of every type
     let table: Vec<(&str, usize, f64)> = TbqType::ALL
@@ -113,10 +114,37 @@ fn type_table() {
             ("tbq3_1", 52, 3.25),
             ("tbq4_1", 68, 4.25),
             ("tbq5_1", 84, 5.25),
+            ("tbq4_0_64", 34, 4.25),
+            ("tbq3_0_64", 26, 3.25),
+            ("tbq5_0_64", 42, 5.25),
+            ("tbq6_0_64", 50, 6.25),
+            ("tbq3_1_64", 28, 3.5),
+            ("tbq4_1_64", 36, 4.5),
+            ("tbq5_1_64", 44, 5.5),
         ]
     );
     for t in TbqType::ALL {
         assert_eq!(TbqType::from_name(t.spec().name), Some(t));
         assert_eq!(TbqType::from_abi(t as i32), Some(t));
+        // the two widths of one type: same codebook and planes, other block
+        let (w, n) = (t.wide(), t.narrow());
+        assert_eq!((w.block_elems(), n.block_elems()), (128, 64));
+        assert_eq!(w.spec().levels, n.spec().levels);
+        assert_eq!(w.spec().planes, n.spec().planes);
+        assert_eq!(w.spec().sub_scales, n.spec().sub_scales);
+        assert_eq!(format!("{n}"), format!("{w}_64"));
+    }
+}
+
+#[test]
+fn the_variant_for_a_head_size() {
+    let t = TbqType::Tbq4_1;
+    assert_eq!(t.for_head_dim(128), Some(TbqType::Tbq4_1));
+    assert_eq!(t.for_head_dim(256), Some(TbqType::Tbq4_1));
+    assert_eq!(t.for_head_dim(64), Some(TbqType::Tbq4_1_64));
+    assert_eq!(t.for_head_dim(192), Some(TbqType::Tbq4_1_64));
+    assert_eq!(TbqType::Tbq4_1_64.for_head_dim(128), Some(TbqType::Tbq4_1));
+    for bad in [0, 32, 80, 96, 100] {
+        assert_eq!(t.for_head_dim(bad), None, "head {bad}");
     }
 }

@@ -18,18 +18,19 @@ fn quantize(ty: TbqType, x: &[f32]) -> Vec<u8> {
 #[test]
 fn non_finite_values_read_as_zero_and_stay_in_their_block() {
     for ty in TbqType::ALL {
-        let clean = gaussian(21, 3 * BLOCK_ELEMS);
+        let n = ty.block_elems();
+        let clean = gaussian(21, 3 * n);
         let mut dirty = clean.clone();
-        dirty[BLOCK_ELEMS + 4] = f32::NAN;
-        dirty[BLOCK_ELEMS + 9] = f32::INFINITY;
-        dirty[BLOCK_ELEMS + 99] = f32::NEG_INFINITY;
+        dirty[n + 4] = f32::NAN;
+        dirty[n + 9] = f32::INFINITY;
+        dirty[n + 60] = f32::NEG_INFINITY;
         let (qc, qd) = (quantize(ty, &clean), quantize(ty, &dirty));
         let bb = ty.block_bytes();
         assert_eq!(qc[..bb], qd[..bb], "block before untouched");
         assert_eq!(qc[2 * bb..], qd[2 * bb..], "block after untouched");
         let mut zeroed = clean.clone();
-        for i in [4, 9, 99] {
-            zeroed[BLOCK_ELEMS + i] = 0.0;
+        for i in [4, 9, 60] {
+            zeroed[n + i] = 0.0;
         }
         assert_eq!(qd, quantize(ty, &zeroed), "non-finite elements read as 0");
         let mut y = vec![0.0f32; dirty.len()];
@@ -92,9 +93,12 @@ fn wrong_lengths_and_short_buffers_are_refused_without_writing() {
     let mut q = vec![0xAAu8; ty.row_bytes(x.len())];
     assert_eq!(
         quantize_row(ty, &x[..200], &mut q),
-        Err(Error::Length { n: 200 })
+        Err(Error::Length { n: 200, block: 128 })
     );
-    assert_eq!(quantize_row(ty, &[], &mut q), Err(Error::Length { n: 0 }));
+    assert_eq!(
+        quantize_row(ty, &[], &mut q),
+        Err(Error::Length { n: 0, block: 128 })
+    );
     assert_eq!(
         quantize_row(ty, &x, &mut q[..100]),
         Err(Error::Buffer {
@@ -114,11 +118,39 @@ fn wrong_lengths_and_short_buffers_are_refused_without_writing() {
         Err(Error::Buffer { .. })
     ));
     let mut r = vec![0.0f32; 100];
-    assert!(matches!(rotate(&x, &mut r), Err(Error::Buffer { .. })));
+    assert!(matches!(
+        rotate(&x, &mut r, BLOCK_ELEMS),
+        Err(Error::Buffer { .. })
+    ));
     assert!(matches!(
         vec_dot_rotated(ty, &q, &x[..130]),
-        Err(Error::Length { n: 130 })
+        Err(Error::Length { n: 130, block: 128 })
     ));
+}
+
+#[test]
+fn narrow_types_take_rows_of_64_and_refuse_other_widths() {
+    let (wide, narrow) = (TbqType::Tbq4_0, TbqType::Tbq4_0_64);
+    let x = gaussian(25, 3 * 64);
+    let mut q = vec![0u8; narrow.row_bytes(x.len())];
+    assert_eq!(q.len(), 3 * 34);
+    quantize_row(narrow, &x, &mut q).unwrap();
+    let mut big = vec![0u8; 4 * wide.block_bytes()];
+    assert_eq!(
+        quantize_row(wide, &x, &mut big),
+        Err(Error::Length { n: 192, block: 128 })
+    );
+    assert_eq!(
+        quantize_row(narrow, &x[..96], &mut q),
+        Err(Error::Length { n: 96, block: 64 })
+    );
+    let mut r = vec![0.0f32; x.len()];
+    rotate(&x, &mut r, 64).unwrap();
+    assert_eq!(rotate(&x, &mut r, 96), Err(Error::BlockWidth { block: 96 }));
+    assert_eq!(
+        rotate(&x, &mut r, BLOCK_ELEMS),
+        Err(Error::Length { n: 192, block: 128 })
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Golden vectors: committed inputs and the exact bytes (and dequantized floats) they must give.
 //! They freeze format version 1 — the CUDA kernels and the C ABI test check the same files.
 //!
-//! `TBQ_BLESS=1 cargo test --test golden` writes them anew; only ever do that for a new type.
+//! `TBQ_BLESS=1 cargo test --test golden` writes them anew; only ever do that for a new type (and
+//! check that `git status` shows no existing file changed). The 64-wide types quantize the same
+//! input as 64-element blocks: golden block `b` of 128 is their blocks `2b` and `2b + 1`.
 
 mod common;
 
@@ -116,28 +118,40 @@ fn golden_degenerate_blocks() {
     for ty in TbqType::ALL {
         let mut q = vec![0u8; ty.row_bytes(x.len())];
         quantize_row(ty, &x, &mut q).unwrap();
-        let block = |b: usize| &q[b * ty.block_bytes()..(b + 1) * ty.block_bytes()];
-        assert!(
-            block(8).iter().all(|&v| v == 0),
-            "zero row is the zero block"
-        );
-        assert!(
-            block(14).iter().all(|&v| v == 0),
-            "all-NaN row is the zero block"
-        );
-        assert_eq!(
-            &block(15)[..2],
-            &half::f16::from_f32(65504.0).to_le_bytes(),
-            "d saturates"
-        );
-        assert_eq!(
-            &block(16)[..2],
-            &[0, 0],
-            "a norm below f16's range underflows to d = 0"
-        );
-        assert!(
-            block(16)[2..].iter().any(|&v| v != 0),
-            "codes are still computed"
-        );
+        // Input row `row` (128 elements) is `per_row` blocks of this type.
+        let per_row = BLOCK_ELEMS / ty.block_elems();
+        let bb = ty.block_bytes();
+        let blocks =
+            |row: usize| (row * per_row..(row + 1) * per_row).map(|b| &q[b * bb..(b + 1) * bb]);
+        for b in blocks(8) {
+            assert!(
+                b.iter().all(|&v| v == 0),
+                "{ty}: zero row is the zero block"
+            );
+        }
+        for b in blocks(14) {
+            assert!(
+                b.iter().all(|&v| v == 0),
+                "{ty}: all-NaN row is the zero block"
+            );
+        }
+        for b in blocks(15) {
+            assert_eq!(
+                &b[..2],
+                &half::f16::from_f32(65504.0).to_le_bytes(),
+                "{ty}: d saturates"
+            );
+        }
+        for b in blocks(16) {
+            assert_eq!(
+                &b[..2],
+                &[0, 0],
+                "{ty}: a norm below f16's range underflows to d = 0"
+            );
+            assert!(
+                b[2..].iter().any(|&v| v != 0),
+                "{ty}: codes are still computed"
+            );
+        }
     }
 }

@@ -22,8 +22,13 @@
  *   p-bit fields packed low slot first (4p bits); lanes follow each other little-endian, so lane l's
  *   field starts at bit 4·p·l of the plane. A CUDA warp reading one block thus reads one contiguous,
  *   coalesced run of bytes per plane, one lane per 4 coordinates.
+ *   64-wide types (tbq4_0_64 … tbq5_1_64, for heads of 64): the same rules on blocks of 64 floats:
+ *   T = H64·D64 / 8 with D64 = the first 64 signs (TBQ_SIGNS_LO), sqrt(64) = 8 for sqrt(128), two
+ *   slots per lane (a plane of p bits is 8·p bytes; lane l's 2p-bit field at bit 2·p·l), two gain
+ *   groups in bits 0..7 of the gains word (bits 8..15 zero).
  *
- * Units: every `n` counts elements (floats), a positive multiple of TBQ_BLOCK_ELEMS; every
+ * Units: every `n` counts elements (floats), a positive multiple of the type's block (TBQ_BLOCK_ELEMS,
+ * or TBQ_NARROW_BLOCK_ELEMS for a _64 type); every
  * `*_bytes` counts bytes available in the buffer it follows. Buffers are read or written exactly
  * over the row (n / 128 blocks); nothing beyond is touched.
  * Ownership: the library never keeps, frees or allocates caller memory; every buffer stays the
@@ -43,15 +48,16 @@ extern "C" {
 #endif
 
 /* Bumped on any change of a signature, a struct, an enum value or the format. */
-#define TBQ_ABI_VERSION 3u /* 3: tbq_mad_rotated */
+#define TBQ_ABI_VERSION 4u /* 3: tbq_mad_rotated; 4: the _64 types, tbq_rotate_f32's block width */
 
 /* The diagonal D of the rotation: bit i of the 128-bit value HI:LO set means coordinate i is
  * negated (LO holds coordinates 0..63). A constant of the format. */
 #define TBQ_SIGNS_LO 0xaf21e4f2aa31bcb4ull
 #define TBQ_SIGNS_HI 0xde573c583fea2df6ull
 
-/* Elements per block (one rotation group). */
+/* Elements per block (one rotation group); the _64 types' blocks hold TBQ_NARROW_BLOCK_ELEMS. */
 #define TBQ_BLOCK_ELEMS 128
+#define TBQ_NARROW_BLOCK_ELEMS 64
 
 /* The 16 gains of the sub-scaled types, g_k = 2^((2k-15)/24) as f32 (codebook::GAINS). */
 #define TBQ_GAINS { 0.6484198f, 0.68697685f, 0.7278266f, 0.7711054f, 0.8169577f, 0.8655366f, 0.91700405f, 0.9715319f, \
@@ -65,6 +71,13 @@ extern "C" {
 #define TBQ3_1_BLOCK_BYTES 52
 #define TBQ4_1_BLOCK_BYTES 68
 #define TBQ5_1_BLOCK_BYTES 84
+#define TBQ4_0_64_BLOCK_BYTES 34
+#define TBQ3_0_64_BLOCK_BYTES 26
+#define TBQ5_0_64_BLOCK_BYTES 42
+#define TBQ6_0_64_BLOCK_BYTES 50
+#define TBQ3_1_64_BLOCK_BYTES 28
+#define TBQ4_1_64_BLOCK_BYTES 36
+#define TBQ5_1_64_BLOCK_BYTES 44
 
 typedef enum tbq_type {
     TBQ_TYPE_TBQ4_0 = 0, /* 4-bit codes, 16 levels: 4.125 bits per element */
@@ -74,12 +87,20 @@ typedef enum tbq_type {
     TBQ_TYPE_TBQ3_1 = 4, /* 3-bit codes and per-32 gains: 3.25 bits per element */
     TBQ_TYPE_TBQ4_1 = 5, /* 4-bit codes and per-32 gains: 4.25 bits per element */
     TBQ_TYPE_TBQ5_1 = 6, /* 5-bit codes and per-32 gains: 5.25 bits per element */
+    /* The same widths on 64-element blocks, for heads of 64 (llama.cpp picks them for -ctk tbq4_0 …): */
+    TBQ_TYPE_TBQ4_0_64 = 7,  /* 4.25 bits per element */
+    TBQ_TYPE_TBQ3_0_64 = 8,  /* 3.25 */
+    TBQ_TYPE_TBQ5_0_64 = 9,  /* 5.25 */
+    TBQ_TYPE_TBQ6_0_64 = 10, /* 6.25 */
+    TBQ_TYPE_TBQ3_1_64 = 11, /* 3.5 */
+    TBQ_TYPE_TBQ4_1_64 = 12, /* 4.5 */
+    TBQ_TYPE_TBQ5_1_64 = 13, /* 5.5 */
 } tbq_type;
 
 typedef enum tbq_status {
     TBQ_OK           =  0,
     TBQ_ERR_NULL     = -1, /* a required pointer was NULL */
-    TBQ_ERR_LENGTH   = -2, /* n is not a positive multiple of TBQ_BLOCK_ELEMS */
+    TBQ_ERR_LENGTH   = -2, /* n is not a positive multiple of the type's block, or a block width is not 128 or 64 */
     TBQ_ERR_BUFFER   = -3, /* a *_bytes argument is smaller than the row needs */
     TBQ_ERR_TYPE     = -4, /* not a tbq_type value */
     TBQ_ERR_NONFINITE = -5, /* tbq_validate: a block's d is NaN or infinite */
@@ -130,6 +151,15 @@ typedef struct tbq5_1_block {
     uint8_t  qs[80];  /* as tbq5_0 */
 } tbq5_1_block;
 
+/* A 64-wide block: as the 128-wide block of the same width with half the codes (see the top). */
+typedef struct tbq4_0_64_block { tbq_half d; uint8_t qs[32]; } tbq4_0_64_block;
+typedef struct tbq3_0_64_block { tbq_half d; uint8_t qs[24]; } tbq3_0_64_block;
+typedef struct tbq5_0_64_block { tbq_half d; uint8_t qs[40]; } tbq5_0_64_block;
+typedef struct tbq6_0_64_block { tbq_half d; uint8_t qs[48]; } tbq6_0_64_block;
+typedef struct tbq3_1_64_block { tbq_half d; uint16_t g; uint8_t qs[24]; } tbq3_1_64_block;
+typedef struct tbq4_1_64_block { tbq_half d; uint16_t g; uint8_t qs[32]; } tbq4_1_64_block;
+typedef struct tbq5_1_64_block { tbq_half d; uint16_t g; uint8_t qs[40]; } tbq5_1_64_block;
+
 /* The library's TBQ_ABI_VERSION. A user compiled against another version must refuse to run. */
 uint32_t tbq_abi_version(void);
 
@@ -139,13 +169,16 @@ const char * tbq_status_str(int32_t status);
 /* Bytes of one block of `type`, or 0 when `type` is not a tbq_type. */
 size_t tbq_type_size(int32_t type);
 
+/* Elements per block of `type` (128, or 64 for a _64 type), or 0 when `type` is not a tbq_type. */
+size_t tbq_type_block_elems(int32_t type);
+
 /* Name of `type` as ggml spells it ("tbq4_0"), or NULL when `type` is not a tbq_type. */
 const char * tbq_type_name(int32_t type);
 
 /* Bytes of a row of n elements, written to *out_bytes. Errors: NULL, LENGTH, TYPE. */
 int32_t tbq_row_size(int32_t type, int64_t n, size_t * out_bytes);
 
-/* Quantize one row of n floats (f32, or IEEE half bits for _f16) into n/128 blocks at dst.
+/* Quantize one row of n floats (f32, or IEEE half bits for _f16) into n/block blocks at dst.
  * Deterministic: the same input gives the same bytes on every machine and thread.
  * Errors: NULL, LENGTH, BUFFER (dst_bytes < row size), TYPE. */
 int32_t tbq_quantize_f32(int32_t type, const float * src, int64_t n, void * dst, size_t dst_bytes);
@@ -156,11 +189,12 @@ int32_t tbq_quantize_f16(int32_t type, const tbq_half * src, int64_t n, void * d
 int32_t tbq_dequantize_f32(int32_t type, const void * src, size_t src_bytes, float * dst, int64_t n);
 int32_t tbq_dequantize_f16(int32_t type, const void * src, size_t src_bytes, tbq_half * dst, int64_t n);
 
-/* The rotation T, blockwise: dst[b] = H·D·src[b] / sqrt(128) for each 128-float block b.
- * tbq_rotate_f32 prepares a query for tbq_vec_dot_rotated; tbq_unrotate_f32 is its inverse
- * (T is orthogonal: T^-1 = D·H / sqrt(128)). src may equal dst. Errors: NULL, LENGTH. */
-int32_t tbq_rotate_f32(const float * src, float * dst, int64_t n);
-int32_t tbq_unrotate_f32(const float * src, float * dst, int64_t n);
+/* The rotation T, blockwise: dst[b] = H·D·src[b] / sqrt(block) for each block b of `block` floats
+ * (128, or 64 for the _64 types: the type's block). tbq_rotate_f32 prepares a query for
+ * tbq_vec_dot_rotated; tbq_unrotate_f32 is its inverse (T is orthogonal: T^-1 = D·H / sqrt(block)).
+ * src may equal dst. Errors: NULL, LENGTH (also: block not 128 or 64). */
+int32_t tbq_rotate_f32(const float * src, float * dst, int64_t n, int32_t block);
+int32_t tbq_unrotate_f32(const float * src, float * dst, int64_t n, int32_t block);
 
 /* *out = Σ_i q[i]·x^[i] over a row of n elements, where x (x_bytes available) holds tbq blocks
  * and q_rot = T(q) from tbq_rotate_f32. This is the attention score without dequantizing:

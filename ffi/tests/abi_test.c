@@ -75,17 +75,19 @@ static void check_golden(const char * dir, int32_t type, const float * x, int64_
     CHECK(tbq_validate(type, q, row) == TBQ_OK, "%s: validate", name);
 
     /* vec_dot: rotated query and plain query agree exactly (same arithmetic, same order). */
+    const int32_t blk = (int32_t) tbq_type_block_elems(type);
     float * q_rot = malloc((size_t) n * sizeof(float));
     float a = 0, b = 0;
-    CHECK(tbq_rotate_f32(x + 0, q_rot, 128) == TBQ_OK, "%s: rotate", name);
-    CHECK(tbq_vec_dot_rotated(type, q + row / (size_t) (n / 128), row, q_rot, 128, &a) == TBQ_OK, "%s: dot", name);
-    CHECK(tbq_vec_dot_f32(type, q + row / (size_t) (n / 128), row, x, 128, &b) == TBQ_OK, "%s: dot f32", name);
+    CHECK(blk == 128 || blk == 64, "%s: block of %d elements", name, blk);
+    CHECK(tbq_rotate_f32(x + 0, q_rot, blk, blk) == TBQ_OK, "%s: rotate", name);
+    CHECK(tbq_vec_dot_rotated(type, q + row / (size_t) (n / blk), row, q_rot, blk, &a) == TBQ_OK, "%s: dot", name);
+    CHECK(tbq_vec_dot_f32(type, q + row / (size_t) (n / blk), row, x, blk, &b) == TBQ_OK, "%s: dot f32", name);
     CHECK(a == b && isfinite(a) && a != 0, "%s: vec_dot_rotated %g vs vec_dot_f32 %g", name, a, b);
 
     /* mad_rotated: scale · T(x^) accumulated, unrotated once, is scale · x^ (f32 rounding) */
     float * acc = calloc((size_t) n, sizeof(float));
     CHECK(tbq_mad_rotated(type, q, row, 0.5f, acc, n) == TBQ_OK, "%s: mad_rotated", name);
-    CHECK(tbq_unrotate_f32(acc, acc, n) == TBQ_OK, "%s: unrotate acc", name);
+    CHECK(tbq_unrotate_f32(acc, acc, n, blk) == TBQ_OK, "%s: unrotate acc", name);
     float worst = 0, big = 0;
     for (int64_t i = 0; i < n; i++) {
         worst = fmaxf(worst, fabsf(acc[i] - 0.5f * y[i]));
@@ -123,7 +125,17 @@ static void check_errors(void) {
     CHECK(tbq_type_size(TBQ_TYPE_TBQ4_1) == sizeof(tbq4_1_block) && sizeof(tbq4_1_block) == TBQ4_1_BLOCK_BYTES, "tbq4_1 size");
     CHECK(tbq_type_size(TBQ_TYPE_TBQ5_1) == sizeof(tbq5_1_block) && sizeof(tbq5_1_block) == TBQ5_1_BLOCK_BYTES, "tbq5_1 size");
     CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ5_1), "tbq5_1") == 0, "name tbq5_1");
-    CHECK(tbq_type_size(7) == 0 && tbq_type_name(7) == NULL, "unknown type has no size or name");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ4_0_64) == sizeof(tbq4_0_64_block) && sizeof(tbq4_0_64_block) == TBQ4_0_64_BLOCK_BYTES, "tbq4_0_64 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ3_0_64) == sizeof(tbq3_0_64_block) && sizeof(tbq3_0_64_block) == TBQ3_0_64_BLOCK_BYTES, "tbq3_0_64 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ5_0_64) == sizeof(tbq5_0_64_block) && sizeof(tbq5_0_64_block) == TBQ5_0_64_BLOCK_BYTES, "tbq5_0_64 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ6_0_64) == sizeof(tbq6_0_64_block) && sizeof(tbq6_0_64_block) == TBQ6_0_64_BLOCK_BYTES, "tbq6_0_64 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ3_1_64) == sizeof(tbq3_1_64_block) && sizeof(tbq3_1_64_block) == TBQ3_1_64_BLOCK_BYTES, "tbq3_1_64 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ4_1_64) == sizeof(tbq4_1_64_block) && sizeof(tbq4_1_64_block) == TBQ4_1_64_BLOCK_BYTES, "tbq4_1_64 size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ5_1_64) == sizeof(tbq5_1_64_block) && sizeof(tbq5_1_64_block) == TBQ5_1_64_BLOCK_BYTES, "tbq5_1_64 size");
+    CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ3_1_64), "tbq3_1_64") == 0, "name tbq3_1_64");
+    CHECK(tbq_type_block_elems(TBQ_TYPE_TBQ4_1) == 128 && tbq_type_block_elems(TBQ_TYPE_TBQ4_1_64) == 64 &&
+          tbq_type_block_elems(14) == 0, "block elems");
+    CHECK(tbq_type_size(14) == 0 && tbq_type_name(14) == NULL, "unknown type has no size or name");
     static const float gains[16] = TBQ_GAINS;
     for (int k = 0; k < 16; k++) CHECK(gains[k] == (float) exp2((2 * k - 15) / 24.0), "TBQ_GAINS[%d]", k);
     CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ3_0), "tbq3_0") == 0, "name");
@@ -133,7 +145,9 @@ static void check_errors(void) {
     CHECK(tbq_row_size(TBQ_TYPE_TBQ4_0, 256, NULL) == TBQ_ERR_NULL, "row_size NULL");
     CHECK(tbq_row_size(TBQ_TYPE_TBQ4_0, 100, &row) == TBQ_ERR_LENGTH, "row_size 100");
     CHECK(tbq_row_size(TBQ_TYPE_TBQ4_0, -128, &row) == TBQ_ERR_LENGTH, "row_size negative");
-    CHECK(tbq_row_size(9, 128, &row) == TBQ_ERR_TYPE, "row_size bad type");
+    CHECK(tbq_row_size(99, 128, &row) == TBQ_ERR_TYPE, "row_size bad type");
+    CHECK(tbq_row_size(TBQ_TYPE_TBQ4_0_64, 192, &row) == TBQ_OK && row == 3 * 34, "row_size of a _64 type");
+    CHECK(tbq_row_size(TBQ_TYPE_TBQ4_0, 192, &row) == TBQ_ERR_LENGTH, "row_size 192 of a 128-wide type");
 
     memset(q, 0xAA, sizeof q);
     CHECK(tbq_quantize_f32(TBQ_TYPE_TBQ4_0, NULL, 256, q, sizeof q) == TBQ_ERR_NULL, "quantize NULL src");
@@ -156,15 +170,18 @@ static void check_errors(void) {
     CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, sizeof q, 1.0f, NULL, 256) == TBQ_ERR_NULL, "mad NULL acc");
     CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, 131, 1.0f, y, 256) == TBQ_ERR_BUFFER, "mad short x");
     CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, sizeof q, 1.0f, y, 200) == TBQ_ERR_LENGTH, "mad n=200");
-    CHECK(tbq_mad_rotated(8, q, sizeof q, 1.0f, y, 256) == TBQ_ERR_TYPE, "mad bad type");
+    CHECK(tbq_mad_rotated(14, q, sizeof q, 1.0f, y, 256) == TBQ_ERR_TYPE, "mad bad type");
     CHECK(memcmp(y, x, sizeof y) == 0, "mad writes nothing on error");
-    CHECK(tbq_rotate_f32(x, y, 127) == TBQ_ERR_LENGTH, "rotate 127");
+    CHECK(tbq_rotate_f32(x, y, 127, 128) == TBQ_ERR_LENGTH, "rotate 127");
+    CHECK(tbq_rotate_f32(x, y, 192, 128) == TBQ_ERR_LENGTH, "rotate 192 in blocks of 128");
+    CHECK(tbq_rotate_f32(x, y, 192, 96) == TBQ_ERR_LENGTH, "rotate in blocks of 96");
+    CHECK(tbq_rotate_f32(x, y, 192, 64) == TBQ_OK, "rotate 192 in blocks of 64");
     CHECK(tbq_validate(TBQ_TYPE_TBQ4_0, q, 67) == TBQ_ERR_BUFFER, "validate partial block");
     CHECK(tbq_validate(TBQ_TYPE_TBQ4_0, NULL, 66) == TBQ_ERR_NULL, "validate NULL");
 
     /* rotate in place, then unrotate: the identity within float rounding */
     memcpy(y, x, sizeof y);
-    CHECK(tbq_rotate_f32(y, y, 256) == TBQ_OK && tbq_unrotate_f32(y, y, 256) == TBQ_OK, "rotate in place");
+    CHECK(tbq_rotate_f32(y, y, 256, 128) == TBQ_OK && tbq_unrotate_f32(y, y, 256, 128) == TBQ_OK, "rotate in place");
     float worst = 0;
     for (int i = 0; i < 256; i++) worst = fmaxf(worst, fabsf(y[i] - x[i]));
     CHECK(worst < 1e-5f, "unrotate(rotate(x)) off by %g", worst);
@@ -188,6 +205,13 @@ int main(int argc, char ** argv) {
     check_golden(dir, TBQ_TYPE_TBQ3_1, x, n);
     check_golden(dir, TBQ_TYPE_TBQ4_1, x, n);
     check_golden(dir, TBQ_TYPE_TBQ5_1, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ4_0_64, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ3_0_64, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ5_0_64, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ6_0_64, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ3_1_64, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ4_1_64, x, n);
+    check_golden(dir, TBQ_TYPE_TBQ5_1_64, x, n);
     free(x);
 
     printf("%d passed, %d failed\n", passed, failed);

@@ -497,6 +497,8 @@ macro_rules! by_type {
             TbqType::Tbq3_1 => $f::<4>($($a),*),
             TbqType::Tbq4_1 => $f::<5>($($a),*),
             TbqType::Tbq5_1 => $f::<6>($($a),*),
+            // The 64-wide types never come here (cpu::Isa::for_type sends them to the reference).
+            _ => unreachable!("the SIMD path serves the 128-wide types only"),
         }
     };
 }

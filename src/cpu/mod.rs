@@ -11,7 +11,8 @@
 //!
 //! The instruction set is chosen at run time ([`Isa::detected`]), so one `libtbq.a` runs on every
 //! x86-64 machine; the `*_on` functions run a given one (tests and benches compare them). No NEON
-//! yet: the aarch64 path is the reference.
+//! yet: the aarch64 path is the reference. The 64-wide types (`tbq4_0_64`, …) run the reference
+//! too: the SIMD code is laid out for 128-element blocks (16 vectors of 8 per block).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -74,6 +75,17 @@ impl Isa {
     fn supported(self) -> Isa {
         self.min(Isa::best())
     }
+
+    /// What runs `ty`'s rows when `self` is asked for: [`Isa::supported`] for the 128-wide types,
+    /// the reference for the 64-wide ones.
+    #[inline]
+    fn for_type(self, ty: TbqType) -> Isa {
+        if ty.block_elems() == BLOCK_ELEMS {
+            self.supported()
+        } else {
+            Isa::Scalar
+        }
+    }
 }
 
 /// Whether the AVX2 + FMA path runs on this machine.
@@ -104,9 +116,9 @@ pub fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error>
 
 /// [`quantize_row`] with `isa` (or the most this machine has below it).
 pub fn quantize_row_on(isa: Isa, ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
-    check_len(x.len())?;
+    check_len(x.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(x.len()), out.len())?;
-    dispatch!(isa.supported(), quantize_row, (ty, x, out), {
+    dispatch!(isa.for_type(ty), quantize_row, (ty, x, out), {
         reference::quantize_row(ty, x, out)
     })
 }
@@ -118,40 +130,41 @@ pub fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Er
 
 /// [`dequantize_row`] with `isa` (or the most this machine has below it).
 pub fn dequantize_row_on(isa: Isa, ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Error> {
-    check_len(out.len())?;
+    check_len(out.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(out.len()), src.len())?;
-    dispatch!(isa.supported(), dequantize_row, (ty, src, out), {
+    dispatch!(isa.for_type(ty), dequantize_row, (ty, src, out), {
         reference::dequantize_row(ty, src, out)
     })
 }
 
-/// As [`reference::rotate`], bit for bit; in place.
-pub fn rotate_in_place(x: &mut [f32]) -> Result<(), Error> {
-    check_len(x.len())?;
+/// As [`reference::rotate`] with blocks of `block` (128 or 64) elements, bit for bit; in place.
+pub fn rotate_in_place(x: &mut [f32], block: usize) -> Result<(), Error> {
+    reference::check_block_width(block)?;
+    check_len(x.len(), block)?;
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if has_avx2() && block == BLOCK_ELEMS {
         // SAFETY: as in quantize_row.
         unsafe { avx2::rotate_in_place(x) };
         return Ok(());
     }
-    for block in x.chunks_exact_mut(BLOCK_ELEMS) {
-        crate::rotation::rotate_block(block.try_into().unwrap());
-    }
+    x.chunks_exact_mut(block)
+        .for_each(crate::rotation::rotate_block);
     Ok(())
 }
 
-/// As [`reference::unrotate`], bit for bit; in place.
-pub fn unrotate_in_place(x: &mut [f32]) -> Result<(), Error> {
-    check_len(x.len())?;
+/// As [`reference::unrotate`] with blocks of `block` (128 or 64) elements, bit for bit; in
+/// place.
+pub fn unrotate_in_place(x: &mut [f32], block: usize) -> Result<(), Error> {
+    reference::check_block_width(block)?;
+    check_len(x.len(), block)?;
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if has_avx2() && block == BLOCK_ELEMS {
         // SAFETY: as in quantize_row.
         unsafe { avx2::unrotate_in_place(x) };
         return Ok(());
     }
-    for block in x.chunks_exact_mut(BLOCK_ELEMS) {
-        crate::rotation::unrotate_block(block.try_into().unwrap());
-    }
+    x.chunks_exact_mut(block)
+        .for_each(crate::rotation::unrotate_block);
     Ok(())
 }
 
@@ -162,9 +175,9 @@ pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Erro
 
 /// [`vec_dot_rotated`] with `isa` (or the most this machine has below it).
 pub fn vec_dot_rotated_on(isa: Isa, ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
-    check_len(q_rot.len())?;
+    check_len(q_rot.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(q_rot.len()), x.len())?;
-    dispatch!(isa.supported(), vec_dot_rotated, (ty, x, q_rot), {
+    dispatch!(isa.for_type(ty), vec_dot_rotated, (ty, x, q_rot), {
         reference::vec_dot_rotated(ty, x, q_rot)
     })
 }
@@ -188,9 +201,9 @@ pub fn mad_rotated_on(
     scale: f32,
     acc: &mut [f32],
 ) -> Result<(), Error> {
-    check_len(acc.len())?;
+    check_len(acc.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(acc.len()), x.len())?;
-    dispatch!(isa.supported(), mad_rotated, (ty, x, scale, acc), {
+    dispatch!(isa.for_type(ty), mad_rotated, (ty, x, scale, acc), {
         reference::mad_rotated(ty, x, scale, acc)
     })
 }

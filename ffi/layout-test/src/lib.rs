@@ -80,7 +80,50 @@ mod tests {
             offset_of!(c::tbq5_1_block, g),
             offset_of!(BlockTbqSub<80>, g)
         );
+        same!(
+            tbq4_0_64_block,
+            BlockTbqWide<32>,
+            TBQ4_0_64_BLOCK_BYTES,
+            TbqType::Tbq4_0_64
+        );
+        same!(
+            tbq3_0_64_block,
+            BlockTbqWide<24>,
+            TBQ3_0_64_BLOCK_BYTES,
+            TbqType::Tbq3_0_64
+        );
+        same!(
+            tbq5_0_64_block,
+            BlockTbqWide<40>,
+            TBQ5_0_64_BLOCK_BYTES,
+            TbqType::Tbq5_0_64
+        );
+        same!(
+            tbq6_0_64_block,
+            BlockTbqWide<48>,
+            TBQ6_0_64_BLOCK_BYTES,
+            TbqType::Tbq6_0_64
+        );
+        same!(
+            tbq3_1_64_block,
+            BlockTbqSub<24>,
+            TBQ3_1_64_BLOCK_BYTES,
+            TbqType::Tbq3_1_64
+        );
+        same!(
+            tbq4_1_64_block,
+            BlockTbqSub<32>,
+            TBQ4_1_64_BLOCK_BYTES,
+            TbqType::Tbq4_1_64
+        );
+        same!(
+            tbq5_1_64_block,
+            BlockTbqSub<40>,
+            TBQ5_1_64_BLOCK_BYTES,
+            TbqType::Tbq5_1_64
+        );
         assert_eq!(c::TBQ_BLOCK_ELEMS as usize, tbq::BLOCK_ELEMS);
+        assert_eq!(c::TBQ_NARROW_BLOCK_ELEMS as usize, tbq::NARROW_BLOCK_ELEMS);
     }
 
     #[test]
@@ -96,11 +139,39 @@ mod tests {
         assert_eq!(c::tbq_type_TBQ_TYPE_TBQ3_1 as i32, TbqType::Tbq3_1 as i32);
         assert_eq!(c::tbq_type_TBQ_TYPE_TBQ4_1 as i32, TbqType::Tbq4_1 as i32);
         assert_eq!(c::tbq_type_TBQ_TYPE_TBQ5_1 as i32, TbqType::Tbq5_1 as i32);
+        assert_eq!(
+            c::tbq_type_TBQ_TYPE_TBQ4_0_64 as i32,
+            TbqType::Tbq4_0_64 as i32
+        );
+        assert_eq!(
+            c::tbq_type_TBQ_TYPE_TBQ3_0_64 as i32,
+            TbqType::Tbq3_0_64 as i32
+        );
+        assert_eq!(
+            c::tbq_type_TBQ_TYPE_TBQ5_0_64 as i32,
+            TbqType::Tbq5_0_64 as i32
+        );
+        assert_eq!(
+            c::tbq_type_TBQ_TYPE_TBQ6_0_64 as i32,
+            TbqType::Tbq6_0_64 as i32
+        );
+        assert_eq!(
+            c::tbq_type_TBQ_TYPE_TBQ3_1_64 as i32,
+            TbqType::Tbq3_1_64 as i32
+        );
+        assert_eq!(
+            c::tbq_type_TBQ_TYPE_TBQ4_1_64 as i32,
+            TbqType::Tbq4_1_64 as i32
+        );
+        assert_eq!(
+            c::tbq_type_TBQ_TYPE_TBQ5_1_64 as i32,
+            TbqType::Tbq5_1_64 as i32
+        );
         assert_eq!(c::tbq_status_TBQ_OK, 0);
         assert_eq!(c::tbq_status_TBQ_ERR_NULL, Error::Null.status());
         assert_eq!(
             c::tbq_status_TBQ_ERR_LENGTH,
-            Error::Length { n: 0 }.status()
+            Error::Length { n: 0, block: 128 }.status()
         );
         assert_eq!(
             c::tbq_status_TBQ_ERR_BUFFER,
@@ -203,8 +274,9 @@ mod tests {
         agree!(tbq_quantize_f16, _, _, _, _, _);
         agree!(tbq_dequantize_f32, _, _, _, _, _);
         agree!(tbq_dequantize_f16, _, _, _, _, _);
-        agree!(tbq_rotate_f32, _, _, _);
-        agree!(tbq_unrotate_f32, _, _, _);
+        agree!(tbq_type_block_elems, _);
+        agree!(tbq_rotate_f32, _, _, _, _);
+        agree!(tbq_unrotate_f32, _, _, _, _);
         agree!(tbq_vec_dot_rotated, _, _, _, _, _, _);
         agree!(tbq_vec_dot_f32, _, _, _, _, _, _);
         agree!(tbq_mad_rotated, _, _, _, _, _, _);
