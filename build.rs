@@ -40,7 +40,7 @@ mod cuda {
 
     use crate::codebook::GAINS;
     use crate::format::{TbqType, D_BYTES, D_MAX};
-    use crate::rotation::{INV_SQRT_128, SIGNS, SQRT_128};
+    use crate::rotation::{inv_sqrt_n, sqrt_n, INV_SQRT_128, SIGNS, SQRT_128};
 
     /// Real architectures (a cubin each). nvcc 13.0 dropped everything below sm_75; all of these
     /// are accepted by it (checked with the PyPI nvcc 13.0.88).
@@ -115,6 +115,10 @@ mod cuda {
                  \x20   static constexpr int n_levels = {nl};\n\
                  \x20   static constexpr int n_half = {nh};\n\
                  \x20   static constexpr int n_bounds = {nb};\n\
+                 \x20   static constexpr int block = {blk}; // elements per block (one rotation group)\n\
+                 \x20   static constexpr int slots = {slots}; // coordinates per lane (= gain groups)\n\
+                 \x20   static constexpr float sqrt_n = {sq}; // sqrt(block) as the reference rounds it\n\
+                 \x20   static constexpr float inv_sqrt_n = {isq};\n\
                  \x20   static constexpr int block_bytes = {bb};\n\
                  \x20   static constexpr int header_bytes = {hb}; // d, then the gains word if sub_scales\n\
                  \x20   static constexpr bool sub_scales = {sub};\n\
@@ -129,6 +133,10 @@ mod cuda {
                 nh = s.codebook_half.len(),
                 nb = s.bounds_half.len(),
                 bb = s.block_bytes(),
+                blk = s.block,
+                slots = s.slots(),
+                sq = lit(sqrt_n(s.block)),
+                isq = lit(inv_sqrt_n(s.block)),
                 hb = s.header_bytes(),
                 sub = s.sub_scales,
             );

@@ -1,7 +1,7 @@
 // common.cuh — block-level device functions shared by set_rows, get_rows and flash attention.
 //
 // One warp holds one 128-element block: lane l holds coordinates l, l+32, l+64, l+96 (slots
-// 0..3). This is the canonical order of the CPU reference (src/rotation.rs, src/packing.rs), so
+// 0..3); a 64-wide block (the _64 types, tbq_traits<T>::slots == 2) only slots 0 and 1. This is the canonical order of the CPU reference (src/rotation.rs, src/packing.rs), so
 // the Walsh-Hadamard butterfly, the norm sums and the code packing below agree with it bit for
 // bit. Constants (levels, thresholds, signs, block sizes, bit planes) come from the generated
 // tbq-format.cuh, written by build.rs from the crate's format table.
@@ -41,12 +41,14 @@ static __device__ __forceinline__ float tbq_apply_sign(float x, uint32_t signs, 
 // In-place unnormalized Walsh-Hadamard transform of one block held by a warp: spans 1, 2, 4, 8,
 // 16 across lanes (the lane whose bit h is clear holds the lower coordinate a and computes a + b,
 // its partner b computes a - b), then 32 and 64 inside each lane. Same order and same
-// operations as rotation::fwht.
+// operations as rotation::fwht. S = 2 (a 64-wide block): slots 0 and 1 only, no span 64.
+template <int S = 4>
 static __device__ __forceinline__ void tbq_fwht_warp(float v[4], int lane) {
+    static_assert(S == 4 || S == 2, "blocks are 128 or 64 wide");
 #pragma unroll
     for (int h = 1; h < TBQ_WARP_SIZE; h <<= 1) {
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
+        for (int s = 0; s < S; ++s) {
             const float o = __shfl_xor_sync(TBQ_FULL_MASK, v[s], h);
             v[s] = (lane & h) ? __fsub_rn(o, v[s]) : __fadd_rn(v[s], o);
         }
@@ -54,6 +56,9 @@ static __device__ __forceinline__ void tbq_fwht_warp(float v[4], int lane) {
     // span 32: slots (0,1) and (2,3); span 64: slots (0,2) and (1,3).
     float a = v[0], b = v[1];
     v[0] = __fadd_rn(a, b); v[1] = __fsub_rn(a, b);
+    if constexpr (S == 2) {
+        return;
+    }
     a = v[2]; b = v[3];
     v[2] = __fadd_rn(a, b); v[3] = __fsub_rn(a, b);
     a = v[0]; b = v[2];
@@ -73,13 +78,15 @@ static __device__ __forceinline__ float tbq_warp_sum_canonical(float s) {
 }
 
 // Sum of squares in the canonical order (rotation::sum_squares_canonical): each lane v0², then
-// += v1², v2², v3² (no FMA), then an xor butterfly over 16, 8, 4, 2, 1. Every lane gets the
-// same value.
+// += v1², v2², v3² (no FMA; S = 2: v1² only), then an xor butterfly over 16, 8, 4, 2, 1. Every
+// lane gets the same value.
+template <int S = 4>
 static __device__ __forceinline__ float tbq_sum_squares_warp(const float v[4]) {
     float s = __fmul_rn(v[0], v[0]);
-    s = __fadd_rn(s, __fmul_rn(v[1], v[1]));
-    s = __fadd_rn(s, __fmul_rn(v[2], v[2]));
-    s = __fadd_rn(s, __fmul_rn(v[3], v[3]));
+#pragma unroll
+    for (int k = 1; k < S; ++k) {
+        s = __fadd_rn(s, __fmul_rn(v[k], v[k]));
+    }
     return tbq_warp_sum_canonical(s);
 }
 
@@ -195,44 +202,58 @@ static __device__ __forceinline__ tbq_coords tbq_unflatten(int64_t w, int64_t n0
 }
 
 // ---- packing: lane-major bit planes (src/packing.rs) --------------------------------------
-// A plane of p bits is 16·p bytes; lane l owns the 4·p bits at bit 4·p·l: a u16 (p = 4), a byte
-// (p = 2) or a nibble (p = 1). Blocks are 2-byte aligned, so every u16 field is aligned.
+// A plane of p bits is 4·S·p bytes (S slots a lane); lane l owns the S·p bits at bit S·p·l: for
+// S = 4 a u16 (p = 4), a byte (p = 2) or a nibble (p = 1); for S = 2 a byte, a nibble or 2 bits.
+// Blocks are 2-byte aligned, so every u16 field is aligned.
 
-template <int P>
+template <int P, int S = 4>
 static __device__ __forceinline__ uint32_t tbq_read_field(const uint8_t * plane, int lane) {
     static_assert(P == 4 || P == 2 || P == 1, "planes are 1, 2 or 4 bits");
-    if constexpr (P == 4) {
+    constexpr int W = P * S; // field bits: 16, 8, 4 or 2
+    if constexpr (W == 16) {
         return *(const uint16_t *) (plane + 2 * lane);
-    } else if constexpr (P == 2) {
+    } else if constexpr (W == 8) {
         return plane[lane];
-    } else {
+    } else if constexpr (W == 4) {
         return (plane[lane >> 1] >> (4 * (lane & 1))) & 0xFu;
+    } else {
+        return (plane[lane >> 2] >> (2 * (lane & 3))) & 0x3u;
     }
 }
 
-// Writes lane `lane`'s field of a plane. Every lane of the warp must call it (P = 1 pairs lanes).
-template <int P>
+// Writes lane `lane`'s field of a plane. Every lane of the warp must call it (fields narrower
+// than a byte gather their byte's lanes by shuffles).
+template <int P, int S = 4>
 static __device__ __forceinline__ void tbq_write_field(uint8_t * plane, int lane, uint32_t field) {
-    if constexpr (P == 4) {
+    constexpr int W = P * S;
+    if constexpr (W == 16) {
         *(uint16_t *) (plane + 2 * lane) = (uint16_t) field;
-    } else if constexpr (P == 2) {
+    } else if constexpr (W == 8) {
         plane[lane] = (uint8_t) field;
-    } else {
+    } else if constexpr (W == 4) {
         const uint32_t hi = __shfl_down_sync(TBQ_FULL_MASK, field, 1);
         if ((lane & 1) == 0) {
             plane[lane >> 1] = (uint8_t) (field | (hi << 4));
+        }
+    } else {
+        const uint32_t f1 = __shfl_down_sync(TBQ_FULL_MASK, field, 1);
+        const uint32_t f2 = __shfl_down_sync(TBQ_FULL_MASK, field, 2);
+        const uint32_t f3 = __shfl_down_sync(TBQ_FULL_MASK, field, 3);
+        if ((lane & 3) == 0) {
+            plane[lane >> 2] = (uint8_t) (field | (f1 << 2) | (f2 << 4) | (f3 << 6));
         }
     }
 }
 
 // A lane's packed fields of all planes of a block, in one word: plane 0's field in the low
-// 4·plane0 bits, plane 1's above it. `qs` points at the codes (block + 2).
+// S·plane0 bits, plane 1's above it. `qs` points at the codes (after the header).
 template <int T>
 static __device__ __forceinline__ uint32_t tbq_load_fields(const uint8_t * qs, int lane) {
     using tr = tbq_traits<T>;
-    uint32_t f = tbq_read_field<tr::plane0>(qs, lane);
+    constexpr int S = tr::slots;
+    uint32_t f = tbq_read_field<tr::plane0, S>(qs, lane);
     if constexpr (tr::plane1 != 0) {
-        f |= tbq_read_field<tr::plane1>(qs + 16 * tr::plane0, lane) << (4 * tr::plane0);
+        f |= tbq_read_field<tr::plane1, S>(qs + 4 * S * tr::plane0, lane) << (S * tr::plane0);
     }
     return f;
 }
@@ -243,28 +264,29 @@ static __device__ __forceinline__ uint32_t tbq_code(uint32_t f, int s) {
     using tr = tbq_traits<T>;
     uint32_t c = (f >> (tr::plane0 * s)) & ((1u << tr::plane0) - 1);
     if constexpr (tr::plane1 != 0) {
-        c |= ((f >> (4 * tr::plane0 + tr::plane1 * s)) & ((1u << tr::plane1) - 1)) << tr::plane0;
+        c |= ((f >> (tr::slots * tr::plane0 + tr::plane1 * s)) & ((1u << tr::plane1) - 1)) << tr::plane0;
     }
     return c;
 }
 
-// Packs a lane's 4 codes into the block's planes (every lane calls it).
+// Packs a lane's codes (slots 0..S-1) into the block's planes (every lane calls it).
 template <int T>
 static __device__ __forceinline__ void tbq_store_codes(uint8_t * qs, int lane, const uint32_t c[4]) {
     using tr = tbq_traits<T>;
+    constexpr int S = tr::slots;
     uint32_t f0 = 0;
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < S; ++s) {
         f0 |= (c[s] & ((1u << tr::plane0) - 1)) << (tr::plane0 * s);
     }
-    tbq_write_field<tr::plane0>(qs, lane, f0);
+    tbq_write_field<tr::plane0, S>(qs, lane, f0);
     if constexpr (tr::plane1 != 0) {
         uint32_t f1 = 0;
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
+        for (int s = 0; s < S; ++s) {
             f1 |= ((c[s] >> tr::plane0) & ((1u << tr::plane1) - 1)) << (tr::plane1 * s);
         }
-        tbq_write_field<tr::plane1>(qs + 16 * tr::plane0, lane, f1);
+        tbq_write_field<tr::plane1, S>(qs + 4 * S * tr::plane0, lane, f1);
     }
 }
 
@@ -273,29 +295,30 @@ static __device__ __forceinline__ float tbq_block_d(const uint8_t * blk) {
 }
 
 // ---- quantize one block (reference::quantize_block) ------------------------------------------
-// x: the lane's 4 inputs (slots 0..3); blk: the block's bytes. `lut` holds the type's levels
+// x: the lane's inputs (slots 0..S-1, S = tbq_traits<T>::slots); blk: the block's bytes. `lut` holds the type's levels
 // (shared memory or the __constant__ table), `buckets` its tbq_fill_encode_buckets table. Every
 // lane of the warp must call it.
 template <int T>
 static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4], uint8_t * blk, int lane,
                                                                const float * lut, const int2 * buckets) {
+    constexpr int S = tbq_traits<T>::slots;
     const uint32_t signs = tbq_lane_signs(lane);
-    float w[4];
+    float w[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < S; ++s) {
         w[s] = isfinite(x[s]) ? tbq_apply_sign(x[s], signs, s) : 0.0f;
     }
-    tbq_fwht_warp(w, lane);
-    const float ss = tbq_sum_squares_warp(w);
+    tbq_fwht_warp<S>(w, lane);
+    const float ss = tbq_sum_squares_warp<S>(w);
     uint32_t c[4] = {0, 0, 0, 0};
     uint32_t gains = 0;
     float d = 0.0f;
     if (ss != 0.0f && isfinite(ss)) { // warp-uniform: every lane holds the same sum
         const float norm_w = __fsqrt_rn(ss);
-        const float k = __fdiv_rn(TBQ_SQRT_128, norm_w);
-        float y[4], r[4];
+        const float k = __fdiv_rn(tbq_traits<T>::sqrt_n, norm_w);
+        float y[4] = {0.0f, 0.0f, 0.0f, 0.0f}, r[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
+        for (int s = 0; s < S; ++s) {
             y[s] = __fmul_rn(w[s], k);
         }
         if constexpr (tbq_traits<T>::sub_scales) {
@@ -303,12 +326,12 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
             // butterfly order, so every lane picks the same gain (the first with the least error).
             // All 64 sums go through the butterfly together: 64 independent shuffle chains instead
             // of 64 dependent ones (one quantized token of a decode step is otherwise pure latency).
-            float err[4][16];
+            float err[S][16];
 #pragma unroll
             for (int g = 0; g < 16; ++g) {
                 const float gv = tbq_gains[g];
 #pragma unroll
-                for (int s = 0; s < 4; ++s) {
+                for (int s = 0; s < S; ++s) {
                     const float yg = __fmul_rn(y[s], tbq_gains[15 - g]); // y / g_g (reference::encode_groups)
                     const float e = __fsub_rn(y[s], __fmul_rn(gv, lut[tbq_encode_bucketed<T>(yg, buckets)]));
                     err[s][g] = __fmul_rn(e, e);
@@ -317,12 +340,12 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) {
 #pragma unroll
-                for (int s = 0; s < 4; ++s)
+                for (int s = 0; s < S; ++s)
 #pragma unroll
                     for (int g = 0; g < 16; ++g) err[s][g] = __fadd_rn(err[s][g], __shfl_xor_sync(TBQ_FULL_MASK, err[s][g], off));
             }
 #pragma unroll
-            for (int s = 0; s < 4; ++s) {
+            for (int s = 0; s < S; ++s) {
                 int bk = 0;
                 float best = err[s][0];
 #pragma unroll
@@ -339,13 +362,13 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
             }
         } else {
 #pragma unroll
-            for (int s = 0; s < 4; ++s) {
+            for (int s = 0; s < S; ++s) {
                 c[s] = tbq_encode_bucketed<T>(y[s], buckets);
                 r[s] = lut[c[s]];
             }
         }
-        const float sr = tbq_sum_squares_warp(r);
-        d = __fdiv_rn(norm_w, __fmul_rn(TBQ_SQRT_128, __fsqrt_rn(sr)));
+        const float sr = tbq_sum_squares_warp<S>(r);
+        d = __fdiv_rn(norm_w, __fmul_rn(tbq_traits<T>::sqrt_n, __fsqrt_rn(sr)));
         d = fminf(d, TBQ_D_MAX);
     }
     if (lane == 0) {
@@ -363,11 +386,12 @@ static __device__ __forceinline__ uint32_t tbq_block_gains(const uint8_t * blk) 
 }
 
 // ---- dequantize one block (reference::dequantize_block) --------------------------------------
-// out: the lane's 4 values (slots 0..3) of x^ = T^-1(d·C[c]): v = d*C[c], butterfly,
-// x = sign * (z * INV_SQRT_128). Every lane must call it.
+// out: the lane's values (slots 0..S-1) of x^ = T^-1(d·C[c]): v = d*C[c], butterfly,
+// x = sign * (z * inv_sqrt_n). Every lane must call it.
 template <int T>
 static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t * blk, int lane, const float * lut,
                                                                  float out[4]) {
+    constexpr int S = tbq_traits<T>::slots;
     const float d = tbq_block_d(blk);
     const uint32_t f = tbq_load_fields<T>(blk + tbq_traits<T>::header_bytes, lane);
     uint32_t gains = 0;
@@ -375,16 +399,16 @@ static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t *
         gains = tbq_block_gains(blk);
     }
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < S; ++s) {
         // (d · g_s) · C[c], as reference::decode_rotated
         const float scale = tbq_traits<T>::sub_scales ? __fmul_rn(d, tbq_gains[(gains >> (4 * s)) & 15]) : d;
         out[s] = __fmul_rn(scale, lut[tbq_code<T>(f, s)]);
     }
-    tbq_fwht_warp(out, lane);
+    tbq_fwht_warp<S>(out, lane);
     const uint32_t signs = tbq_lane_signs(lane);
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
-        out[s] = tbq_apply_sign(__fmul_rn(out[s], TBQ_INV_SQRT_128), signs, s);
+    for (int s = 0; s < S; ++s) {
+        out[s] = tbq_apply_sign(__fmul_rn(out[s], tbq_traits<T>::inv_sqrt_n), signs, s);
     }
 }
 

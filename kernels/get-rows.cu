@@ -1,4 +1,4 @@
-// get-rows.cu — k_tbq_get_rows: one warp dequantizes one block, exactly as
+// get-rows.cu — k_tbq_get_rows: one warp dequantizes one block (128 or 64 elements), exactly as
 // reference::dequantize_block (f32), or its round-to-nearest-even f16.
 #include "common.cuh"
 #include "get-rows.cuh"
@@ -10,7 +10,8 @@ static __device__ __forceinline__ void k_tbq_get_rows(const tbq_get_rows_params 
     __syncthreads();
 
     const int lane = threadIdx.x % TBQ_WARP_SIZE;
-    const int64_t blocks_per_row = p.ne00 / 128;
+    constexpr int S = tbq_traits<T>::slots;
+    const int64_t blocks_per_row = p.ne00 / tbq_traits<T>::block;
     const int64_t total = blocks_per_row * p.ne10 * p.ne11 * p.ne12;
     const int64_t warps = (int64_t) gridDim.x * TBQ_GET_ROWS_WARPS;
     const bool narrow = total + warps <= (int64_t) UINT32_MAX;
@@ -29,9 +30,9 @@ static __device__ __forceinline__ void k_tbq_get_rows(const tbq_get_rows_params 
                               ib * tbq_traits<T>::block_bytes;
         float v[4];
         tbq_dequantize_block_warp<T>(blk, lane, lut, v);
-        DstT * y = (DstT *) ((char *) p.dst + i10 * p.nb1 + i11 * p.nb2 + i12 * p.nb3) + ib * 128;
+        DstT * y = (DstT *) ((char *) p.dst + i10 * p.nb1 + i11 * p.nb2 + i12 * p.nb3) + ib * tbq_traits<T>::block;
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
+        for (int s = 0; s < S; ++s) {
             if constexpr (sizeof(DstT) == 2) {
                 y[lane + 32 * s] = __float2half_rn(v[s]);
             } else {
@@ -58,3 +59,10 @@ TBQ_GET_ROWS_T(TBQ_TYPE_TBQ6_0, tbq6_0)
 TBQ_GET_ROWS_T(TBQ_TYPE_TBQ3_1, tbq3_1)
 TBQ_GET_ROWS_T(TBQ_TYPE_TBQ4_1, tbq4_1)
 TBQ_GET_ROWS_T(TBQ_TYPE_TBQ5_1, tbq5_1)
+TBQ_GET_ROWS_T(TBQ_TYPE_TBQ4_0_64, tbq4_0_64)
+TBQ_GET_ROWS_T(TBQ_TYPE_TBQ3_0_64, tbq3_0_64)
+TBQ_GET_ROWS_T(TBQ_TYPE_TBQ5_0_64, tbq5_0_64)
+TBQ_GET_ROWS_T(TBQ_TYPE_TBQ6_0_64, tbq6_0_64)
+TBQ_GET_ROWS_T(TBQ_TYPE_TBQ3_1_64, tbq3_1_64)
+TBQ_GET_ROWS_T(TBQ_TYPE_TBQ4_1_64, tbq4_1_64)
+TBQ_GET_ROWS_T(TBQ_TYPE_TBQ5_1_64, tbq5_1_64)

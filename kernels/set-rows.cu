@@ -1,4 +1,4 @@
-// set-rows.cu — k_tbq_set_rows: one warp quantizes one 128-element block, bit-identical to
+// set-rows.cu — k_tbq_set_rows: one warp quantizes one block (128 or 64 elements), bit-identical to
 // reference::quantize_block.
 #include "common.cuh"
 #include "set-rows.cuh"
@@ -15,7 +15,8 @@ static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params 
     // decode step's few rows, so that they spread over the SMs instead of sharing one).
     const int lane = threadIdx.x % TBQ_WARP_SIZE;
     const int wpb = blockDim.x / TBQ_WARP_SIZE;
-    const int64_t blocks_per_row = p.ne00 / 128;
+    constexpr int S = tbq_traits<T>::slots;
+    const int64_t blocks_per_row = p.ne00 / tbq_traits<T>::block;
     const int64_t total = blocks_per_row * p.ne01 * p.ne02 * p.ne03;
     const int64_t warps = (int64_t) gridDim.x * wpb;
     const bool narrow = total + warps <= (int64_t) UINT32_MAX;
@@ -32,10 +33,10 @@ static __device__ __forceinline__ void k_tbq_set_rows(const tbq_set_rows_params 
             continue; // warp-uniform
         }
 
-        const SrcT * x = (const SrcT *) ((const char *) p.src + i * p.nb01 + i02 * p.nb02 + i03 * p.nb03) + ib * 128;
-        float v[4];
+        const SrcT * x = (const SrcT *) ((const char *) p.src + i * p.nb01 + i02 * p.nb02 + i03 * p.nb03) + ib * tbq_traits<T>::block;
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
+        for (int s = 0; s < S; ++s) {
             if constexpr (sizeof(SrcT) == 2) {
                 v[s] = __half2float(((const __half *) x)[lane + 32 * s]);
             } else {
@@ -66,3 +67,10 @@ TBQ_SET_ROWS_T(TBQ_TYPE_TBQ6_0, tbq6_0)
 TBQ_SET_ROWS_T(TBQ_TYPE_TBQ3_1, tbq3_1)
 TBQ_SET_ROWS_T(TBQ_TYPE_TBQ4_1, tbq4_1)
 TBQ_SET_ROWS_T(TBQ_TYPE_TBQ5_1, tbq5_1)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ4_0_64, tbq4_0_64)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ3_0_64, tbq3_0_64)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ5_0_64, tbq5_0_64)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ6_0_64, tbq6_0_64)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ3_1_64, tbq3_1_64)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ4_1_64, tbq4_1_64)
+TBQ_SET_ROWS_T(TBQ_TYPE_TBQ5_1_64, tbq5_1_64)

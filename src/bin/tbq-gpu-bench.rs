@@ -198,7 +198,8 @@ fn main() {
     };
     for &(ty, tn) in &row_types {
         let n_rows = if quick { 1 << 16 } else { 1 << 18 };
-        let bb = cuda::unit_bytes(ty).unwrap().0;
+        // bytes of one row of 128 (one block, or two of a 64-wide type)
+        let bb = TbqType::from_abi(ty).unwrap().row_bytes(128);
         let src = Dev::new(n_rows * 128 * 4);
         src.fill_random(n_rows * 128 * 4, 2, |v| {
             for c in v.chunks_mut(4) {

@@ -96,12 +96,19 @@ struct Params {
 
 const _: () = assert!(std::mem::size_of::<Params>() == 7 * 8 + 12 * 8 + 18 * 4);
 
-/// Keys the kernels read: every tbq type (tensor-core kernel), f16 and q8_0 (per-token kernel).
+/// The 128-wide tbq type of ABI value `t`: the kernels are laid out for 128-element blocks (the
+/// `_64` types of 64-wide heads are refused, and ggml runs them through dequantize + its own kernel).
+fn wide_tbq(t: i32) -> Option<TbqType> {
+    TbqType::from_abi(t).filter(|t| t.block_elems() == crate::BLOCK_ELEMS)
+}
+
+/// Keys the kernels read: every 128-wide tbq type (tensor-core kernel), f16 and q8_0 (per-token
+/// kernel).
 fn ktype_name(t: i32) -> Option<&'static str> {
     match t {
         dtype::F16 => Some("f16"),
         dtype::Q8_0 => Some("q8_0"),
-        _ => TbqType::from_abi(t).map(|t| t.spec().name),
+        _ => wide_tbq(t).map(|t| t.spec().name),
     }
 }
 
@@ -117,14 +124,14 @@ const TOKEN_V_TYPES: [TbqType; 2] = [TbqType::Tbq4_0, TbqType::Tbq3_0];
 
 fn vtype_name(t: i32, mma: bool) -> Option<&'static str> {
     let allowed: &[TbqType] = if mma { &MMA_V_TYPES } else { &TOKEN_V_TYPES };
-    TbqType::from_abi(t)
+    wide_tbq(t)
         .filter(|t| allowed.contains(t))
         .map(|t| t.spec().name)
 }
 
 /// Whether keys of type `t` take the tensor-core kernel (tbq keys) or the per-token one.
 fn is_mma(t: i32) -> bool {
-    TbqType::from_abi(t).is_some()
+    wide_tbq(t).is_some()
 }
 
 /// Words of shared memory of the tensor-core kernel's tables (tbq_mma_smem in kernels/fattn.cu).
@@ -180,7 +187,9 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
     }
     let d = q.ne[0];
     if d != 128 && d != 256 {
-        return unsupported(format!("head size {d} (128 or 256)"));
+        return unsupported(format!(
+            "head size {d} (128 or 256; other sizes run through dequantize + ggml's own kernel)"
+        ));
     }
     if k.ne[0] != d || v.ne[0] != d {
         return unsupported(format!(

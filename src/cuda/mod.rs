@@ -94,10 +94,10 @@ impl Tensor {
 /// (bytes of one unit, elements per unit) of a type: a block for block types.
 pub fn unit_bytes(t: i32) -> Option<(usize, usize)> {
     Some(match t {
-        t if crate::TbqType::from_abi(t).is_some() => (
-            crate::TbqType::from_abi(t)?.block_bytes(),
-            crate::BLOCK_ELEMS,
-        ),
+        t if crate::TbqType::from_abi(t).is_some() => {
+            let ty = crate::TbqType::from_abi(t)?;
+            (ty.block_bytes(), ty.block_elems())
+        }
         dtype::F32 | dtype::I32 => (4, 1),
         dtype::F16 => (2, 1),
         dtype::Q8_0 => (34, 32),

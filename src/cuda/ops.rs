@@ -1,5 +1,5 @@
 //! SET_ROWS / CPY (quantize f32 or f16 rows into tbq blocks) and GET_ROWS / dequantize (tbq
-//! blocks to f32 or f16). Launch configuration: one warp per 128-element block, 8 warps per
+//! blocks to f32 or f16). Launch configuration: one warp per block (128 or 64 elements), 8 warps per
 //! thread block, a grid-stride loop over all blocks (grid capped at 2^20 thread blocks).
 
 use cudarc::driver::sys;
@@ -66,17 +66,19 @@ fn grid(blocks: i64) -> u32 {
     (cdiv(blocks, WARPS)).clamp(1, 1 << 20) as u32
 }
 
-fn check_shape(t: &Tensor, what: &str) -> Result<(), CudaError> {
+/// Checks the shape of a row copy of the tbq type `tbq` (ABI value); returns its block width.
+fn check_shape(t: &Tensor, tbq: i32, what: &str) -> Result<i64, CudaError> {
     if t.ne.iter().any(|&n| n < 0) {
         return unsupported(format!("{what}: negative dimension {:?}", t.ne));
     }
-    if t.ne[0] % BLOCK_ELEMS as i64 != 0 || t.ne[0] == 0 {
+    let block = crate::TbqType::from_abi(tbq).map_or(BLOCK_ELEMS, |t| t.block_elems()) as i64;
+    if t.ne[0] % block != 0 || t.ne[0] == 0 {
         return unsupported(format!(
-            "{what}: ne[0] = {} is not a positive multiple of 128",
+            "{what}: ne[0] = {} is not a positive multiple of {block} (the type's block)",
             t.ne[0]
         ));
     }
-    Ok(())
+    Ok(block)
 }
 
 /// Both tensors of a row copy must be present.
@@ -123,7 +125,7 @@ pub unsafe fn set_rows(
     let Some((sn, esz)) = float_type(src.type_) else {
         return unsupported(format!("set_rows: src type {} (only f32, f16)", src.type_));
     };
-    check_shape(src, "set_rows src")?;
+    let block = check_shape(src, dst.type_, "set_rows src")?;
     if src.nb[0] != esz {
         return unsupported("set_rows: src rows must be contiguous");
     }
@@ -181,13 +183,13 @@ pub unsafe fn set_rows(
         nb2: dst.nb[2] as i64,
         nb3: dst.nb[3] as i64,
     };
-    let blocks = src.ne[0] / 128 * src.ne[1] * src.ne[2] * src.ne[3];
+    let blocks = src.ne[0] / block * src.ne[1] * src.ne[2] * src.ne[3];
     if blocks == 0 {
         return Ok(());
     }
     let name = kernel_name(&["k_tbq_set_rows", tn, sn, iname]);
     let f = function(name)?;
-    // A decode step writes a few blocks per layer (one per KV head and 128 elements): one warp
+    // A decode step writes a few blocks per layer (one per KV head and block): one warp
     // per thread block spreads them over as many SMs. Eight to a thread block put them all on one
     // SM, two warps per scheduler, and the call took the time of all of them in a row.
     let warps = if blocks <= SET_ROWS_SPREAD_BLOCKS {
@@ -222,7 +224,7 @@ pub unsafe fn get_rows(
     let Some((dn, esz)) = float_type(dst.type_) else {
         return unsupported(format!("get_rows: dst type {} (only f32, f16)", dst.type_));
     };
-    check_shape(src, "get_rows src")?;
+    let block = check_shape(src, src.type_, "get_rows src")?;
     if dst.nb[0] != esz || dst.ne[0] != src.ne[0] {
         return unsupported("get_rows: dst rows must be contiguous and as long as src rows");
     }
@@ -277,7 +279,7 @@ pub unsafe fn get_rows(
         nb2: dst.nb[2] as i64,
         nb3: dst.nb[3] as i64,
     };
-    let blocks = src.ne[0] / 128 * ne[0] * ne[1] * ne[2];
+    let blocks = src.ne[0] / block * ne[0] * ne[1] * ne[2];
     if blocks == 0 {
         return Ok(());
     }
