@@ -16,7 +16,8 @@
 
 #include <cstring>
 
-static_assert(TBQ_BLOCK_ELEMS == 128, "tbq-bridge-cuda: ggml registers the tbq types with blck_size 128");
+static_assert(TBQ_BLOCK_ELEMS == 128 && TBQ_NARROW_BLOCK_ELEMS == 64,
+              "tbq-bridge-cuda: ggml registers the tbq types with blck_size 128 (the _64 types: 64)");
 
 #define TBQ_CUDA_CHECK(call)                                                                              \
     do {                                                                                                  \
@@ -94,7 +95,7 @@ static bool tbq_is_float(ggml_type t) {
 }
 
 static bool tbq_rows_ok(const ggml_tensor * t) {
-    return t->ne[0] > 0 && t->ne[0] % TBQ_BLOCK_ELEMS == 0 && t->nb[0] == ggml_type_size(t->type) &&
+    return t->ne[0] > 0 && t->ne[0] % ggml_blck_size(t->type) == 0 && t->nb[0] == ggml_type_size(t->type) &&
            t->ne[1] >= 0 && t->ne[2] >= 0 && t->ne[3] >= 0;
 }
 
@@ -146,7 +147,7 @@ static bool tbq_set_rows_args(const ggml_tensor * op, bool check_only, tbq_cuda_
         (idx->type != GGML_TYPE_I32 && idx->type != GGML_TYPE_I64)) {
         return false;
     }
-    if (op->ne[0] != src->ne[0] || op->ne[2] != src->ne[2] || op->ne[3] != src->ne[3] || idx->ne[0] != src->ne[1] ||
+    if (op->ne[0] != src->ne[0] || op->ne[0] % ggml_blck_size(op->type) != 0 || op->ne[2] != src->ne[2] || op->ne[3] != src->ne[3] || idx->ne[0] != src->ne[1] ||
         idx->ne[1] <= 0 || idx->ne[2] <= 0 || src->ne[2] % idx->ne[1] != 0 || src->ne[3] % idx->ne[2] != 0 ||
         idx->ne[3] != 1) {
         return false;
@@ -426,7 +427,8 @@ void ggml_cuda_tbq_compute_forward(ggml_backend_cuda_context & ctx, ggml_tensor 
 
 template <int32_t T, typename dst_t>
 static void tbq_convert_cont(const void * x, dst_t * y, int64_t k, cudaStream_t stream) {
-    GGML_ASSERT(k % TBQ_BLOCK_ELEMS == 0);
+    const int64_t blk = (int64_t) tbq_type_block_elems(T);
+    GGML_ASSERT(blk > 0 && k % blk == 0);
     if (k == 0) {
         return;
     }
@@ -435,17 +437,17 @@ static void tbq_convert_cont(const void * x, dst_t * y, int64_t k, cudaStream_t 
     tbq_cuda_tensor d;
     memset(&s, 0, sizeof(s));
     memset(&d, 0, sizeof(d));
-    // one block per row: any k that is a multiple of 128
+    // one block per row: any k that is a multiple of the block
     s.data = (void *) x;
     s.type = T;
-    s.ne[0] = TBQ_BLOCK_ELEMS; s.ne[1] = k / TBQ_BLOCK_ELEMS; s.ne[2] = 1; s.ne[3] = 1;
+    s.ne[0] = blk; s.ne[1] = k / blk; s.ne[2] = 1; s.ne[3] = 1;
     s.nb[0] = bs; s.nb[1] = bs; s.nb[2] = bs * (size_t) s.ne[1]; s.nb[3] = s.nb[2];
     d.data = (void *) y;
     d.type = std::is_same<dst_t, half>::value ? TBQ_DTYPE_F16 : TBQ_DTYPE_F32;
     for (int i = 0; i < 4; ++i) {
         d.ne[i] = s.ne[i];
     }
-    d.nb[0] = sizeof(dst_t); d.nb[1] = sizeof(dst_t) * TBQ_BLOCK_ELEMS; d.nb[2] = d.nb[1] * (size_t) d.ne[1]; d.nb[3] = d.nb[2];
+    d.nb[0] = sizeof(dst_t); d.nb[1] = sizeof(dst_t) * (size_t) blk; d.nb[2] = d.nb[1] * (size_t) d.ne[1]; d.nb[3] = d.nb[2];
     TBQ_CUDA_CHECK(tbq_cuda_get_rows(&s, nullptr, &d, stream));
 }
 

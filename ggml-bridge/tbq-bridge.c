@@ -2,7 +2,7 @@
  * tbq-bridge.c — maps ggml's row-shaped quantization hooks onto the tbq C ABI (ffi/include/tbq.h).
  *
  * Compiled into ggml-base; links libtbq.a (the Rust crate). No logic of the format lives here: every
- * function computes the buffer sizes ggml implies (k elements = k/128 blocks), calls the crate, and
+ * function computes the buffer sizes ggml implies (k elements = k/block blocks), calls the crate, and
  * turns a failed tbq_status into GGML_ABORT naming the function and the status. ggml validates shapes
  * before these are reached, so a failure is a bug, never a user error.
  */
@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static_assert(TBQ_BLOCK_ELEMS == 128, "tbq-bridge: the ggml types are registered with blck_size 128");
+static_assert(TBQ_BLOCK_ELEMS == 128 && TBQ_NARROW_BLOCK_ELEMS == 64,
+              "tbq-bridge: the ggml types are registered with blck_size 128 (64 for the _64 types)");
 // ggml's type_traits (patches/0001) register these sizes: the header must agree.
 static_assert(TBQ4_0_BLOCK_BYTES == 66 && TBQ3_0_BLOCK_BYTES == 50, "tbq-bridge: ggml type sizes are 66 / 50 bytes");
 static_assert(TBQ5_0_BLOCK_BYTES == 82 && TBQ6_0_BLOCK_BYTES == 98, "tbq-bridge: ggml type sizes are 82 / 98 bytes");
@@ -25,6 +26,9 @@ static_assert(sizeof(tbq4_0_block) == TBQ4_0_BLOCK_BYTES && sizeof(tbq3_0_block)
               sizeof(tbq5_0_block) == TBQ5_0_BLOCK_BYTES && sizeof(tbq6_0_block) == TBQ6_0_BLOCK_BYTES &&
               sizeof(tbq3_1_block) == TBQ3_1_BLOCK_BYTES && sizeof(tbq4_1_block) == TBQ4_1_BLOCK_BYTES &&
               sizeof(tbq5_1_block) == TBQ5_1_BLOCK_BYTES, "tbq-bridge: a block struct disagrees with its size");
+static_assert(TBQ4_0_64_BLOCK_BYTES == 34 && TBQ3_0_64_BLOCK_BYTES == 26 && TBQ5_0_64_BLOCK_BYTES == 42 &&
+              TBQ6_0_64_BLOCK_BYTES == 50 && TBQ3_1_64_BLOCK_BYTES == 28 && TBQ4_1_64_BLOCK_BYTES == 36 &&
+              TBQ5_1_64_BLOCK_BYTES == 44, "tbq-bridge: ggml type sizes of the _64 types are 34/26/42/50/28/36/44 bytes");
 
 #define TBQ_CHECK(call)                                                                         \
     do {                                                                                        \
@@ -54,10 +58,11 @@ static int32_t tbq_bridge_tbq_type(enum ggml_type type, const char * fn) {
 }
 
 static size_t tbq_bridge_row_bytes(int32_t t, int64_t k, const char * fn) {
-    if (k <= 0 || k % TBQ_BLOCK_ELEMS != 0) {
-        GGML_ABORT("%s: row of %lld elements is not a positive multiple of %d", fn, (long long) k, TBQ_BLOCK_ELEMS);
+    const int64_t block = (int64_t) tbq_type_block_elems(t);
+    if (k <= 0 || block == 0 || k % block != 0) {
+        GGML_ABORT("%s: row of %lld elements is not a positive multiple of %lld", fn, (long long) k, (long long) block);
     }
-    return (size_t) (k / TBQ_BLOCK_ELEMS) * ggml_type_size(tbq_bridge_ggml_type(t));
+    return (size_t) (k / block) * ggml_type_size(tbq_bridge_ggml_type(t));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -82,11 +87,14 @@ void ggml_tbq_check_abi(void) {
     }
 
 #define TBQ_BRIDGE_CHECK_SIZE(name, tbq_t, ggml_t)                                                          \
-    if (tbq_type_size(tbq_t) != ggml_type_size(ggml_t)) {                                                     \
+    if (tbq_type_size(tbq_t) != ggml_type_size(ggml_t) ||                                                     \
+        (int64_t) tbq_type_block_elems(tbq_t) != ggml_blck_size(ggml_t)) {                                    \
         fprintf(stderr,                                                                                       \
-                "ggml: tbq block size mismatch: libtbq.a says " #name " = %zu bytes; ggml expects %zu.\n"     \
+                "ggml: tbq block size mismatch: libtbq.a says " #name " = %zu bytes per %zu elements; "       \
+                "ggml expects %zu per %lld.\n"                                                                 \
                 "ggml: rebuild libtbq.a and llama.cpp from the same checkout.\n",                             \
-                tbq_type_size(tbq_t), ggml_type_size(ggml_t));                                                \
+                tbq_type_size(tbq_t), tbq_type_block_elems(tbq_t), ggml_type_size(ggml_t),                    \
+                (long long) ggml_blck_size(ggml_t));                                                          \
         GGML_ABORT("tbq block size mismatch");                                                                \
     }
     GGML_TBQ_TYPES(TBQ_BRIDGE_CHECK_SIZE)
@@ -115,7 +123,11 @@ static size_t tbq_bridge_quantize_rows(int32_t t, const float * src, void * dst,
 // ---------------------------------------------------------------------------------------------------
 
 void ggml_tbq_rotate_row(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
-    TBQ_CHECK(tbq_rotate_f32(x, (float *) y, k));
+    TBQ_CHECK(tbq_rotate_f32(x, (float *) y, k, TBQ_BLOCK_ELEMS));
+}
+
+void ggml_tbq_rotate_row_64(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {
+    TBQ_CHECK(tbq_rotate_f32(x, (float *) y, k, TBQ_NARROW_BLOCK_ELEMS));
 }
 
 static inline void tbq_bridge_vec_dot(int32_t t, int n, float * s, const void * vx, const void * vy, int nrc, const char * fn) {
@@ -134,8 +146,9 @@ void ggml_tbq_mad_rotated(enum ggml_type type, const void * GGML_RESTRICT v, flo
     TBQ_CHECK(tbq_mad_rotated(t, v, tbq_bridge_row_bytes(t, n, __func__), scale, acc, n));
 }
 
-void ggml_tbq_unrotate_row(float * x, int64_t n) {
-    TBQ_CHECK(tbq_unrotate_f32(x, x, n));
+void ggml_tbq_unrotate_row(enum ggml_type type, float * x, int64_t n) {
+    const int32_t t = tbq_bridge_tbq_type(type, __func__);
+    TBQ_CHECK(tbq_unrotate_f32(x, x, n, (int32_t) tbq_type_block_elems(t)));
 }
 
 // ---------------------------------------------------------------------------------------------------
