@@ -37,7 +37,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::format::{TbqType, BLOCK_ELEMS};
+use crate::format::TbqType;
 use crate::gguf::{GgufError, Metadata, Value};
 
 /// llama.cpp pads contexts and sliding-window caches to this many cells.
@@ -118,8 +118,18 @@ impl CacheType {
     pub fn block_elems(self) -> u64 {
         match self {
             CacheType::F32 | CacheType::F16 | CacheType::Bf16 => 1,
-            CacheType::Tbq(_) => BLOCK_ELEMS as u64,
+            CacheType::Tbq(t) => t.block_elems() as u64,
             _ => 32,
+        }
+    }
+
+    /// The type llama.cpp stores for heads of `head` elements: a tbq type becomes the variant for
+    /// the head size (`tbq4_0` on heads of 64 is `tbq4_0_64`); `None` when no variant fits. Other
+    /// types are stored as asked.
+    pub fn for_head(self, head: u32) -> Option<CacheType> {
+        match self {
+            CacheType::Tbq(t) => t.for_head_dim(head as usize).map(CacheType::Tbq),
+            t => Some(t),
         }
     }
 
@@ -301,8 +311,10 @@ impl LayerTypes {
         let (mut bits, mut elems) = (0.0, 0.0);
         for (il, l) in shape.layers.iter().enumerate() {
             let il = il as u32;
-            bits += self.k_at(il).bits_per_element() * l.k_elems() as f64
-                + self.v_at(il).bits_per_element() * l.v_elems() as f64;
+            // as stored: a tbq type on 64-wide heads costs its _64 variant's bits
+            let stored = |t: CacheType, head: u32| t.for_head(head).unwrap_or(t).bits_per_element();
+            bits += stored(self.k_at(il), l.head_k) * l.k_elems() as f64
+                + stored(self.v_at(il), l.head_v) * l.v_elems() as f64;
             elems += (l.k_elems() + l.v_elems()) as f64;
         }
         if elems == 0.0 {
@@ -335,6 +347,17 @@ impl LayerShape {
     /// Elements of one cell's V row in this layer.
     pub fn v_elems(&self) -> u64 {
         self.n_head_kv as u64 * self.head_v as u64
+    }
+
+    /// Bytes of one cell's K row stored as `t` (as the variant for this layer's head size, see
+    /// [`CacheType::for_head`]); `None` when the row is not a whole number of its blocks.
+    pub fn k_row_bytes(&self, t: CacheType) -> Option<u64> {
+        t.for_head(self.head_k)?.row_bytes(self.k_elems())
+    }
+
+    /// Bytes of one cell's V row stored as `t` (see [`LayerShape::k_row_bytes`]).
+    pub fn v_row_bytes(&self, t: CacheType) -> Option<u64> {
+        t.for_head(self.head_v)?.row_bytes(self.v_elems())
     }
 }
 
@@ -569,9 +592,9 @@ impl ModelShape {
             return Ok(());
         }
         let head = if is_v { l.head_v } else { l.head_k };
-        let bad = match t {
-            CacheType::Tbq(_) => !(head as u64).is_multiple_of(BLOCK_ELEMS as u64),
-            _ => !(l.n_head_kv as u64 * head as u64).is_multiple_of(t.block_elems()),
+        let bad = match t.for_head(head) {
+            None => true,
+            Some(t) => !(l.n_head_kv as u64 * head as u64).is_multiple_of(t.block_elems()),
         };
         if bad {
             return Err(PlanError::HeadSize { ty: t, head, is_v });
@@ -693,8 +716,8 @@ fn per_cell(
     for (il, l) in shape.layers.iter().enumerate().filter(|(_, l)| pick(l)) {
         // Rows are checked by check_types. A layer with no KV heads still gets (empty) tensors in
         // llama.cpp, so it counts as a layer.
-        kb += types.k_at(il as u32).row_bytes(l.k_elems()).unwrap_or(0);
-        vb += types.v_at(il as u32).row_bytes(l.v_elems()).unwrap_or(0);
+        kb += l.k_row_bytes(types.k_at(il as u32)).unwrap_or(0);
+        vb += l.v_row_bytes(types.v_at(il as u32)).unwrap_or(0);
         n += 1;
     }
     (kb, vb, n)
@@ -869,8 +892,8 @@ impl fmt::Display for PlanError {
                 is_v,
             } => write!(
                 f,
-                "{ty} needs a head size that is a multiple of 128, and this model's {} heads are \
-                 {head} wide: use f16, q8_0 or q4_0 for it",
+                "{ty} needs a head size that is a multiple of 64 (128-element blocks, or its 64-wide \
+                 variant), and this model's {} heads are {head} wide: use f16, q8_0 or q4_0 for it",
                 if *is_v { "V" } else { "K" }
             ),
             PlanError::HeadSize { ty, head, is_v } => write!(
@@ -1068,32 +1091,39 @@ mod tests {
     }
 
     #[test]
-    fn tbq_refuses_64_wide_heads() {
-        let mut buf = Vec::new();
-        metadata_only(
-            &mut buf,
-            &[
-                ("general.architecture", WValue::Str("llama".into())),
-                ("llama.block_count", WValue::U32(2)),
-                ("llama.embedding_length", WValue::U32(576)),
-                ("llama.attention.head_count", WValue::U32(9)),
-                ("llama.attention.head_count_kv", WValue::U32(3)),
-            ],
-        )
-        .unwrap();
-        let s = shape_of(&buf);
-        let e = kv_bytes(
-            &s,
+    fn tbq_stores_64_wide_heads_as_the_64_variants_and_refuses_80() {
+        let shape = |embd: u32| {
+            let mut buf = Vec::new();
+            metadata_only(
+                &mut buf,
+                &[
+                    ("general.architecture", WValue::Str("llama".into())),
+                    ("llama.block_count", WValue::U32(2)),
+                    ("llama.embedding_length", WValue::U32(embd)),
+                    ("llama.attention.head_count", WValue::U32(9)),
+                    ("llama.attention.head_count_kv", WValue::U32(3)),
+                ],
+            )
+            .unwrap();
+            shape_of(&buf)
+        };
+        let (k, v) = (
             CacheType::Tbq(TbqType::Tbq4_0),
-            CacheType::F16,
-            &CacheConfig::server(512),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("multiple of 128"), "{e}");
+            CacheType::Tbq(TbqType::Tbq3_0),
+        );
+        // SmolLM2-135M's heads: 576 / 9 = 64. A cell's row of 3 heads is 3 blocks of tbq4_0_64
+        // (34 bytes) and 3 of tbq3_0_64 (26 bytes), in each of the 2 layers.
+        let s = shape(576);
+        assert_eq!(bytes_per_token(&s, k, v).unwrap(), 2 * (3 * 34 + 3 * 26));
+        assert_eq!(k.for_head(64), Some(CacheType::Tbq(TbqType::Tbq4_0_64)));
+        assert_eq!(k.for_head(256), Some(k));
+        // heads of 80 (720 / 9): no variant fits
+        let e = kv_bytes(&shape(720), k, CacheType::F16, &CacheConfig::server(512)).unwrap_err();
+        assert!(e.to_string().contains("multiple of 64"), "{e}");
         assert!(kv_bytes(
-            &s,
+            &shape(720),
             CacheType::Q8_0,
-            CacheType::Q4_0,
+            CacheType::F16,
             &CacheConfig::server(512)
         )
         .is_ok());

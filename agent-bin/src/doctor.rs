@@ -142,7 +142,7 @@ pub fn run(
                     let wants_tbq = [&profile.cache_type_k, &profile.cache_type_v].iter().any(|t| t.as_deref().is_some_and(|t| t.starts_with("tbq")));
                     if !tbq_ok {
                         out.push(check("tbq for this model", if wants_tbq { Level::Fail } else { Level::Warn },
-                            format!("head size {} is not a multiple of 128: llama.cpp refuses tbq4_0/tbq3_0 for it", l.head_k),
+                            format!("head size {} is not a multiple of 64: llama.cpp refuses tbq4_0/tbq3_0 for it", l.head_k),
                             Some("use f16, q8_0 or q4_0 cache types for this model")));
                     }
                     for n in &shape.notes {

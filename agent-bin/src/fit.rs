@@ -152,7 +152,7 @@ pub fn kv_per_layer(shape: &ModelShape, k: CacheType, v: CacheType, kv: &KvSize)
                 (Some(s), true) => s,
                 _ => &kv.full,
             };
-            let row = k.row_bytes(l.k_elems()).unwrap_or(0) + v.row_bytes(l.v_elems()).unwrap_or(0);
+            let row = l.k_row_bytes(k).unwrap_or(0) + l.v_row_bytes(v).unwrap_or(0);
             row * c.cells as u64 * c.streams as u64
         })
         .collect()

@@ -481,7 +481,11 @@ pub fn diagnose(log: &str) -> Option<(Exit, String, String)> {
     }
     if l.contains("head size") && l.contains("tbq") {
         return Some((Exit::Input, "llama-server refused the tbq cache type for this model's head size".into(),
-            "tbq4_0/tbq3_0 need heads that are a multiple of 128 wide: use f16, q8_0 or q4_0 for this model".into()));
+            "tbq types need heads that are a multiple of 64 wide: use f16, q8_0 or q4_0 for this model".into()));
+    }
+    if l.contains("requires flash_attn") {
+        return Some((Exit::Input, "llama-server refused a quantized V cache without flash attention (it requires flash_attn)".into(),
+            "set flash_attn = \"on\" (or \"auto\") in the profile, or use an f16 V cache".into()));
     }
     if l.contains("failed to allocate")
         || l.contains("out of memory")

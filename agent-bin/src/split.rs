@@ -180,8 +180,8 @@ fn kv_layers(shape: &ModelShape, types: &LayerTypes, kv: &KvSize) -> Vec<u64> {
                 _ => &kv.full,
             };
             let il = il as u32;
-            let row = types.k_at(il).row_bytes(l.k_elems()).unwrap_or(0)
-                + types.v_at(il).row_bytes(l.v_elems()).unwrap_or(0);
+            let row = l.k_row_bytes(types.k_at(il)).unwrap_or(0)
+                + l.v_row_bytes(types.v_at(il)).unwrap_or(0);
             row * c.cells as u64 * c.streams as u64
         })
         .collect()

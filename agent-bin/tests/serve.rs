@@ -180,29 +180,28 @@ fn startup_failures_have_clear_messages_and_exit_codes() {
         "did not become healthy",
     );
 
-    // The server exits while starting (tbq refused for 64-wide heads): exit 3, the cause named.
-    if let Some(smol) = model_opt("smollm2-135m") {
-        let err = run_serve_expect(
-            serve(
-                &bin,
-                &smol,
-                free_port(),
-                &[
-                    "--ctk",
-                    "tbq4_0",
-                    "--ctv",
-                    "tbq3_0",
-                    "--flash-attn",
-                    "on",
-                    "--log",
-                ],
-            )
-            .arg(&log),
-            3,
-            "head size",
-        );
-        assert!(err.contains("multiple of 128"), "{err}");
-    }
+    // The server exits while starting (a quantized V cache without flash attention): exit 3, the
+    // cause named.
+    let err = run_serve_expect(
+        serve(
+            &bin,
+            &model,
+            free_port(),
+            &[
+                "--ctk",
+                "f16",
+                "--ctv",
+                "tbq3_0",
+                "--flash-attn",
+                "off",
+                "--log",
+            ],
+        )
+        .arg(&log),
+        3,
+        "flash_attn",
+    );
+    assert!(err.contains("requires flash_attn"), "{err}");
 
     // Not an executable llama-server: exit 4.
     run_serve_expect(

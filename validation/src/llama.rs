@@ -187,12 +187,12 @@ impl KvConfig {
         is_tbq(&self.k) && !self.key_centre
     }
 
-    /// Mean bits per element of K and V (equal head sizes for K and V). With per-layer types,
-    /// the mean over `shape`'s layers weighted by their rows' elements (without a shape, the
-    /// bits of K/V alone).
+    /// Mean bits per element of K and V as llama.cpp stores them on `shape`'s layers (per-layer
+    /// types, and the 64-wide variants a tbq type takes on heads of 64), weighted by their rows'
+    /// elements; without a shape, the bits of K/V alone (equal head sizes for K and V).
     pub fn bits_per_element(&self, shape: Option<&tbq::plan::ModelShape>) -> f64 {
-        match (&self.layers, shape, self.layer_types()) {
-            (Some(_), Some(shape), Some(types)) => types.mean_bits(shape),
+        match (shape, self.layer_types()) {
+            (Some(shape), Some(types)) => types.mean_bits(shape),
             _ => (bits_per_element(&self.k).unwrap() + bits_per_element(&self.v).unwrap()) / 2.0,
         }
     }
