@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite: the crate (unit, golden, C ABI, layout), the patched CPU build of llama.cpp,
-# upstream's test-quantize-fns and test-backend-ops on every tbq case, the head-size refusal,
+# upstream's test-quantize-fns and test-backend-ops on every tbq case, tbq on 64-wide heads,
 # a perplexity smoke run against f16 on the same chunks, and the RPC backend (scripts/test-rpc.sh).
 #
 #   scripts/test.sh            everything (builds what is missing; ~20 min from scratch on 2 cores)
@@ -60,17 +60,18 @@ need_wikitext
 gemma=$("$REPO/scripts/fetch-model.sh" gemma3-270m) || finish
 smol=$("$REPO/scripts/fetch-model.sh" smollm2-135m) || finish
 
-# A model whose head size is not a multiple of 128 is refused at context creation, by name.
-head_size_refused() {
-    local log=$BUILD_DIR/refuse-head-size.log
-    if ppl_run "$log" "$smol" tbq4_0 tbq3_0 128 1; then
-        echo "llama-perplexity accepted tbq with head size 64"
-        return 1
-    fi
-    grep -E 'tbq.*head size|head size.*tbq' "$log" | head -n 3
-    grep -qE 'n_embd_head_k = 64' "$log" && ! grep -qiE 'segmentation|core dumped|assert' "$log"
+# A model with heads of 64 stores -ctk tbq4_0 -ctv tbq3_0 as tbq4_0_64 / tbq3_0_64 (patches/0011). On
+# these 4 chunks (this machine, 2026-12-02): f16/f16 22.448, q4_0/q4_0 23.535, tbq4_0/tbq3_0 23.785,
+# tbq5_1/tbq4_1 22.469. The bound sits above them and far below what a broken 64-point rotation,
+# packing or norm costs (PPL in the hundreds).
+head_64_stored() {
+    local log=$BUILD_DIR/head-64.log ppl
+    ppl_run "$log" "$smol" tbq4_0 tbq3_0 512 4 || { tail "$log"; return 1; }
+    read -r ppl _ <<<"$(ppl_value "$log")"
+    echo "SmolLM2-135M tbq4_0/tbq3_0 (stored as tbq4_0_64/tbq3_0_64): PPL $ppl (bound 26)"
+    awk -v p="$ppl" 'BEGIN { exit !(p > 0 && p < 26.0) }'
 }
-step "tbq refused for head size 64 (SmolLM2-135M)" head_size_refused
+step "tbq on heads of 64 (SmolLM2-135M: the _64 variants)" head_64_stored
 
 # Perplexity smoke on the same chunks. This small model is hard on any 4-bit cache: format v1's
 # keys cost it about what stock q4_0 keys do, and 3-bit values a few percent (measured on these 4
