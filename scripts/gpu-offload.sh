@@ -89,7 +89,7 @@ for kv in pairs_ppl:
     cells = []
     for n in (0, half, 99):
         p, k = grab(f"{kv.replace('/', '-')}-ngl{n}")
-        cells.append("failed" if p is None else f"{p:.4f} / {k if k is not None else float('nan'):.5f}")
+        cells.append("failed" if p is None else f"{p:.4g} / {k if k is not None else float('nan'):.5f}")
     print(f"{kv:16}" + "".join(f"{c:>24}" for c in cells))
 rows = [json.loads(l) for l in open(os.path.join(o, "llama-bench.jsonl")) if l.strip()]
 print("\nllama-bench tg64 (tok/s), random-weight Llama-3.2-3B shape (28 layers), Q4_K_M")
