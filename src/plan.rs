@@ -1091,7 +1091,7 @@ mod tests {
     }
 
     #[test]
-    fn tbq_stores_64_wide_heads_as_the_64_variants_and_refuses_80() {
+    fn tbq_stores_64_wide_heads_as_the_64_variants_and_refuses_96() {
         let shape = |embd: u32| {
             let mut buf = Vec::new();
             metadata_only(
@@ -1117,11 +1117,11 @@ mod tests {
         assert_eq!(bytes_per_token(&s, k, v).unwrap(), 2 * (3 * 34 + 3 * 26));
         assert_eq!(k.for_head(64), Some(CacheType::Tbq(TbqType::Tbq4_0_64)));
         assert_eq!(k.for_head(256), Some(k));
-        // heads of 80 (720 / 9): no variant fits
-        let e = kv_bytes(&shape(720), k, CacheType::F16, &CacheConfig::server(512)).unwrap_err();
+        // heads of 96 (864 / 9): no variant fits; q8_0 still does (3 × 96 = 9 blocks of 32)
+        let e = kv_bytes(&shape(864), k, CacheType::F16, &CacheConfig::server(512)).unwrap_err();
         assert!(e.to_string().contains("multiple of 64"), "{e}");
         assert!(kv_bytes(
-            &shape(720),
+            &shape(864),
             CacheType::Q8_0,
             CacheType::F16,
             &CacheConfig::server(512)

@@ -22,8 +22,10 @@ fn err(e: tbq::Error) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
-fn check_row_len(n: usize) -> PyResult<()> {
-    reference::check_len(n).map_err(err)
+/// A row of `n` elements must be a whole number of `block`-element blocks (a type's block: 128,
+/// or 64 for a `_64` type; or a rotation width).
+fn check_row_len(n: usize, block: usize) -> PyResult<()> {
+    reference::check_len(n, block).map_err(err)
 }
 
 /// Rows of a 2-D array as contiguous slices (copies only if the view is not C-contiguous).
@@ -54,7 +56,7 @@ fn quantize<'py>(
     let t = ty(r#type)?;
     let x = x.as_array();
     let (rows, n) = x.dim();
-    check_row_len(n)?;
+    check_row_len(n, t.block_elems())?;
     if !allow_nonfinite {
         if let Some((idx, v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(PyValueError::new_err(format!(
@@ -105,36 +107,43 @@ fn dequantize<'py>(
 fn map_rows<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
-    f: fn(&[f32], &mut [f32]) -> Result<(), tbq::Error>,
+    block: usize,
+    f: fn(&[f32], &mut [f32], usize) -> Result<(), tbq::Error>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let x = x.as_array();
     let (rows, n) = x.dim();
-    check_row_len(n)?;
+    reference::check_block_width(block).map_err(err)?;
+    check_row_len(n, block)?;
     let mut out = vec![0f32; rows * n];
     rows_of(x, |i, row| {
-        f(row, &mut out[i * n..(i + 1) * n]).map_err(err)
+        f(row, &mut out[i * n..(i + 1) * n], block).map_err(err)
     })?;
     Ok(Array2::from_shape_vec((rows, n), out)
         .unwrap()
         .into_pyarray(py))
 }
 
-/// rotate(x: float32[rows, n]) -> T(x) per 128-block: H·D·x / sqrt(128)
+/// rotate(x: float32[rows, n], block=128) -> T(x) per block: H·D·x / sqrt(block) (block 64: the
+/// `_64` types' rotation)
 #[pyfunction]
+#[pyo3(signature = (x, block = 128))]
 fn rotate<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
+    block: usize,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    map_rows(py, x, reference::rotate)
+    map_rows(py, x, block, reference::rotate)
 }
 
-/// unrotate(u: float32[rows, n]) -> T⁻¹(u) per 128-block: D·H·u / sqrt(128)
+/// unrotate(u: float32[rows, n], block=128) -> T⁻¹(u) per block: D·H·u / sqrt(block)
 #[pyfunction]
+#[pyo3(signature = (x, block = 128))]
 fn unrotate<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
+    block: usize,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    map_rows(py, x, reference::unrotate)
+    map_rows(py, x, block, reference::unrotate)
 }
 
 /// vec_dot(q: uint8[row_bytes], y: float32[n], type) -> Σ y·dequantize(q), computed in the
@@ -149,7 +158,7 @@ fn vec_dot(
     let t = ty(r#type)?;
     let (q, y) = (q.as_array(), y.as_array());
     let (q, y) = (q.to_vec(), y.to_vec());
-    check_row_len(y.len())?;
+    check_row_len(y.len(), t.block_elems())?;
     if q.len() != t.row_bytes(y.len()) {
         return Err(PyValueError::new_err(format!(
             "{} bytes do not hold one {}-element {} row ({} bytes)",
