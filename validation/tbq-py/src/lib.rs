@@ -93,7 +93,7 @@ fn dequantize<'py>(
             t.spec().name
         )));
     }
-    let n = rb / bb * BLOCK_ELEMS;
+    let n = rb / bb * t.block_elems();
     let mut out = vec![0f32; rows * n];
     rows_of(q, |i, row| {
         reference::validate(t, row).map_err(|e| PyValueError::new_err(format!("row {i}: {e}")))?;

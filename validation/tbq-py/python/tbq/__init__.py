@@ -1,6 +1,6 @@
-"""tbq — TurboQuant-style KV-cache blocks (tbq4_0, tbq3_0) for numpy.
+"""tbq — TurboQuant-style KV-cache blocks (tbq4_0, tbq3_0, …, and their 64-wide ``_64`` variants) for numpy.
 
-Each row of ``128·k`` values is stored as ``k`` blocks: a randomized Walsh-Hadamard rotation,
+Each row of ``128·k`` values (``64·k`` for a ``_64`` type) is stored as ``k`` blocks: a randomized Walsh-Hadamard rotation,
 one Lloyd-Max code per coordinate and one corrected norm (an IEEE half). The numbers come from the
 Rust crate's CPU reference — the definition the CUDA kernels and llama.cpp's CPU backend match
 bit for bit.
@@ -47,7 +47,8 @@ def _out(a, one):
 
 
 def quantize(x, type: str = "tbq4_0", *, allow_nonfinite: bool = False) -> np.ndarray:
-    """Quantize rows of ``n`` values (``n`` a multiple of 128) to ``uint8[rows, n/128·block_bytes]``.
+    """Quantize rows of ``n`` values (``n`` a multiple of the type's block, 128 or 64) to
+    ``uint8[rows, n/block·block_bytes]``.
 
     ``x`` is converted to float32. A non-finite value raises ValueError unless
     ``allow_nonfinite``, in which case it reads as 0, as the format defines.
@@ -67,16 +68,17 @@ def roundtrip(x, type: str = "tbq4_0") -> np.ndarray:
     return dequantize(quantize(x, type), type)
 
 
-def rotate(x) -> np.ndarray:
-    """``T(x) = H·D·x / sqrt(128)`` on each 128-block of each row (orthogonal)."""
+def rotate(x, block: int = 128) -> np.ndarray:
+    """``T(x) = H·D·x / sqrt(block)`` on each ``block``-element block of each row (orthogonal;
+    ``block`` 128, or 64 for the ``_64`` types: the first 64 signs)."""
     a, one = _rows(x, np.float32)
-    return _out(_tbq.rotate(a), one)
+    return _out(_tbq.rotate(a, block), one)
 
 
-def unrotate(u) -> np.ndarray:
-    """``T⁻¹(u) = D·H·u / sqrt(128)`` on each 128-block of each row."""
+def unrotate(u, block: int = 128) -> np.ndarray:
+    """``T⁻¹(u) = D·H·u / sqrt(block)`` on each ``block``-element block of each row."""
     a, one = _rows(u, np.float32)
-    return _out(_tbq.unrotate(a), one)
+    return _out(_tbq.unrotate(a, block), one)
 
 
 def vec_dot(q, y, type: str = "tbq4_0") -> float:
