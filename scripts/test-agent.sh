@@ -27,6 +27,10 @@ else
     echo "warning: no bubblewrap (not root, or no apt): the sandbox tests will skip" >&2
 fi
 
+# serve --rpc refuses a worker built without the tbq types: one is built from the unpatched tree
+# (a no-op after scripts/test-rpc.sh, which builds the same one)
+TBQ_UPSTREAM_RPC_SERVER=$("$REPO/scripts/build-rpc-upstream.sh" | tail -n 1)
+export TBQ_UPSTREAM_RPC_SERVER
 export TBQ_LLAMA_SERVER=$BIN/llama-server TBQ_TEST_MODEL=$model TBQ_REQUIRE_LLAMA_SERVER=1
 cd "$REPO"
 cargo test --release --locked -p tbq --lib -- plan:: gguf::

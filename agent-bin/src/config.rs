@@ -82,6 +82,14 @@ pub struct Profile {
     /// Maximum draft tokens (`--draft-max`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub draft_max: Option<u32>,
+    /// RPC workers (`--rpc`), each `HOST:PORT` of a `ggml-rpc-server`: `serve` asks each one
+    /// before starting llama-server (it answers, speaks this protocol, and has the tbq types when
+    /// a cache type is tbq).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc: Vec<String>,
+    /// How the offloaded layers are shared among the devices (`--tensor-split`, e.g. "3,1,2").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_split: Option<String>,
     /// Listen address (`--host`); the agent's default is 127.0.0.1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -101,6 +109,7 @@ impl Profile {
     pub fn merged(&self, over: &Profile) -> Profile {
         macro_rules! pick {
             ($($f:ident),*) => { Profile { $($f: over.$f.clone().or_else(|| self.$f.clone()),)*
+                rpc: if over.rpc.is_empty() { self.rpc.clone() } else { over.rpc.clone() },
                 extra_args: if over.extra_args.is_empty() { self.extra_args.clone() } else { over.extra_args.clone() } } };
         }
         pick!(
@@ -121,6 +130,7 @@ impl Profile {
             mlock,
             draft_model,
             draft_max,
+            tensor_split,
             host,
             port
         )
@@ -182,6 +192,12 @@ impl Profile {
         if let Some(v) = self.draft_max {
             push("--draft-max", v.to_string());
         }
+        if !self.rpc.is_empty() {
+            push("--rpc", self.rpc.join(","));
+        }
+        if let Some(v) = &self.tensor_split {
+            push("--tensor-split", v.clone());
+        }
         push("--host", self.host().to_string());
         if let Some(p) = self.port {
             push("--port", p.to_string());
@@ -200,6 +216,14 @@ impl Profile {
         }
         a.extend(self.extra_args.iter().cloned());
         a
+    }
+
+    /// Whether a cache type of this profile is one of tbq's (a worker must then have them).
+    pub fn uses_tbq(&self) -> bool {
+        let tbq = |t: &Option<String>| t.as_deref().is_some_and(|t| t.starts_with("tbq"));
+        tbq(&self.cache_type_k)
+            || tbq(&self.cache_type_v)
+            || self.extra_args.iter().any(|a| a.contains("tbq"))
     }
 
     /// The settings that differ from `base`, as `key=value` (for labels and reports).
@@ -372,6 +396,17 @@ n_gpu_layers = 99
 host = "127.0.0.1"
 port = 8080
 # extra_args = ["--jinja"]
+
+# Layers over this machine and ggml-rpc-server workers (`tbq-agent plan --device` prints the split).
+# `serve` asks each worker before starting llama-server: it must answer, and hold the tbq types.
+# [profiles.big]
+# model = "~/models/llama-3.1-70b-q4_k_m.gguf"
+# cache_type_k = "tbq4_0"
+# cache_type_v = "tbq3_0"
+# flash_attn = "on"
+# n_gpu_layers = 99
+# rpc = ["10.0.0.2:50052", "10.0.0.3:50052"]
+# tensor_split = "10,30,40"
 "#;
 
 /// `tbq-agent config --example`: the profiles, then the `[chat]` tables.
@@ -411,6 +446,35 @@ mod tests {
         );
         assert!(args.contains("--host 127.0.0.1 --port 8080"), "{args}");
         assert!(!args.contains('~'), "{args}");
+    }
+
+    #[test]
+    fn example_rpc_profile_passes_the_workers_and_split() {
+        // the example's commented-out [profiles.big], uncommented
+        let big: String = EXAMPLE
+            .split("# [profiles.big]")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = format!("[profiles.big]{big}");
+        let cfg: Config = parse_toml(&text, Path::new("example.toml")).unwrap();
+        let p = cfg.profile(Some("big")).unwrap();
+        assert!(p.uses_tbq());
+        let args = p.server_args().join(" ");
+        assert!(
+            args.contains("--rpc 10.0.0.2:50052,10.0.0.3:50052 --tensor-split 10,30,40"),
+            "{args}"
+        );
+        // a command-line --rpc replaces the profile's workers
+        let over = Profile {
+            rpc: vec!["127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        assert_eq!(p.merged(&over).rpc, over.rpc);
+        assert_eq!(p.merged(&Profile::default()).rpc, p.rpc);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod measure;
 mod quality;
 mod report;
 mod research;
+mod rpc;
 mod serve;
 mod server;
 mod split;
@@ -301,6 +302,15 @@ struct ServeArgs {
     /// llama-server's log file [default: $XDG_STATE_HOME/tbq-agent/llama-server-<port>.log]
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// RPC workers, HOST:PORT of a ggml-rpc-server each, comma-separated (llama-server's --rpc;
+    /// replaces the profile's `rpc`). Each is asked before every start: it must answer, speak this
+    /// llama.cpp's protocol, and have the tbq types when a cache type is tbq
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    rpc: Vec<String>,
+    /// Share of the offloaded layers per device (llama-server's --tensor-split, e.g. 10,30,40:
+    /// `tbq-agent plan --device` prints one)
+    #[arg(long, value_name = "N,N,...")]
+    tensor_split: Option<String>,
     /// Print a systemd user unit for this profile and exit
     #[arg(long)]
     systemd_unit: bool,
@@ -731,6 +741,11 @@ fn run(cli: &Cli) -> Result<()> {
 
 fn cmd_serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
     let (cfg, path, profile) = load_profile(cli, &a.profile)?;
+    let profile = profile.merged(&Profile {
+        rpc: a.rpc.clone(),
+        tensor_split: a.tensor_split.clone(),
+        ..Default::default()
+    });
     if a.systemd_unit {
         print!(
             "{}",

@@ -1,4 +1,5 @@
-//! `serve`: run llama-server from a profile behind a health gate, restart it when it crashes.
+//! `serve`: run llama-server from a profile behind a health gate, restart it when it crashes; with
+//! RPC workers, ask each one before every start.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use serde_json::json;
 use crate::client::{Client, Health};
 use crate::config::Profile;
 use crate::error::{fail, Exit};
+use crate::rpc;
 use crate::server::{self, Launch, Server};
 
 /// Supervision settings.
@@ -63,11 +65,26 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         log: opts.log.clone(),
         extra: Vec::new(),
     };
-    let mut restarts: Vec<Instant> = Vec::new();
-    let mut backoff = opts.backoff;
+    let mut restarts = Restarts {
+        at: Vec::new(),
+        backoff: opts.backoff,
+    };
     let mut ever_ready = false;
     loop {
         server::check_stop()?;
+        // llama-server aborts on a worker that is down or cannot hold the cache: ask each first.
+        if let Err(e) = check_workers(opts) {
+            if !ever_ready {
+                return Err(e);
+            }
+            event(
+                opts,
+                json!({"event": "worker_unavailable", "error": format!("{e:#}")}),
+                || format!("not restarting yet: {e:#}"),
+            );
+            restarts.wait(opts)?;
+            continue;
+        }
         let mut srv = Server::start(&launch)?;
         event(
             opts,
@@ -121,42 +138,72 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         srv.stop(Duration::from_secs(10));
         drop(srv);
         if ready_at.elapsed() > opts.restart_window {
-            backoff = opts.backoff; // it ran well for a while: start over
+            restarts.backoff = opts.backoff; // it ran well for a while: start over
         }
+        restarts.wait(opts)?;
+    }
+}
+
+/// Restarts within the window, and the back-off before the next.
+struct Restarts {
+    at: Vec<Instant>,
+    backoff: Duration,
+}
+
+impl Restarts {
+    /// Counts a restart and sleeps the back-off; errors when restarts ran out or on a stop signal.
+    fn wait(&mut self, opts: &ServeOptions) -> Result<()> {
         let now = Instant::now();
-        restarts.retain(|t| now.duration_since(*t) < opts.restart_window);
-        if restarts.len() as u32 >= opts.max_restarts {
+        self.at
+            .retain(|t| now.duration_since(*t) < opts.restart_window);
+        if self.at.len() as u32 >= opts.max_restarts {
             return Err(fail(
                 Exit::Crashing,
                 format!(
-                    "llama-server crashed {} times within {} s; giving up",
-                    restarts.len() + 1,
+                    "llama-server crashed or could not restart {} times within {} s; giving up",
+                    self.at.len() + 1,
                     opts.restart_window.as_secs()
                 ),
             )
             .fix(format!(
-                "read its log ({}) for the cause; raise --max-restarts to keep trying",
+                "read its log ({}) and the events above for the cause; raise --max-restarts to keep trying",
                 opts.log.display()
             ))
             .into());
         }
-        restarts.push(now);
+        self.at.push(now);
         event(
             opts,
-            json!({"event": "restarting", "attempt": restarts.len(), "backoff_s": backoff.as_secs_f64()}),
+            json!({"event": "restarting", "attempt": self.at.len(), "backoff_s": self.backoff.as_secs_f64()}),
             || {
                 format!(
                     "restarting in {:.1} s (restart {} of at most {} per {} s)",
-                    backoff.as_secs_f64(),
-                    restarts.len(),
+                    self.backoff.as_secs_f64(),
+                    self.at.len(),
                     opts.max_restarts,
                     opts.restart_window.as_secs()
                 )
             },
         );
-        server::sleep_unless_stopped(backoff)?;
-        backoff = (backoff * 2).min(opts.backoff_max);
+        server::sleep_unless_stopped(self.backoff)?;
+        self.backoff = (self.backoff * 2).min(opts.backoff_max);
+        Ok(())
     }
+}
+
+/// Asks each RPC worker of the profile what it is ([`rpc::probe`]) and refuses one without the
+/// tbq types when a cache type is tbq; reports each as an event.
+fn check_workers(opts: &ServeOptions) -> Result<()> {
+    for ep in &opts.profile.rpc {
+        let w = rpc::probe(ep, Duration::from_secs(5))?;
+        event(opts, json!({"event": "worker", "worker": w}), || {
+            format!("RPC worker {}", w.describe())
+        });
+        if opts.profile.uses_tbq() {
+            rpc::check_tbq(&w)?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the server exits or hangs; returns why. Errors on a stop signal (after stopping

@@ -350,39 +350,15 @@ fn fit_for_a_gpu_places_layers_like_upstream_fit() {
 #[test]
 fn device_split_agrees_with_llama_server_over_rpc() {
     let Some((bin, model)) = setup() else { return };
-    let rpc_server = bin.with_file_name("ggml-rpc-server");
-    if !rpc_server.is_file() {
-        let msg = format!(
-            "{} not found (scripts/build-llama.sh builds it)",
-            rpc_server.display()
-        );
-        assert!(
-            std::env::var_os("TBQ_REQUIRE_LLAMA_SERVER").is_none(),
-            "{msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
+    let Some(rpc_server) = rpc_server(&bin) else {
         return;
-    }
+    };
     let mut workers = Vec::new();
     let mut endpoints = Vec::new();
     for _ in 0..2 {
-        let port = free_port();
-        let child = Command::new(&rpc_server)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        workers.push(Guard(child));
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "worker on {port} never listened"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        endpoints.push(format!("127.0.0.1:{port}"));
+        let (w, ep) = rpc_worker(&rpc_server);
+        workers.push(w);
+        endpoints.push(ep);
     }
     let devices = [
         "local=300MiB".to_string(),

@@ -218,10 +218,6 @@ fn startup_failures_have_clear_messages_and_exit_codes() {
     );
 }
 
-fn model_opt(name: &str) -> Option<std::path::PathBuf> {
-    model(name)
-}
-
 #[test]
 fn systemd_unit_names_the_profile() {
     let dir = tempfile::tempdir().unwrap();
@@ -248,4 +244,124 @@ fn systemd_unit_names_the_profile() {
         unit.contains("[Install]") && unit.contains("WantedBy=default.target"),
         "{unit}"
     );
+}
+
+/// `serve --rpc` with real `ggml-rpc-server` workers on 127.0.0.1: each worker is asked before the
+/// start (protocol, tbq format, devices); a tbq cache on the patched worker serves a completion;
+/// when the worker dies under a request, llama-server's exit is followed by "worker_unavailable"
+/// (not a restart into a dead worker) until the worker is back, then the server is ready again.
+/// A port where no worker listens, and an upstream worker (built without the patch series) under
+/// a tbq cache, stop the agent before llama-server starts, naming the worker; the upstream worker
+/// serves an f16 cache.
+#[test]
+fn rpc_workers_are_checked_before_every_start() {
+    let Some((bin, model)) = setup() else { return };
+    let Some(worker_bin) = rpc_server(&bin) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wport = free_port();
+    let worker = rpc_worker_on(&worker_bin, wport);
+    let ep = format!("127.0.0.1:{wport}");
+    let port = free_port();
+    let tbq = ["--ctk", "tbq4_0", "--ctv", "tbq3_0", "--flash-attn", "on"];
+    let mut args: Vec<&str> = tbq.to_vec();
+    args.extend(["--ngl", "99", "--rpc", &ep, "--max-restarts", "50", "--log"]);
+    let mut child = serve(&bin, &model, port, &args)
+        .arg(dir.path().join("server.log"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    let mut guard = Guard(child);
+
+    let w = wait_event(&rx, "worker", Duration::from_secs(30));
+    assert_eq!(w["worker"]["endpoint"], ep.as_str(), "{w}");
+    assert_eq!(w["worker"]["tbq_format"], 2, "{w}");
+    assert!(
+        w["worker"]["version"].as_str().unwrap().starts_with("7."),
+        "{w}"
+    );
+    let devs = w["worker"]["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 1, "{w}");
+    assert!(devs[0]["total"].as_u64().unwrap() > 0, "{w}");
+    wait_event(&rx, "ready", Duration::from_secs(120));
+    let url = format!("http://127.0.0.1:{port}/completion");
+    let body = serde_json::json!({"prompt": "The capital of France is", "n_predict": 4});
+    let r = ureq::post(&url).send_json(body.clone()).unwrap();
+    let done: serde_json::Value = r.into_json().unwrap();
+    assert_eq!(done["tokens_predicted"], 4, "{done}");
+
+    // The worker dies; the next request takes llama-server down with it (so the layers were there).
+    drop(worker);
+    let _ = ureq::post(&url)
+        .timeout(Duration::from_secs(60))
+        .send_json(body);
+    wait_event(&rx, "exited", Duration::from_secs(90));
+    let down = wait_event(&rx, "worker_unavailable", Duration::from_secs(30));
+    assert!(down["error"].as_str().unwrap().contains(&ep), "{down}");
+    // back on the same port: the agent starts llama-server again
+    let _worker = rpc_worker_on(&worker_bin, wport);
+    wait_event(&rx, "ready", Duration::from_secs(120));
+    signal(guard.0.id(), libc::SIGTERM);
+    assert_eq!(guard.0.wait().unwrap().code(), Some(143));
+
+    // Nothing listening: exit 3 before llama-server starts.
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let err = run_serve_expect(
+        &mut serve(&bin, &model, free_port(), &["--rpc", &nobody]),
+        3,
+        "did not answer",
+    );
+    assert!(
+        err.contains(&nobody) && !err.contains("starting llama-server"),
+        "{err}"
+    );
+
+    // A worker without the tbq types: refused by name for a tbq cache, serves f16.
+    let Some(upstream) = upstream_rpc_server() else {
+        return;
+    };
+    let (_up, up_ep) = rpc_worker(&upstream);
+    let mut refused = tbq.to_vec();
+    refused.extend(["--rpc", &up_ep]);
+    let err = run_serve_expect(&mut serve(&bin, &model, free_port(), &refused), 3, &up_ep);
+    assert!(err.contains("without the tbq cache types"), "{err}");
+    let port = free_port();
+    let mut child = serve(
+        &bin,
+        &model,
+        port,
+        &["--ngl", "99", "--rpc", &up_ep, "--log"],
+    )
+    .arg(dir.path().join("upstream.log"))
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let rx = lines(&mut child);
+    let mut guard = Guard(child);
+    let w = wait_event(&rx, "worker", Duration::from_secs(30));
+    assert_eq!(w["worker"]["tbq_format"], 0, "{w}");
+    wait_event(&rx, "ready", Duration::from_secs(120));
+    signal(guard.0.id(), libc::SIGTERM);
+    assert_eq!(guard.0.wait().unwrap().code(), Some(143));
+}
+
+/// A `ggml-rpc-server` built without the patch series (`TBQ_UPSTREAM_RPC_SERVER`, set by
+/// scripts/test-agent.sh from scripts/build-rpc-upstream.sh); required under CI.
+fn upstream_rpc_server() -> Option<std::path::PathBuf> {
+    match std::env::var_os("TBQ_UPSTREAM_RPC_SERVER").map(std::path::PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        other => {
+            let msg = format!(
+                "no upstream ggml-rpc-server ({other:?}; scripts/build-rpc-upstream.sh builds one)"
+            );
+            assert!(
+                std::env::var_os("TBQ_REQUIRE_LLAMA_SERVER").is_none(),
+                "{msg}"
+            );
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
 }

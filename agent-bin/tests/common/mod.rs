@@ -178,3 +178,45 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// `ggml-rpc-server` beside llama-server (scripts/build-llama.sh builds it); `None` (said why)
+/// when absent — a failure under `TBQ_REQUIRE_LLAMA_SERVER=1`.
+pub fn rpc_server(llama_server: &Path) -> Option<PathBuf> {
+    let p = llama_server.with_file_name("ggml-rpc-server");
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "{} not found (scripts/build-llama.sh builds it)",
+        p.display()
+    );
+    assert!(!required(), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// Starts the worker `bin` on 127.0.0.1:`port` and waits until it listens.
+pub fn rpc_worker_on(bin: &Path, port: u16) -> Guard {
+    let child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Guard(child);
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "worker on {port} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    guard
+}
+
+/// Starts the worker `bin` on a free port; the guard and its `127.0.0.1:PORT`.
+pub fn rpc_worker(bin: &Path) -> (Guard, String) {
+    let port = free_port();
+    (rpc_worker_on(bin, port), format!("127.0.0.1:{port}"))
+}
