@@ -3,7 +3,7 @@
 #
 #   here (no GPU needed):   scripts/gpu-prepare.sh && scripts/gpu-llama-prepare.sh
 #   there (carry .gpu and .gpu-llama):
-#                           scripts/gpu-bench.sh [--part all|crate|llama|ref|e2e]... (default: all)
+#                           scripts/gpu-bench.sh [--part all|crate|llama|ref|e2e|offload|rpc]... (default: all)
 #
 # Parts, in order (all of them take about 15 minutes on an H100 with 16 cores):
 #   crate  the crate's GPU tests against the CPU reference, its kernel benchmark (copy bandwidth,
@@ -17,6 +17,8 @@
 #          0/8K/32K + pp2048 on real-size random models                          (scripts/gpu-e2e.sh)
 #   offload partial offload: perplexity at -ngl 0 / half / 99 (same KLD wherever the layers run) and
 #          llama-bench tg at depth 0 and 4K at -ngl 0 / 14 / 99, 3B shape        (scripts/gpu-offload.sh)
+#   rpc    decode through a CUDA ggml-rpc-server on 127.0.0.1 vs local, tg128 at depth 0/8K/32K,
+#          3B shape (not in `all`: run it on its own, after llama)                (scripts/gpu-rpc.sh)
 # With `--part crate --part llama` the llama.cpp build runs in the background while the crate's tests
 # and benchmark run (the benchmark times GPU work; the build only loads the CPU).
 # A lent machine with a 10-minute limit per command: `--part crate --part llama` in one call and
@@ -32,7 +34,7 @@ PARTS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --part) PARTS+=("$2"); shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "gpu-bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -65,6 +67,10 @@ fi
 if has offload; then
     scripts/gpu-offload.sh >"$OUT/gpu-offload.out" 2>&1 || RC=1
     tail -n 14 "$OUT/gpu-offload.out"
+fi
+if has rpc; then
+    scripts/gpu-rpc.sh >"$OUT/gpu-rpc.out" 2>&1 || RC=1
+    tail -n 11 "$OUT/gpu-rpc.out"
 fi
 
 echo
