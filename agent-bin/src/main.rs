@@ -71,7 +71,7 @@ model's training context). The answer is llama-server's arguments (-ctk K -ctv V
 same model and text (\"×q4_0\": 0.42 means 0.42 times q4_0's divergence; f16/f16 is 0). A model that \
 was measured itself (same file name and size) is ranked by its own ratios. Any other model is ranked \
 by the worst ratio over all measured models (--worst-case forces that): measured models disagree on \
-whether keys or values carry the loss, and the worst case is safe for both. Pairs without a \
+whether keys or values carry the loss, and the worst case is safe for all of them. Pairs without a \
 measurement on every model in use are not offered; --ctk/--ctv restrict the candidates. Ties go \
 to the smaller cache.
 
