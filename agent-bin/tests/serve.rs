@@ -34,18 +34,19 @@ fn serve(
     c
 }
 
+/// Spawns the agent with its JSON events on a channel; the guard kills it at the end.
+fn spawn_events(cmd: &mut std::process::Command) -> (std::sync::mpsc::Receiver<String>, Guard) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    (lines(&mut child), Guard(child))
+}
+
 #[test]
 fn health_gate_restart_after_kill9_and_sigterm_stops_everything() {
     let Some((bin, model)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = serve(&bin, &model, port, &["--log"])
-        .arg(dir.path().join("server.log"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines(&mut child);
-    let mut guard = Guard(child);
+    let (rx, mut guard) =
+        spawn_events(serve(&bin, &model, port, &["--log"]).arg(dir.path().join("server.log")));
     let health = format!("http://127.0.0.1:{port}/health");
 
     // Health gating: until "ready", /health is not 200 (refused or 503 while loading).
@@ -116,13 +117,8 @@ fn agent_killed_with_sigkill_leaves_no_orphan() {
     let Some((bin, model)) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = serve(&bin, &model, port, &["--log"])
-        .arg(dir.path().join("server.log"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines(&mut child);
-    let mut guard = Guard(child);
+    let (rx, mut guard) =
+        spawn_events(serve(&bin, &model, port, &["--log"]).arg(dir.path().join("server.log")));
     let ready = wait_event(&rx, "ready", Duration::from_secs(120));
     let pid = ready["pid"].as_u64().unwrap() as u32;
     guard.0.kill().unwrap(); // SIGKILL: no handler runs; PR_SET_PDEATHSIG must do the job
@@ -267,13 +263,8 @@ fn rpc_workers_are_checked_before_every_start() {
     let tbq = ["--ctk", "tbq4_0", "--ctv", "tbq3_0", "--flash-attn", "on"];
     let mut args: Vec<&str> = tbq.to_vec();
     args.extend(["--ngl", "99", "--rpc", &ep, "--max-restarts", "50", "--log"]);
-    let mut child = serve(&bin, &model, port, &args)
-        .arg(dir.path().join("server.log"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines(&mut child);
-    let mut guard = Guard(child);
+    let (rx, mut guard) =
+        spawn_events(serve(&bin, &model, port, &args).arg(dir.path().join("server.log")));
 
     let w = wait_event(&rx, "worker", Duration::from_secs(30));
     assert_eq!(w["worker"]["endpoint"], ep.as_str(), "{w}");
@@ -328,40 +319,18 @@ fn rpc_workers_are_checked_before_every_start() {
     let err = run_serve_expect(&mut serve(&bin, &model, free_port(), &refused), 3, &up_ep);
     assert!(err.contains("without the tbq cache types"), "{err}");
     let port = free_port();
-    let mut child = serve(
-        &bin,
-        &model,
-        port,
-        &["--ngl", "99", "--rpc", &up_ep, "--log"],
-    )
-    .arg(dir.path().join("upstream.log"))
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let rx = lines(&mut child);
-    let mut guard = Guard(child);
+    let (rx, mut guard) = spawn_events(
+        serve(
+            &bin,
+            &model,
+            port,
+            &["--ngl", "99", "--rpc", &up_ep, "--log"],
+        )
+        .arg(dir.path().join("upstream.log")),
+    );
     let w = wait_event(&rx, "worker", Duration::from_secs(30));
     assert_eq!(w["worker"]["tbq_format"], 0, "{w}");
     wait_event(&rx, "ready", Duration::from_secs(120));
     signal(guard.0.id(), libc::SIGTERM);
     assert_eq!(guard.0.wait().unwrap().code(), Some(143));
-}
-
-/// A `ggml-rpc-server` built without the patch series (`TBQ_UPSTREAM_RPC_SERVER`, set by
-/// scripts/test-agent.sh from scripts/build-rpc-upstream.sh); required under CI.
-fn upstream_rpc_server() -> Option<std::path::PathBuf> {
-    match std::env::var_os("TBQ_UPSTREAM_RPC_SERVER").map(std::path::PathBuf::from) {
-        Some(p) if p.is_file() => Some(p),
-        other => {
-            let msg = format!(
-                "no upstream ggml-rpc-server ({other:?}; scripts/build-rpc-upstream.sh builds one)"
-            );
-            assert!(
-                std::env::var_os("TBQ_REQUIRE_LLAMA_SERVER").is_none(),
-                "{msg}"
-            );
-            eprintln!("SKIPPED: {msg}");
-            None
-        }
-    }
 }

@@ -220,3 +220,20 @@ pub fn rpc_worker(bin: &Path) -> (Guard, String) {
     let port = free_port();
     (rpc_worker_on(bin, port), format!("127.0.0.1:{port}"))
 }
+
+/// A `ggml-rpc-server` built without the patch series (`TBQ_UPSTREAM_RPC_SERVER`, set by
+/// scripts/test-agent.sh from scripts/build-rpc-upstream.sh); `None` (said why) when absent — a
+/// failure under `TBQ_REQUIRE_LLAMA_SERVER=1`.
+pub fn upstream_rpc_server() -> Option<PathBuf> {
+    match std::env::var_os("TBQ_UPSTREAM_RPC_SERVER").map(PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        other => {
+            let msg = format!(
+                "no upstream ggml-rpc-server ({other:?}; scripts/build-rpc-upstream.sh builds one)"
+            );
+            assert!(!required(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
