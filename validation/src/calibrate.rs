@@ -159,6 +159,10 @@ pub struct Row {
     pub side: Side,
     /// Elements of this row per cell (KV heads × head size).
     pub elems: u64,
+    /// Head size of this row (0 in calibrations stored before it was recorded: taken as 128).
+    /// A tbq type is stored as its variant for the head size, whose bits the budget counts.
+    #[serde(default)]
+    pub head: u32,
     /// Mean KLD with only this row at the probe type.
     pub sens: f64,
 }
@@ -241,13 +245,23 @@ pub fn knapsack(
     Some(out)
 }
 
-/// Mean bits per element of a choice, weighted by the rows' elements.
+impl Row {
+    /// The type llama.cpp stores for `t` in this row (`tbq4_0` on heads of 64: `tbq4_0_64`).
+    pub fn stored(&self, t: CacheType) -> CacheType {
+        match self.head {
+            0 => t,
+            h => t.for_head(h).unwrap_or(t),
+        }
+    }
+}
+
+/// Mean bits per element of a choice as stored, weighted by the rows' elements.
 pub fn mean_bits(rows: &[Row], chosen: &[CacheType]) -> f64 {
     let e: u64 = rows.iter().map(|r| r.elems).sum();
     let b: f64 = rows
         .iter()
         .zip(chosen)
-        .map(|(r, t)| t.bits_per_element() * r.elems as f64)
+        .map(|(r, &t)| r.stored(t).bits_per_element() * r.elems as f64)
         .sum();
     b / e.max(1) as f64
 }
@@ -353,10 +367,16 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
         })
         .collect();
     let elems: Vec<u64> = rows.iter().map(|r| r.elems).collect();
+    // the knapsack weighs each row's types by their bits as stored
+    let stored: Vec<Vec<CacheType>> = rows
+        .iter()
+        .zip(&types)
+        .map(|(r, ts)| ts.iter().map(|&t| r.stored(t)).collect())
+        .collect();
 
     let mut allocations = Vec::new();
     for &budget in &args.budgets {
-        let pick = knapsack(&elems, &types, &cost, budget)
+        let pick = knapsack(&elems, &stored, &cost, budget)
             .with_context(|| format!("no allocation fits {budget} bits per element"))?;
         let chosen: Vec<CacheType> = pick.iter().zip(&types).map(|(&j, ts)| ts[j]).collect();
         let predicted: f64 = floor + pick.iter().zip(&cost).map(|(&j, c)| c[j]).sum::<f64>();
@@ -479,11 +499,12 @@ fn measure(
         .enumerate()
         .filter(|(_, l)| l.n_head_kv > 0)
     {
-        for (side, elems) in [(Side::K, l.k_elems()), (Side::V, l.v_elems())] {
+        for (side, elems, head) in [(Side::K, l.k_elems(), l.head_k), (Side::V, l.v_elems(), l.head_v)] {
             rows.push(Row {
                 layer: il as u32,
                 side,
                 elems,
+                head,
                 sens: f64::NAN,
             });
         }
@@ -764,6 +785,7 @@ mod tests {
                     layer: l as u32,
                     side,
                     elems: 256,
+                    head: 128,
                     sens: f + scale * x,
                 });
             }
@@ -791,6 +813,7 @@ mod tests {
                     layer: l,
                     side,
                     elems: 256,
+                    head: 128,
                     sens: 1.0,
                 })
             })
@@ -806,5 +829,28 @@ mod tests {
         let lt = layer_types(&rows, &chosen);
         assert_eq!((lt.k, lt.v), (t("tbq4_0"), t("tbq3_0")));
         assert_eq!(lt.spec(), "k0=tbq5_1,v0=tbq4_0");
+    }
+
+    /// A budget counts bits as stored: on heads of 64 tbq4_0 is tbq4_0_64 (34 bytes per 64
+    /// values: 4.25 bits, not 4.125); a calibration stored before heads were recorded reads as 128.
+    #[test]
+    fn bits_as_stored_on_64_wide_heads() {
+        let row = |head| Row {
+            layer: 0,
+            side: Side::K,
+            elems: 3 * 64,
+            head,
+            sens: 1.0,
+        };
+        assert_eq!(mean_bits(&[row(64), row(64)], &[t("tbq4_0"), t("tbq3_0")]), (4.25 + 3.25) / 2.0);
+        assert_eq!(mean_bits(&[row(0)], &[t("tbq4_0")]), 4.125);
+        assert_eq!(row(64).stored(t("q4_0")), t("q4_0"));
+        let old: Row = serde_json::from_str(r#"{"layer":1,"side":"V","elems":256,"sens":0.5}"#).unwrap();
+        assert_eq!(old.head, 0);
+        // the knapsack weighs the stored types: 4.125 bits fit one 128-wide tbq4_0 row, not a 64-wide one
+        let cost = vec![vec![1.0, 0.0]];
+        let pick = |ts: Vec<CacheType>| knapsack(&[64], &[ts], &cost, 4.125).unwrap()[0];
+        assert_eq!(pick(vec![t("tbq3_0"), t("tbq4_0")]), 1);
+        assert_eq!(pick(vec![row(64).stored(t("tbq3_0")), row(64).stored(t("tbq4_0"))]), 0);
     }
 }
