@@ -294,6 +294,22 @@ static __device__ __forceinline__ float tbq_block_d(const uint8_t * blk) {
     return __half2float(*(const __half *) blk);
 }
 
+// One step of a reduce-scatter over the canonical butterfly (tbq_warp_sum_canonical) of N = 2·HALF
+// sums: at offset `off` a lane keeps the half of its sums that its bit `off` selects and adds the
+// partner's copy of that half, pairing the same lanes in the same order as the butterfly (and
+// a + b = b + a exactly), so every sum keeps its bits; 2·HALF shuffles become HALF. The half is
+// chosen by xor-swapping (a select of two elements would become an indexed local-memory load).
+// Every lane of the warp must call it.
+template <int HALF, int N>
+static __device__ __forceinline__ void tbq_reduce_scatter_step(float (&e)[N], int lane, int off) {
+    const uint32_t up = (lane & off) ? 0xFFFFFFFFu : 0u;
+#pragma unroll
+    for (int t = 0; t < HALF; ++t) {
+        const uint32_t a = __float_as_uint(e[t]), b = __float_as_uint(e[HALF + t]), x = (a ^ b) & up;
+        e[t] = __fadd_rn(__uint_as_float(a ^ x), __shfl_xor_sync(TBQ_FULL_MASK, __uint_as_float(b ^ x), off));
+    }
+}
+
 // ---- quantize one block (reference::quantize_block) ------------------------------------------
 // x: the lane's inputs (slots 0..S-1, S = tbq_traits<T>::slots); blk: the block's bytes. `lut` holds the type's levels
 // (shared memory or the __constant__ table), `buckets` its tbq_fill_encode_buckets table. Every
@@ -324,37 +340,50 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
         if constexpr (tbq_traits<T>::sub_scales) {
             // Group s = slot s of every lane. Each (group, gain) error is summed in the canonical
             // butterfly order, so every lane picks the same gain (the first with the least error).
-            // All 64 sums go through the butterfly together: 64 independent shuffle chains instead
-            // of 64 dependent ones (one quantized token of a decode step is otherwise pure latency).
-            float err[S][16];
+            // Sum k = 16·s + g of the 16·S sums goes through a reduce-scatter over the butterfly's
+            // pairing tree (tbq_reduce_scatter_step, 62 shuffles for S = 4 instead of 320): lane l
+            // ends with the sums k = 2l, 2l + 1 (S = 4) or k = l (S = 2), bit for bit the butterfly's.
+            constexpr int N = 16 * S;
+            float e[N];
 #pragma unroll
             for (int g = 0; g < 16; ++g) {
                 const float gv = tbq_gains[g];
 #pragma unroll
                 for (int s = 0; s < S; ++s) {
                     const float yg = __fmul_rn(y[s], tbq_gains[15 - g]); // y / g_g (reference::encode_groups)
-                    const float e = __fsub_rn(y[s], __fmul_rn(gv, lut[tbq_encode_bucketed<T>(yg, buckets)]));
-                    err[s][g] = __fmul_rn(e, e);
+                    const float d = __fsub_rn(y[s], __fmul_rn(gv, lut[tbq_encode_bucketed<T>(yg, buckets)]));
+                    e[16 * s + g] = __fmul_rn(d, d);
+                }
+            }
+            tbq_reduce_scatter_step<N / 2>(e, lane, 16);
+            tbq_reduce_scatter_step<N / 4>(e, lane, 8);
+            tbq_reduce_scatter_step<N / 8>(e, lane, 4);
+            tbq_reduce_scatter_step<N / 16>(e, lane, 2);
+            tbq_reduce_scatter_step<N / 32>(e, lane, 1);
+            // The first least (error, gain) of each group: this lane's candidates, then a
+            // lexicographic min over the group's lanes (8 for S = 4, 16 for S = 2).
+            constexpr int PER = N / 32;     // sums a lane holds
+            constexpr int LANES = 16 / PER; // lanes a group spans
+            float best = e[0];
+            int bg = (PER * lane) & 15;
+            if constexpr (PER == 2) {
+                if (e[1] < best) {
+                    best = e[1];
+                    bg += 1;
                 }
             }
 #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) {
-#pragma unroll
-                for (int s = 0; s < S; ++s)
-#pragma unroll
-                    for (int g = 0; g < 16; ++g) err[s][g] = __fadd_rn(err[s][g], __shfl_xor_sync(TBQ_FULL_MASK, err[s][g], off));
+            for (int off = LANES / 2; off > 0; off >>= 1) {
+                const float ob = __shfl_xor_sync(TBQ_FULL_MASK, best, off);
+                const int og = __shfl_xor_sync(TBQ_FULL_MASK, bg, off);
+                if (ob < best || (ob == best && og < bg)) {
+                    best = ob;
+                    bg = og;
+                }
             }
 #pragma unroll
             for (int s = 0; s < S; ++s) {
-                int bk = 0;
-                float best = err[s][0];
-#pragma unroll
-                for (int g = 1; g < 16; ++g) {
-                    if (err[s][g] < best) {
-                        best = err[s][g];
-                        bk = g;
-                    }
-                }
+                const int bk = __shfl_sync(TBQ_FULL_MASK, bg, s * LANES);
                 const float gv = tbq_gains[bk];
                 c[s] = tbq_encode_bucketed<T>(__fmul_rn(y[s], tbq_gains[15 - bk]), buckets);
                 r[s] = __fmul_rn(gv, lut[c[s]]);

@@ -447,17 +447,39 @@ static __device__ __forceinline__ void tbq_split2(float x0, float x1, uint32_t &
     lo = *(const uint32_t *) &l;
 }
 
-// n 32-bit words from a 2-byte aligned address: aligned loads now, funnel shift at use.
+// Fragment bytes come from one of two places (tbq_mma_staged): global memory, addressed by
+// pointer (read through the read-only cache), or the warp's staging area in shared memory,
+// addressed by 32-bit shared address (volatile: cp.async rewrites the same addresses every tile).
+static __device__ __forceinline__ uint32_t tbq_ld32(const uint8_t * p) { return __ldg((const unsigned int *) p); }
+static __device__ __forceinline__ unsigned short tbq_ld16(const uint8_t * p) { return __ldg((const unsigned short *) p); }
+static __device__ __forceinline__ uint32_t tbq_ld32(uint32_t a) {
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(a));
+    return v;
+}
+static __device__ __forceinline__ unsigned short tbq_ld16(uint32_t a) {
+    unsigned short v;
+    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(a));
+    return v;
+}
+static __device__ __forceinline__ const uint8_t * tbq_align4(const uint8_t * p) {
+    return (const uint8_t *) ((uintptr_t) p & ~(uintptr_t) 3);
+}
+static __device__ __forceinline__ uint32_t tbq_align4(uint32_t a) { return a & ~3u; }
+static __device__ __forceinline__ uint32_t tbq_low_bits(const uint8_t * p) { return (uint32_t) (uintptr_t) p; }
+static __device__ __forceinline__ uint32_t tbq_low_bits(uint32_t a) { return a; }
+
+// n 32-bit words from a 2-byte aligned address (a pointer or a shared address): aligned loads
+// now, funnel shift at use.
 template <int N> struct tbq_uwords {
     uint32_t w[N + 1];
     uint32_t sh;
-    __device__ __forceinline__ void load(const uint8_t * p) {
-        const uintptr_t a = (uintptr_t) p;
-        const uint32_t * b = (const uint32_t *) (a & ~(uintptr_t) 3);
-        sh = (uint32_t) (a & 2) * 8;
+    template <typename A> __device__ __forceinline__ void load(A p) {
+        const A b = tbq_align4(p);
+        sh = (tbq_low_bits(p) & 2u) * 8;
 #pragma unroll
-        for (int i = 0; i < N; ++i) w[i] = __ldg(b + i);
-        w[N] = sh ? __ldg(b + N) : 0u; // only when the span reaches into it: never past the data
+        for (int i = 0; i < N; ++i) w[i] = tbq_ld32(b + 4 * i);
+        w[N] = sh ? tbq_ld32(b + 4 * N) : 0u; // only when the span reaches into it: never past the data
     }
     __device__ __forceinline__ uint32_t get(int i) const { return __funnelshift_r(w[i], w[i + 1], sh); }
 };
@@ -494,7 +516,7 @@ template <int T> struct tbq_mma_k {
     struct kraw {
         tbq_uwords<P0> a;
         tbq_uwords<P1 == 0 ? 1 : P1> b; // unused without a second plane
-        __device__ __forceinline__ void load(const uint8_t * qs, int c) {
+        template <typename A> __device__ __forceinline__ void load(A qs, int c) {
             a.load(qs + 4 * P0 * c);
             if constexpr (P1 != 0) b.load(qs + 16 * P0 + 4 * P1 * c);
         }
@@ -532,7 +554,7 @@ template <> struct tbq_mma_v_planes<4, 0> {
     // packed lanes 4g..4g+3 = 8 bytes at 8g (a u16 per lane, slot s at bits 4s).
     struct vraw {
         tbq_uwords<2> a;
-        __device__ __forceinline__ void load(const uint8_t * qs, int g) { a.load(qs + 8 * g); }
+        template <typename A> __device__ __forceinline__ void load(A qs, int g) { a.load(qs + 8 * g); }
     };
     // Table indices (code of t0) | (code of t1) << 4 of a token pair for all 16 (lane, slot)
     // of this thread, built a word at a time: w[2h + o] holds, for the lanes 2h, 2h+1 of the
@@ -568,9 +590,9 @@ template <> struct tbq_mma_v_planes<2, 1> {
     struct vraw {
         tbq_uwords<1> a;
         uint32_t b;
-        __device__ __forceinline__ void load(const uint8_t * qs, int g) {
+        template <typename A> __device__ __forceinline__ void load(A qs, int g) {
             a.load(qs + 4 * g);
-            b = __ldg((const unsigned short *) (qs + 32 + 2 * g));
+            b = tbq_ld16(qs + 32 + 2 * g);
         }
     };
     // Table indices of a token pair for all 16 (lane, slot) of this thread: w[s], byte l.
@@ -615,6 +637,69 @@ template <int KT, int VT> struct tbq_mma_smem {
     static constexpr int words = k_words + v_words + g_words;
 };
 
+// ---- K/V through shared memory (the staged pairs) ---------------------------------------------
+// A warp copies its tile's bytes into its own staging area with cp.async: a token's head span (NB
+// blocks from a 2-byte-aligned address) as the 16-byte chunks from the 16-byte line it starts in
+// (bytes past the span are zero-filled, never read; the bytes before it in its line are read and
+// ignored). Threads then read their fragments' words from shared memory. One stage for K and one
+// for V: K of the next tile is copied while this one's QK and softmax run, V while its PV and the
+// next QK run. Measured against 4-byte copies at an odd word stride (fewer bank conflicts on the
+// reads, 3× the copy instructions): slower for every pair (NOTES.md).
+template <int BYTES> struct tbq_stage_span {
+    static constexpr int chunks = (BYTES + 14 + 15) / 16; // a span starts at an even byte of its line
+    static constexpr int stride = 4 * chunks;             // words
+};
+// Which pairs stage their tiles (measured, H100, NOTES.md "staged loads"): at D = 128 those with
+// gains on either side or 5- and 6-bit keys (10-25% faster: their directly loaded fragments
+// spilled), at D = 256 those with gained values (3-12%); the other pairs load directly (5-10%
+// faster: the copies cost more instructions than the loads they replace). src/cuda/fattn.rs
+// mirrors it.
+template <int KT, int VT, int NB> struct tbq_mma_staged {
+    static constexpr bool value = NB == 1 ? tbq_traits<KT>::sub_scales || tbq_traits<VT>::sub_scales || tbq_traits<KT>::bits >= 5
+                                          : tbq_traits<VT>::sub_scales;
+};
+template <int KT, int VT, int NB> struct tbq_mma_stage {
+    using SK = tbq_stage_span<NB * tbq_traits<KT>::block_bytes>;
+    using SV = tbq_stage_span<NB * tbq_traits<VT>::block_bytes>;
+    static constexpr int k_words = TBQ_MMA_TILE * SK::stride;
+    // per warp, 0 for a pair that loads directly (src/cuda/fattn.rs mirrors it)
+    static constexpr int words = tbq_mma_staged<KT, VT, NB>::value ? k_words + TBQ_MMA_TILE * SV::stride : 0;
+};
+
+static __device__ __forceinline__ void tbq_cp_async16(uint32_t dst, const void * src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+static __device__ __forceinline__ void tbq_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Waits until at most one committed group of this thread is still in flight.
+static __device__ __forceinline__ void tbq_cp_async_wait_all_but_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+// Copies the head spans of the tile's 16 tokens (t0: the tile's first token relative to base;
+// tokens past t_len re-read the last one) into the staging area at shared address `stage`, unless
+// !any. Every lane of the warp calls it; it commits one group either way.
+template <int BYTES>
+static __device__ __forceinline__ void tbq_stage_tile(uint32_t stage, const uint8_t * base, uint32_t nb1, int t0, int t_len,
+                                                      int lane, bool any) {
+    using SP = tbq_stage_span<BYTES>;
+    constexpr int N = TBQ_MMA_TILE * SP::chunks;
+    if (any) {
+#pragma unroll
+        for (int k = 0; k < (N + TBQ_WARP_SIZE - 1) / TBQ_WARP_SIZE; ++k) {
+            const int i = lane + TBQ_WARP_SIZE * k;
+            if (N % TBQ_WARP_SIZE == 0 || i < N) {
+                const int t = i / SP::chunks, j = i - t * SP::chunks;
+                const uint8_t * row = base + (uint32_t) min(t0 + t, t_len - 1) * nb1;
+                const uint8_t * src = (const uint8_t *) ((uintptr_t) row & ~(uintptr_t) 15) + 16 * j;
+                const int left = (int) (row + BYTES - src); // bytes of the span from src on
+                tbq_cp_async16(stage + 4u * (t * SP::stride) + 16 * j, left > 0 ? src : row, max(min(left, 16), 0));
+            }
+        }
+    }
+    tbq_cp_async_commit();
+}
+
+// The fragments' bytes of thread (g, c), read from the warp's staging areas (tbq_mma_read_k and
+// tbq_mma_read_v). K side: tokens g, g+8 (codes, d, gains) and their mask bits; V side: tokens 2c,
+// 2c+1, 2c+8, 2c+9 (codes, gains) and d of tokens g, g+8.
 template <int KT, int VT, int NB> struct tbq_mma_raw {
     typename tbq_mma_k<KT>::kraw k[NB][2]; // tokens g, g+8
     typename tbq_mma_v<VT>::vraw v[NB][4]; // tokens 2c, 2c+1, 2c+8, 2c+9
@@ -623,45 +708,59 @@ template <int KT, int VT, int NB> struct tbq_mma_raw {
     unsigned short mk[2][2];               // mask bits [row 2c+r][token g, g+8]
 };
 
-// One tile's bytes for thread (g, c). kbase, vbase and mrow point at the split's first token;
-// t0: the tile's first token and t_len: the split's length, both relative to it. Tokens past the
-// end re-read the last one (their weight is 0).
-template <int KT, int VT, int NB>
-static __device__ __forceinline__ void tbq_mma_load(tbq_mma_raw<KT, VT, NB> & r, const tbq_fattn_params & p,
-                                                    const uint8_t * kbase, const uint8_t * vbase,
-                                                    const unsigned short * const mrow[2], int t0, int t_len, int g,
-                                                    int c) {
-    constexpr int KB = tbq_traits<KT>::block_bytes, VB = tbq_traits<VT>::block_bytes;
-    const uint32_t nbk1 = (uint32_t) p.nbk1, nbv1 = (uint32_t) p.nbv1;
+// The shared address of token t's staged copy: its slot (t · stride words), plus the offset of
+// its global row `row` in the chunk the copy started from.
+template <int BYTES>
+static __device__ __forceinline__ uint32_t tbq_staged_row(uint32_t area, const uint8_t * row, int t) {
+    return area + 4u * (t * tbq_stage_span<BYTES>::stride) + ((uint32_t) (uintptr_t) row & 15u);
+}
+
+// The K side of a tile: `krow(t)` is the address (pointer or shared address) of token t's head
+// row (t relative to the tile's first token t0; t0 and t_len relative to the split's first token;
+// tokens past the end re-read the last one, their weight is 0).
+template <int KT, int VT, int NB, typename ROW>
+static __device__ __forceinline__ void tbq_mma_read_k(tbq_mma_raw<KT, VT, NB> & r, ROW krow,
+                                                      const unsigned short * const mrow[2], int t0, int t_len, int g,
+                                                      int c) {
+    constexpr int KB = tbq_traits<KT>::block_bytes;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const uint32_t t = (uint32_t) min(t0 + g + 8 * i, t_len - 1);
-        const uint8_t * krow = kbase + t * nbk1;
-        const uint8_t * vrow = vbase + t * nbv1;
+        const auto row = krow(g + 8 * i);
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
-            r.kd[b][i] = __ldg((const unsigned short *) (krow + b * KB));
-            r.vd[b][i] = __ldg((const unsigned short *) (vrow + b * VB));
+            r.kd[b][i] = tbq_ld16(row + b * KB);
             if constexpr (tbq_traits<KT>::sub_scales) {
-                r.kg[b][i] = __ldg((const unsigned short *) (krow + b * KB + TBQ_D_BYTES));
+                r.kg[b][i] = tbq_ld16(row + b * KB + TBQ_D_BYTES);
             }
-            r.k[b][i].load(krow + b * KB + tbq_traits<KT>::header_bytes, c);
+            r.k[b][i].load(row + b * KB + tbq_traits<KT>::header_bytes, c);
         }
+        const uint32_t t = (uint32_t) min(t0 + g + 8 * i, t_len - 1);
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
             r.mk[rr][i] = mrow[rr] != nullptr ? __ldg(mrow[rr] + t) : (unsigned short) 0;
         }
     }
+}
+
+// The V side of a tile: `vrow(t)` as `krow` above.
+template <int KT, int VT, int NB, typename ROW>
+static __device__ __forceinline__ void tbq_mma_read_v(tbq_mma_raw<KT, VT, NB> & r, ROW vrow, int g, int c) {
+    constexpr int VB = tbq_traits<VT>::block_bytes;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const auto row = vrow(g + 8 * i);
+#pragma unroll
+        for (int b = 0; b < NB; ++b) r.vd[b][i] = tbq_ld16(row + b * VB);
+    }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const uint32_t t = (uint32_t) min(t0 + 2 * c + (i & 1) + 8 * (i >> 1), t_len - 1);
-        const uint8_t * vrow = vbase + t * nbv1;
+        const auto row = vrow(2 * c + (i & 1) + 8 * (i >> 1));
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             if constexpr (tbq_traits<VT>::sub_scales) {
-                r.vg[b][i] = __ldg((const unsigned short *) (vrow + b * VB + TBQ_D_BYTES));
+                r.vg[b][i] = tbq_ld16(row + b * VB + TBQ_D_BYTES);
             }
-            r.v[b][i].load(vrow + b * VB + tbq_traits<VT>::header_bytes, g);
+            r.v[b][i].load(row + b * VB + tbq_traits<VT>::header_bytes, g);
         }
     }
 }
@@ -676,7 +775,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     using TV = tbq_mma_v<VT>;
     using SM = tbq_mma_smem<KT, VT>;
     constexpr bool KS = tbq_traits<KT>::sub_scales, VS = tbq_traits<VT>::sub_scales;
-    extern __shared__ uint32_t smem_u[]; // max(SM::words, NW·R·(D+2), R·D) words
+    extern __shared__ uint32_t smem_u[]; // max(SM::words + NW·stage words, NW·R·(D+2), R·D) words
     float * smem = (float *) smem_u;
     const char * tab = (const char *) smem_u;              // K and V tables: byte offsets (tbq_mma_k)
     uint32_t * lut_g = smem_u + SM::k_words + SM::v_words; // gain pairs (G[e & 15], G[e >> 4])
@@ -796,20 +895,50 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     const uint32_t lbk = TK::lane_base(lane);                                  // K look-up constant
     const uint32_t lbv = SM::IL ? 128u + 4u * lane : 4u * (SM::k_words + lane); // V look-up constant
 
-    // D = 128: the next tile's bytes are loaded before this one is used (two buffers); D = 256
-    // holds twice the accumulators and loads one tile at a time (no spills).
-    constexpr bool PF = NB == 1;
+    // Where the fragments come from (tbq_mma_staged). Staged: this warp's areas (K, then V, after
+    // the tables), two copy groups in flight: K of tile n+1 (issued once tile n's K fragments are
+    // in registers) and V of tile n (issued after tile n-1's V fragments were read). Direct: at
+    // D = 128 the next tile's fragments are loaded before this one is used (two register
+    // buffers); D = 256 holds twice the accumulators and loads one tile at a time (no spills).
+    constexpr bool STAGED = tbq_mma_staged<KT, VT, NB>::value;
+    constexpr bool PF = !STAGED && NB == 1;
+    using ST = tbq_mma_stage<KT, VT, NB>;
+    constexpr int KBYTES = NB * tbq_traits<KT>::block_bytes, VBYTES = NB * tbq_traits<VT>::block_bytes;
+    const uint32_t kst = (uint32_t) __cvta_generic_to_shared(smem_u + SM::words + warp * ST::words);
+    const uint32_t vst = kst + 4u * ST::k_words;
+    const uint32_t nbk1 = (uint32_t) p.nbk1, nbv1 = (uint32_t) p.nbv1;
+    // token t of the tile at t0 (relative to the split's first token): its row in global memory
+    // or its staged copy
+    const auto grow = [&](const uint8_t * base, uint32_t nb1, int t0, int t) {
+        return base + (uint32_t) min(t0 + t, t_len - 1) * nb1;
+    };
+    const auto load_direct = [&](tbq_mma_raw<KT, VT, NB> & r, int t0) {
+        tbq_mma_read_k<KT, VT, NB>(r, [&](int t) { return grow(kbase, nbk1, t0, t); }, msplit, t0, t_len, g, c);
+        tbq_mma_read_v<KT, VT, NB>(r, [&](int t) { return grow(vbase, nbv1, t0, t); }, g, c);
+    };
+
     tbq_mma_raw<KT, VT, NB> cur, nxt;
     int t0 = t_begin + warp * TT;
-    if (PF && t0 < t_end) {
-        tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, msplit, t0 - t_begin, t_len, g, c);
+    if constexpr (STAGED) {
+        tbq_stage_tile<KBYTES>(kst, kbase, nbk1, t0 - t_begin, t_len, lane, t0 < t_end);
+        tbq_stage_tile<VBYTES>(vst, vbase, nbv1, t0 - t_begin, t_len, lane, t0 < t_end);
+    } else if (PF && t0 < t_end) {
+        load_direct(cur, t0 - t_begin);
     }
     for (; t0 < t_end; t0 += NW * TT) {
         const int t1 = t0 + NW * TT;
-        if (!PF) {
-            tbq_mma_load<KT, VT, NB>(cur, p, kbase, vbase, msplit, t0 - t_begin, t_len, g, c);
+        if constexpr (STAGED) {
+            tbq_cp_async_wait_all_but_one(); // K of this tile
+            __syncwarp();
+            tbq_mma_read_k<KT, VT, NB>(
+                cur, [&](int t) { return tbq_staged_row<KBYTES>(kst, grow(kbase, nbk1, t0 - t_begin, t), t); },
+                msplit, t0 - t_begin, t_len, g, c);
+            __syncwarp(); // every lane holds its K fragments: the area is free
+            tbq_stage_tile<KBYTES>(kst, kbase, nbk1, t1 - t_begin, t_len, lane, t1 < t_end);
+        } else if (!PF) {
+            load_direct(cur, t0 - t_begin);
         } else if (t1 < t_end) {
-            tbq_mma_load<KT, VT, NB>(nxt, p, kbase, vbase, msplit, t1 - t_begin, t_len, g, c);
+            load_direct(nxt, t1 - t_begin);
         }
         // QK: one accumulator per block (each block has its own d).
         float s[4]; // (token g, row 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1)
@@ -905,6 +1034,14 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
             }
             any |= (pw[rr] >= p.sparse_v && pw[rr] > 0.0f) || (pw[rr + 2] >= p.sparse_v && pw[rr + 2] > 0.0f);
         }
+        if constexpr (STAGED) {
+            tbq_cp_async_wait_all_but_one(); // V of this tile (K of the next may be in flight)
+            __syncwarp();
+            tbq_mma_read_v<KT, VT, NB>(
+                cur, [&](int t) { return tbq_staged_row<VBYTES>(vst, grow(vbase, nbv1, t0 - t_begin, t), t); }, g, c);
+            __syncwarp();
+            tbq_stage_tile<VBYTES>(vst, vbase, nbv1, t1 - t_begin, t_len, lane, t1 < t_end);
+        }
         if (__any_sync(TBQ_FULL_MASK, any)) { // sparse V per tile (0: only all-masked tiles)
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
@@ -961,7 +1098,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                 }
             }
         }
-        if (PF) {
+        if constexpr (PF) {
             cur = nxt;
         }
     }

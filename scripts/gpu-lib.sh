@@ -11,12 +11,13 @@ mkdir -p "$OUT"
 BIN="$REPO/build/gpu-llama/bin"
 LLAMA="$REPO/build/gpu-llama-src/llama.cpp"
 
-# make_model ARCH: a random-weight model of the real shape (llama3b: Llama-3.2-3B; gemma3-270m), f16
+# make_model ARCH: a random-weight model of the real shape (llama3b: Llama-3.2-3B; llama8b: Llama-3.1-8B;
+# gemma3-270m), f16
 # written by gpu-llama-model.py, then Q4_K_M by llama-quantize (as a user would run it); echoes the
 # path. Kept in /tmp/tbq-e2e-ARCH, so a warm machine makes it once.
 make_model() {
     local arch=$1 dir=/tmp/tbq-e2e-$1 name
-    name=$([[ $arch == llama3b ]] && echo random-llama || echo random-gemma3)
+    case $arch in llama3b) name=random-llama ;; llama8b) name=random-llama8b ;; *) name=random-gemma3 ;; esac
     if [[ ! -f $dir/$name-q4_k_m.gguf ]]; then
         mkdir -p "$dir"
         python3 "$REPO/scripts/gpu-llama-model.py" "$dir" --gguf-py "$LLAMA/gguf-py" --arch "$arch" --full >&2 || return 1

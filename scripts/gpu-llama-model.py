@@ -3,10 +3,11 @@
 the tbq KV-cache types where no real model can be downloaded. Quality numbers mean nothing; the shapes
 are real, so every op of a real model runs at a real size.
 
-    python3 scripts/gpu-llama-model.py OUT_DIR [--gguf-py PATH] [--arch llama3b|gemma3-270m]
+    python3 scripts/gpu-llama-model.py OUT_DIR [--gguf-py PATH] [--arch llama3b|llama8b|gemma3-270m]
                                        [--full] [--layers N] [--vocab N] [--outtype f16]
 
-writes OUT_DIR/random-llama.gguf (llama3b) or OUT_DIR/random-gemma3.gguf (gemma3-270m), prints its path,
+writes OUT_DIR/random-llama.gguf (llama3b), random-llama8b.gguf (llama8b) or random-gemma3.gguf
+(gemma3-270m), prints its path,
 and writes OUT_DIR/text.txt (random lowercase words, for llama-perplexity).
 
 --arch llama3b (default): Llama-3.2-3B (arch "llama"): n_embd 3072, 24 query heads, 8 KV heads
@@ -16,6 +17,10 @@ and writes OUT_DIR/text.txt (random lowercase words, for llama-perplexity).
     --full: 28 layers, vocab 128256, context 131072, tied embeddings (no output.weight) and the
     llama3 rope factors (rope_freqs.weight: factor 32, low 1, high 4, original context 8192), as the
     real model: about 3.2 B parameters, 6.4 GB.
+--arch llama8b: Llama-3.1-8B (arch "llama"): n_embd 4096, 32 query heads, 8 KV heads (head_dim 128,
+    GQA 4), FFN 14336, rope base 500000. Reduced (default): 4 layers, the tiny vocabulary, context 8192.
+    --full: 32 layers, vocab 128256, context 131072, a separate output.weight and the llama3 rope
+    factors (factor 8) as the real model: about 8.0 B parameters, 16 GB.
 --arch gemma3-270m: Gemma 3 270M (arch "gemma3"): n_embd 640, 4 query heads, 1 KV head,
     head_dim 256 (key_length = value_length = 256, GQA 4), FFN 2048 (GELU), sliding window 512 on 5 of
     every 6 layers (llama.cpp's default Gemma 3 pattern: layers 5, 11, 17 global), rope base 1e6 (global)
@@ -47,10 +52,13 @@ ARCHS = {
     # reduced layers / context; full layers / vocab / context
     "llama3b": dict(n_embd=3072, n_head=24, n_head_kv=8, head_dim=128, n_ff=8192,
                     layers=4, full_layers=28, full_vocab=128256, ctx=8192, full_ctx=131072,
-                    file="random-llama.gguf", gguf_arch="llama"),
+                    file="random-llama.gguf", gguf_arch="llama", full_tied=True, rope_factor=32.0),
+    "llama8b": dict(n_embd=4096, n_head=32, n_head_kv=8, head_dim=128, n_ff=14336,
+                    layers=4, full_layers=32, full_vocab=128256, ctx=8192, full_ctx=131072,
+                    file="random-llama8b.gguf", gguf_arch="llama", full_tied=False, rope_factor=8.0),
     "gemma3-270m": dict(n_embd=640, n_head=4, n_head_kv=1, head_dim=256, n_ff=2048,
                         layers=6, full_layers=18, full_vocab=262144, ctx=32768, full_ctx=32768,
-                        file="random-gemma3.gguf", gguf_arch="gemma3"),
+                        file="random-gemma3.gguf", gguf_arch="gemma3", full_tied=True),
 }
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -59,7 +67,7 @@ ap.add_argument("out")
 ap.add_argument("--gguf-py", default=None, help="path of llama.cpp's gguf-py")
 ap.add_argument("--arch", choices=sorted(ARCHS), default="llama3b")
 ap.add_argument("--full", action="store_true", help="the real architecture at real size")
-ap.add_argument("--layers", type=int, default=None, help="layer count (default: 4 llama3b / 6 gemma3-270m, or the real one with --full)")
+ap.add_argument("--layers", type=int, default=None, help="layer count (default: 4 llama3b and llama8b / 6 gemma3-270m, or the real one with --full)")
 ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: 348, or the real one with --full)")
 ap.add_argument("--outtype", choices=["f16"], default="f16")
 args = ap.parse_args()
@@ -78,7 +86,7 @@ is_gemma = args.arch == "gemma3-270m"
 n_embd, n_head, n_head_kv, head_dim, n_ff = A["n_embd"], A["n_head"], A["n_head_kv"], A["head_dim"], A["n_ff"]
 n_layer = args.layers if args.layers is not None else (A["full_layers"] if args.full else A["layers"])
 n_ctx = A["full_ctx"] if args.full else A["ctx"]
-tied = args.full or is_gemma
+tied = (args.full and A["full_tied"]) or is_gemma
 if n_layer < 1:
     sys.exit("--layers must be >= 1")
 
@@ -160,8 +168,8 @@ mat("token_embd.weight", n_vocab, n_embd, std=0.02 if is_gemma else 1.0)
 ones("output_norm.weight", n_embd)
 if not tied:
     mat("output.weight", n_vocab, n_embd)
-if args.arch == "llama3b" and args.full:
-    rf = llama3_rope_factors()
+if not is_gemma and args.full:
+    rf = llama3_rope_factors(factor=A["rope_factor"])
     specs.append(("rope_freqs.weight", rf.shape, np.float32, lambda: rf))
 for i in range(n_layer):
     p = f"blk.{i}."

@@ -154,6 +154,29 @@ fn mma_table_words(k: TbqType, v: TbqType) -> i64 {
     tables + gains
 }
 
+/// Whether the tensor-core kernel stages this pair's tiles through shared memory
+/// (tbq_mma_staged in kernels/fattn.cu): at D 128 pairs with gains or 5- and 6-bit keys, at D 256
+/// pairs with gained values.
+fn mma_staged(k: TbqType, v: TbqType, d: i64) -> bool {
+    let (ks, vs) = (k.spec(), v.spec());
+    if d == 128 {
+        ks.sub_scales || vs.sub_scales || ks.bits >= 5
+    } else {
+        vs.sub_scales
+    }
+}
+
+/// Words of shared memory of one warp's K and V staging areas in the tensor-core kernel
+/// (tbq_mma_stage in kernels/fattn.cu): 16 tokens each of a head's span, as the 16-byte chunks
+/// that cover its bytes from a 2-byte-aligned address; 0 for a pair that loads directly.
+fn mma_stage_words(k: TbqType, v: TbqType, d: i64) -> i64 {
+    if !mma_staged(k, v, d) {
+        return 0;
+    }
+    let stride = |block_bytes: usize| 4 * (((d / 128) * block_bytes as i64 + 14 + 15) / 16);
+    MMA_TILE * (stride(k.spec().block_bytes()) + stride(v.spec().block_bytes()))
+}
+
 /// Why `a` cannot run on these kernels, or `Ok` when it can.
 pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
     let (q, k, v, dst) = (&a.q, &a.k, &a.v, &a.dst);
@@ -299,7 +322,8 @@ fn kernel_for(a: &FattnArgs, mma: bool, d: i64, r: i64) -> (&'static str, u32) {
             &ds,
         ]);
         let (k, v) = (TbqType::from_abi(a.k.type_), TbqType::from_abi(a.v.type_));
-        let tables = mma_table_words(k.unwrap(), v.unwrap());
+        let (k, v) = (k.unwrap(), v.unwrap());
+        let tables = mma_table_words(k, v) + WARPS * mma_stage_words(k, v, d);
         let words = tables.max(WARPS * r * (d + 2)).max(r * d);
         (name, (words * 4) as u32)
     } else {
