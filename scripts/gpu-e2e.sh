@@ -6,10 +6,11 @@
 #      row, mask on) -> $OUT/fa-perf.log
 #   2. end to end: llama-bench -o jsonl, tg128 at depth 0 / 8K / 32K and pp2048, for the K/V pairs
 #      f16/f16, q8_0/q8_0, q4_0/q4_0, tbq4_0/tbq3_0, on random-weight models of real shape and size
-#      (Llama-3.2-3B: head_dim 128, GQA 3; Gemma 3 270M: head_dim 256, sliding window), Q4_K_M
+#      (Llama-3.2-3B: head_dim 128, GQA 3; Gemma 3 270M: head_dim 256, sliding window; on request
+#      Llama-3.1-8B, `--models llama8b`: GQA 4, 16 GB of f16 written and quantized first), Q4_K_M
 #      -> $OUT/llama-bench.jsonl
 #
-#   scripts/gpu-e2e.sh [--no-perf] [--no-bench] [--models llama3b,gemma3-270m] [--reps N]
+#   scripts/gpu-e2e.sh [--no-perf] [--no-bench] [--models llama3b,gemma3-270m,llama8b] [--reps N]
 # Env: TBQ_E2E_BUDGET_S (default 540): a model's benchmark starts only while the run is under it;
 #   TBQ_E2E_PAIRS (K/V list; K/V:nocentre runs tbq keys without key centring, into
 #   llama-bench-nocentre.jsonl; K/V@spec runs per-layer types, `;` for the spec's commas, e.g.
