@@ -697,8 +697,8 @@ static __device__ __forceinline__ void tbq_stage_tile(uint32_t stage, const uint
     tbq_cp_async_commit();
 }
 
-// The fragments' bytes of thread (g, c), read from the warp's staging areas (tbq_mma_read_k and
-// tbq_mma_read_v). K side: tokens g, g+8 (codes, d, gains) and their mask bits; V side: tokens 2c,
+// The fragments' bytes of thread (g, c), read by tbq_mma_read_k and tbq_mma_read_v from global
+// memory or from the warp's staging areas. K side: tokens g, g+8 (codes, d, gains) and their mask bits; V side: tokens 2c,
 // 2c+1, 2c+8, 2c+9 (codes, gains) and d of tokens g, g+8.
 template <int KT, int VT, int NB> struct tbq_mma_raw {
     typename tbq_mma_k<KT>::kraw k[NB][2]; // tokens g, g+8
