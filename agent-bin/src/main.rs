@@ -90,8 +90,10 @@ with weights + KV + compute and, only when -c was not given, lowers the context 
 (4096); with -c given it warns and goes on. So on a CPU, --budget (the KV cache) is the budget \
 that decides.
 
-  One K/V pair serves every layer: the patched llama.cpp has no per-layer cache types yet (the \
-sliding-window layers of Gemma could take a cheaper type once it has).";
+  --fit offers one K/V pair for every layer. Per-layer types (llama-server --cache-type-layers, \
+e.g. k0-3=tbq5_1,v28-31=tbq4_1) pay off model by model: `tbq-validate calibrate -m MODEL` measures \
+each layer's sensitivity and prints the allocation for a bit budget; `plan --ctk K --ctv V \
+--cache-type-layers SPEC` sizes it.";
 
 /// Supervise, tune and size llama-server with TurboQuant-style KV caches (tbq4_0 / tbq3_0).
 #[derive(Parser)]
@@ -942,6 +944,7 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     let spec = a.cache_type_layers.as_deref().unwrap_or("");
+    let (bits_k, bits_v) = stored_bits(&shape);
     for (k, v) in pairs {
         let types = tbq::plan::LayerTypes::with_spec(k, v, spec)
             .map_err(|e| fail(Exit::Input, format!("--cache-type-layers: {e}")))?;
@@ -952,7 +955,7 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
                     Some(b) => tbq::plan::max_context_layers(&shape, &types, &cfg, b)?,
                     None => None,
                 };
-                json!({ "k": k.name(), "v": v.name(), "bits_k": k.bits_per_element(), "bits_v": v.bits_per_element(),
+                json!({ "k": k.name(), "v": v.name(), "bits_k": bits_k(k), "bits_v": bits_v(v),
                         "layer_types": (!types.is_uniform()).then(|| types.spec()), "mean_bits": types.mean_bits(&shape),
                         "bytes_per_token": bpt, "n_ctx": size.n_ctx, "kv_bytes": size.total(), "kv_mib": size.total() as f64 / 1048576.0,
                         "full": research::cache_json(&size.full), "swa": size.swa.as_ref().map(research::cache_json), "max_ctx_in_budget": max })
@@ -1240,6 +1243,14 @@ fn plan_pairs(profile: &Profile) -> Result<Vec<(CacheType, CacheType)>> {
 
 /// `plan --fit`: sizes every measured pair, picks one by `fit::choose`, prints llama-server's
 /// arguments (the rule is in PLAN_HELP and fit.rs).
+/// Bits per element of a K and of a V type as `shape` stores them (its first layer's head sizes:
+/// `tbq4_0` on heads of 64 is `tbq4_0_64`, 4.25 bits, not 4.125).
+fn stored_bits(shape: &tbq::plan::ModelShape) -> (impl Fn(CacheType) -> f64, impl Fn(CacheType) -> f64) {
+    let l = shape.layers[0];
+    let at = |head: u32| move |t: CacheType| t.for_head(head).unwrap_or(t).bits_per_element();
+    (at(l.head_k), at(l.head_v))
+}
+
 fn cmd_fit(
     cli: &Cli,
     a: &PlanArgs,
@@ -1296,6 +1307,7 @@ fn cmd_fit(
         margin: a.fit_target << 20,
     });
     let n_layer = shape.layers.len() as u32;
+    let (bits_k, bits_v) = stored_bits(shape);
     let mut cands = Vec::new();
     for &(k, v, score) in &ranking.scores {
         if only_k.is_some_and(|t| t != k) || only_v.is_some_and(|t| t != v) {
@@ -1306,7 +1318,7 @@ fn cmd_fit(
             v: v.name().into(),
             score,
             kv_bytes: 0,
-            bits: (k.bits_per_element(), v.bits_per_element()),
+            bits: (bits_k(k), bits_v(v)),
             kv_fits: false,
             ngl: None,
             device_bytes: None,
@@ -1341,7 +1353,7 @@ fn cmd_fit(
         )
     });
     const PER_LAYER: &str =
-        "one K/V pair for every layer: the patched llama.cpp has no per-layer cache types yet";
+        "one K/V pair for every layer; per-layer types (--cache-type-layers) are measured model by model: `tbq-validate calibrate -m MODEL` prints an allocation for a bit budget";
     let mib = |b: u64| b as f64 / 1048576.0;
     if cli.json {
         print_json(&json!({
