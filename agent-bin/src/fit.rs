@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use tbq::gguf::{Metadata, TensorInfo};
-use tbq::plan::{CacheConfig, CacheType, KvSize, ModelShape};
+use tbq::plan::{CacheConfig, KvSize, LayerTypes, ModelShape};
 
 /// The weights of a model, grouped as llama.cpp places them.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -142,17 +142,20 @@ pub fn compute_estimate(w: &Weights, shape: &ModelShape, cfg: &CacheConfig) -> u
     out.max(ffn).max(attn)
 }
 
-/// KV bytes of each layer for a cache of size `kv`.
-pub fn kv_per_layer(shape: &ModelShape, k: CacheType, v: CacheType, kv: &KvSize) -> Vec<u64> {
+/// KV bytes of each layer for a cache of size `kv` with the types `types` (per layer).
+pub fn kv_per_layer(shape: &ModelShape, types: &LayerTypes, kv: &KvSize) -> Vec<u64> {
     shape
         .layers
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(il, l)| {
             let c = match (&kv.swa, l.swa) {
                 (Some(s), true) => s,
                 _ => &kv.full,
             };
-            let row = l.k_row_bytes(k).unwrap_or(0) + l.v_row_bytes(v).unwrap_or(0);
+            let il = il as u32;
+            let row = l.k_row_bytes(types.k_at(il)).unwrap_or(0)
+                + l.v_row_bytes(types.v_at(il)).unwrap_or(0);
             row * c.cells as u64 * c.streams as u64
         })
         .collect()
@@ -200,6 +203,10 @@ pub struct Candidate {
     pub k: String,
     /// V type.
     pub v: String,
+    /// Per-layer types over K/V (llama-server's `--cache-type-layers`): a calibrated allocation
+    /// measured on this model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<String>,
     /// Mean KLD ÷ q4_0/q4_0's (0 for f16/f16).
     pub score: f64,
     /// KV cache bytes at the wanted context.
@@ -255,16 +262,11 @@ pub fn server_args(
     n_ctx: u32,
     parallel: Option<u32>,
 ) -> Vec<String> {
-    let mut a = vec![
-        "-ctk".into(),
-        c.k.clone(),
-        "-ctv".into(),
-        c.v.clone(),
-        "-c".into(),
-        n_ctx.to_string(),
-        "-fa".into(),
-        "on".into(),
-    ];
+    let mut a: Vec<String> = vec!["-ctk".into(), c.k.clone(), "-ctv".into(), c.v.clone()];
+    if let Some(l) = &c.layers {
+        a.extend(["--cache-type-layers".into(), l.clone()]);
+    }
+    a.extend(["-c".into(), n_ctx.to_string(), "-fa".into(), "on".into()]);
     if let Some(np) = parallel {
         a.extend(["-np".into(), np.to_string()]);
         if cfg.kv_unified {
@@ -348,6 +350,7 @@ mod tests {
         Candidate {
             k: k.into(),
             v: k.into(),
+            layers: None,
             score,
             kv_bytes: kv,
             bits: (0.0, 0.0),

@@ -90,10 +90,10 @@ with weights + KV + compute and, only when -c was not given, lowers the context 
 (4096); with -c given it warns and goes on. So on a CPU, --budget (the KV cache) is the budget \
 that decides.
 
-  --fit offers one K/V pair for every layer. Per-layer types (llama-server --cache-type-layers, \
-e.g. k0-3=tbq5_1,v28-31=tbq4_1) pay off model by model: `tbq-validate calibrate -m MODEL` measures \
-each layer's sensitivity and prints the allocation for a bit budget; `plan --ctk K --ctv V \
---cache-type-layers SPEC` sizes it.";
+  Per-layer types (llama-server --cache-type-layers, e.g. k0-3=tbq5_1,v28-31=tbq4_1) pay off \
+model by model: --fit offers a model measured itself its calibrated allocations (rows K/V +L) \
+beside the uniform pairs, any other model uniform pairs only. `tbq-validate calibrate -m MODEL` \
+finds a model's allocation for a bit budget; `plan --ctk K --ctv V --cache-type-layers SPEC` sizes it.";
 
 /// Supervise, tune and size llama-server with TurboQuant-style KV caches (tbq4_0 / tbq3_0).
 #[derive(Parser)]
@@ -1245,7 +1245,9 @@ fn plan_pairs(profile: &Profile) -> Result<Vec<(CacheType, CacheType)>> {
 /// arguments (the rule is in PLAN_HELP and fit.rs).
 /// Bits per element of a K and of a V type as `shape` stores them (its first layer's head sizes:
 /// `tbq4_0` on heads of 64 is `tbq4_0_64`, 4.25 bits, not 4.125).
-fn stored_bits(shape: &tbq::plan::ModelShape) -> (impl Fn(CacheType) -> f64, impl Fn(CacheType) -> f64) {
+fn stored_bits(
+    shape: &tbq::plan::ModelShape,
+) -> (impl Fn(CacheType) -> f64, impl Fn(CacheType) -> f64) {
     let l = shape.layers[0];
     let at = |head: u32| move |t: CacheType| t.for_head(head).unwrap_or(t).bits_per_element();
     (at(l.head_k), at(l.head_v))
@@ -1309,13 +1311,23 @@ fn cmd_fit(
     let n_layer = shape.layers.len() as u32;
     let (bits_k, bits_v) = stored_bits(shape);
     let mut cands = Vec::new();
-    for &(k, v, score) in &ranking.scores {
+    // the uniform pairs, then this model's own per-layer allocations
+    let uniform = ranking
+        .scores
+        .iter()
+        .map(|&(k, v, score)| (k, v, None, score));
+    let allocated = ranking
+        .allocations
+        .iter()
+        .map(|(k, v, spec, score)| (*k, *v, Some(spec.clone()), *score));
+    for (k, v, layers, score) in uniform.chain(allocated) {
         if only_k.is_some_and(|t| t != k) || only_v.is_some_and(|t| t != v) {
             continue;
         }
         let mut c = fit::Candidate {
             k: k.name().into(),
             v: v.name().into(),
+            layers: layers.clone(),
             score,
             kv_bytes: 0,
             bits: (bits_k(k), bits_v(v)),
@@ -1325,13 +1337,15 @@ fn cmd_fit(
             full_offload: None,
             refused: None,
         };
-        match tbq::plan::kv_bytes(shape, k, v, cfg) {
+        let sized = tbq::plan::LayerTypes::with_spec(k, v, layers.as_deref().unwrap_or(""))
+            .and_then(|types| Ok((tbq::plan::kv_bytes_layers(shape, &types, cfg)?, types)));
+        match sized {
             Err(e) => c.refused = Some(e.to_string()),
-            Ok(kv) => {
+            Ok((kv, types)) => {
                 c.kv_bytes = kv.total();
                 c.kv_fits = a.budget.map_or(true, |b| kv.total() <= b);
                 if let (Some(w), Some(d), Some(comp)) = (&weights, device, compute) {
-                    let per = fit::kv_per_layer(shape, k, v, &kv);
+                    let per = fit::kv_per_layer(shape, &types, &kv);
                     let (n, b) =
                         fit::layers_that_fit(w, &per, comp, d.free.saturating_sub(d.margin));
                     c.ngl = Some(n);
@@ -1352,8 +1366,7 @@ fn cmd_fit(
             a.join(" ")
         )
     });
-    const PER_LAYER: &str =
-        "one K/V pair for every layer; per-layer types (--cache-type-layers) are measured model by model: `tbq-validate calibrate -m MODEL` prints an allocation for a bit budget";
+    const PER_LAYER: &str = "+L: a per-layer allocation (--cache-type-layers) measured on this model; they are model-specific, so another model is offered uniform pairs: `tbq-validate calibrate -m MODEL` finds one for it";
     let mib = |b: u64| b as f64 / 1048576.0;
     if cli.json {
         print_json(&json!({
@@ -1363,7 +1376,7 @@ fn cmd_fit(
             "quality": { "score": "mean KLD vs f16/f16 divided by q4_0/q4_0's on the same model", "source": ranking.basis, "results": dir },
             "weights": weights.as_ref().map(fit::weights_json), "compute_estimate": compute,
             "candidates": cands, "choice": chosen, "args": args, "command": command,
-            "per_layer_types": serde_json::Value::Null, "notes": [PER_LAYER],
+            "per_layer_types": chosen.and_then(|c| c.layers.clone()), "notes": [PER_LAYER],
         }))?;
     } else {
         println!(
@@ -1403,7 +1416,12 @@ fn cmd_fit(
         }
         println!();
         for (i, c) in cands.iter().enumerate() {
-            let pair = format!("{}/{}", c.k, c.v);
+            let pair = format!(
+                "{}/{}{}",
+                c.k,
+                c.v,
+                if c.layers.is_some() { " +L" } else { "" }
+            );
             if let Some(r) = &c.refused {
                 println!("{pair:<16} refused: {r}");
                 continue;
@@ -1430,9 +1448,13 @@ fn cmd_fit(
         match (chosen, &command) {
             (Some(c), Some(cmd)) => {
                 println!(
-                    "choice: {}/{} ({:.3}× q4_0's mean KLD; KV cache {:.2} MiB{})",
+                    "choice: {}/{}{} ({:.3}× q4_0's mean KLD; KV cache {:.2} MiB{})",
                     c.k,
                     c.v,
+                    c.layers
+                        .as_deref()
+                        .map(|l| format!(" with --cache-type-layers {l}"))
+                        .unwrap_or_default(),
                     c.score,
                     mib(c.kv_bytes),
                     match c.ngl {

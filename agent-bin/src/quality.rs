@@ -29,6 +29,10 @@ pub struct Measured {
     pub k: String,
     /// V type.
     pub v: String,
+    /// Per-layer types over K/V (`--cache-type-layers`) of a calibrated allocation; None for the
+    /// uniform pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<String>,
     /// Mean KL divergence against f16/f16 (0 for f16/f16 itself).
     pub kld_mean: f64,
     /// 99th percentile of the KL divergence.
@@ -48,7 +52,8 @@ pub struct ModelResults {
     pub model_bytes: u64,
     /// q4_0/q4_0's mean KLD (with llama.cpp's default attention rotation): the yardstick.
     pub q4_0_kld: f64,
-    /// Every pair measured with llama.cpp's defaults.
+    /// Every pair measured with llama.cpp's defaults, and the per-layer allocations measured
+    /// beside them (`layers`).
     pub pairs: Vec<Measured>,
 }
 
@@ -56,7 +61,7 @@ impl ModelResults {
     fn get(&self, k: CacheType, v: CacheType) -> Option<&Measured> {
         self.pairs
             .iter()
-            .find(|p| p.k == k.name() && p.v == v.name())
+            .find(|p| p.k == k.name() && p.v == v.name() && p.layers.is_none())
     }
 
     /// `pair`'s mean KLD over q4_0/q4_0's.
@@ -67,7 +72,7 @@ impl ModelResults {
 
 /// Reads every `DIR/*/ppl/results.json`. Runs with a non-default configuration (attention
 /// rotation disabled, tbq keys not centred) and failed runs are left out: `--fit` prints
-/// llama-server's defaults.
+/// llama-server's defaults (and, for per-layer allocations, `--cache-type-layers`).
 pub fn load(dir: &Path) -> Result<Vec<ModelResults>> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir)
@@ -98,9 +103,9 @@ fn parse(dir: &Path, file: &Path, v: &Value) -> Option<ModelResults> {
         };
         // tbq keys are centred by default (patches/0007); a row without `key_centre` predates it
         let uncentred_tbq = k.starts_with("tbq") && r["config"]["key_centre"] != true;
-        // per-layer allocations (`K/V@spec`) are not the uniform pair K/V
-        let per_layer = !r["config"]["layers"].is_null();
-        if r["ok"] != true || r["config"]["attn_rot"] == false || uncentred_tbq || per_layer {
+        // per-layer allocations (`K/V@spec`) are kept with their spec, apart from the pair K/V
+        let layers = r["config"]["layers"].as_str().map(str::to_string);
+        if r["ok"] != true || r["config"]["attn_rot"] == false || uncentred_tbq {
             continue;
         }
         let (mean, p99) = if r["is_base"] == true {
@@ -114,13 +119,14 @@ fn parse(dir: &Path, file: &Path, v: &Value) -> Option<ModelResults> {
         pairs.push(Measured {
             k: k.to_string(),
             v: vt.to_string(),
+            layers,
             kld_mean: mean,
             kld_p99: p99,
         });
     }
     let q4 = pairs
         .iter()
-        .find(|p| p.k == "q4_0" && p.v == "q4_0")?
+        .find(|p| p.k == "q4_0" && p.v == "q4_0" && p.layers.is_none())?
         .kld_mean;
     Some(ModelResults {
         name: dir.file_name()?.to_string_lossy().into_owned(),
@@ -164,6 +170,9 @@ pub struct Ranking {
     pub basis: Basis,
     /// Scored pairs (unsorted).
     pub scores: Vec<(CacheType, CacheType, f64)>,
+    /// Per-layer allocations measured on this model (none for the worst case: which layers
+    /// deserve more bits is a property of the model): (K, V, `--cache-type-layers`, score).
+    pub allocations: Vec<(CacheType, CacheType, String, f64)>,
 }
 
 /// Scores the pairs for the GGUF at `model` (file name and size decide whether it was measured;
@@ -197,7 +206,25 @@ pub fn rank(results: &[ModelResults], model: &Path, worst_case: bool) -> Ranking
             }
         }
     }
-    Ranking { basis, scores }
+    let allocations = own
+        .into_iter()
+        .flat_map(|r| {
+            r.pairs.iter().filter_map(|p| {
+                let parse = |s: &str| CacheType::parse(s).ok();
+                Some((
+                    parse(&p.k)?,
+                    parse(&p.v)?,
+                    p.layers.clone()?,
+                    p.kld_mean / r.q4_0_kld,
+                ))
+            })
+        })
+        .collect();
+    Ranking {
+        basis,
+        scores,
+        allocations,
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +256,47 @@ mod tests {
         assert_eq!(g.ratio(t("f16"), t("f16")), Some(0.0));
         let r51 = g.ratio(t("tbq5_1"), t("tbq3_1")).unwrap();
         assert!((r51 - 0.032797 / 0.106069).abs() < 1e-9, "{r51}");
+    }
+
+    /// A model measured itself is offered its calibrated allocations beside the uniform pairs;
+    /// another model is not (they are model-specific).
+    #[test]
+    fn a_measured_model_gets_its_own_allocations() {
+        let r = results();
+        let s = r.iter().find(|m| m.name == "smollm2-135m").unwrap();
+        let dir = std::env::temp_dir().join(format!("tbq-quality-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gguf = dir.join(&s.model_file); // same name and size: taken for the measured file
+        std::fs::File::create(&gguf)
+            .unwrap()
+            .set_len(s.model_bytes)
+            .unwrap();
+        let ranking = rank(&r, &gguf, false);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(ranking.basis, Basis::ThisModel { ref name } if name == "smollm2-135m"));
+        let t = |s: &str| CacheType::parse(s).unwrap();
+        // the calibrated 4.25-bit allocation: tbq4_1/tbq4_0 with 14 layer overrides, 0.0297
+        let a = ranking
+            .allocations
+            .iter()
+            .find(|a| a.0 == t("tbq4_1") && a.1 == t("tbq4_0"))
+            .expect("the tbq4_1/tbq4_0 allocation");
+        assert!(
+            a.2.starts_with("k0=tbq4_0,k7=tbq4_0,k12-13=tbq5_1"),
+            "{}",
+            a.2
+        );
+        assert!((a.3 - 0.029662 / 0.046271).abs() < 1e-9, "{}", a.3);
+        // the uniform pair keeps its own score
+        let u = ranking
+            .scores
+            .iter()
+            .find(|x| x.0 == t("tbq4_1") && x.1 == t("tbq4_0"))
+            .unwrap();
+        assert!((u.2 - 0.030895 / 0.046271).abs() < 1e-9);
+        assert!(rank(&r, Path::new("/nonexistent/other.gguf"), false)
+            .allocations
+            .is_empty());
     }
 
     #[test]

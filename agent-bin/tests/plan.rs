@@ -192,30 +192,60 @@ fn fit_picks_the_best_measured_pair_in_the_budget_and_the_server_agrees() {
             s(a).total_cmp(&s(b))
         })
         .unwrap();
-    assert_eq!((&choice["k"], &choice["v"]), (&best["k"], &best["v"]));
+    assert_eq!(
+        (&choice["k"], &choice["v"], &choice["layers"]),
+        (&best["k"], &best["v"], &best["layers"])
+    );
     assert!(choice["kv_bytes"].as_u64().unwrap() <= budget);
     // Gemma loses in the keys: the measured best under this budget keeps wide keys.
     assert_ne!(choice["k"], "tbq3_0");
 
     let args = strings(&p["args"]);
-    assert_eq!(
-        args,
-        [
-            "-ctk",
-            choice["k"].as_str().unwrap(),
-            "-ctv",
-            choice["v"].as_str().unwrap(),
-            "-c",
-            "8192",
-            "-fa",
-            "on"
-        ]
-    );
+    let mut want = vec![
+        "-ctk",
+        choice["k"].as_str().unwrap(),
+        "-ctv",
+        choice["v"].as_str().unwrap(),
+    ];
+    // a calibrated allocation of this model (its per-layer types) goes to llama-server as they are
+    if let Some(l) = choice["layers"].as_str() {
+        want.extend(["--cache-type-layers", l]);
+    }
+    want.extend(["-c", "8192", "-fa", "on"]);
+    assert_eq!(args, want);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = server_log(&bin, &model, &argv);
     let server: f64 = kv_lines(&log).iter().map(|l| l.2).sum();
     let planned = mib(&choice["kv_bytes"]);
     eprintln!("server {server} MiB, plan {planned} MiB");
+    assert!(
+        (server - planned).abs() <= 0.01 * server,
+        "server {server} MiB vs plan {planned} MiB"
+    );
+
+    // This model's calibrated allocation (committed in its results, `+L`): with a budget of its
+    // cache size it is the choice, its per-layer types go to llama-server, and the server
+    // allocates what the plan said.
+    let alloc = cands
+        .iter()
+        .find(|c| c["layers"].is_string())
+        .expect("Gemma's results hold a calibrated allocation");
+    let budget = alloc["kv_bytes"].as_u64().unwrap();
+    let p = plan(
+        &model,
+        &["--fit", "-c", "8192", "--budget", &budget.to_string()],
+    );
+    let choice = &p["choice"];
+    assert_eq!(choice["layers"], alloc["layers"], "{p}");
+    let args = strings(&p["args"]);
+    assert_eq!(args[4], "--cache-type-layers");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server: f64 = kv_lines(&server_log(&bin, &model, &argv))
+        .iter()
+        .map(|l| l.2)
+        .sum();
+    let planned = mib(&choice["kv_bytes"]);
+    eprintln!("allocation: server {server} MiB, plan {planned} MiB");
     assert!(
         (server - planned).abs() <= 0.01 * server,
         "server {server} MiB vs plan {planned} MiB"

@@ -499,7 +499,10 @@ fn measure(
         .enumerate()
         .filter(|(_, l)| l.n_head_kv > 0)
     {
-        for (side, elems, head) in [(Side::K, l.k_elems(), l.head_k), (Side::V, l.v_elems(), l.head_v)] {
+        for (side, elems, head) in [
+            (Side::K, l.k_elems(), l.head_k),
+            (Side::V, l.v_elems(), l.head_v),
+        ] {
             rows.push(Row {
                 layer: il as u32,
                 side,
@@ -842,15 +845,25 @@ mod tests {
             head,
             sens: 1.0,
         };
-        assert_eq!(mean_bits(&[row(64), row(64)], &[t("tbq4_0"), t("tbq3_0")]), (4.25 + 3.25) / 2.0);
+        assert_eq!(
+            mean_bits(&[row(64), row(64)], &[t("tbq4_0"), t("tbq3_0")]),
+            (4.25 + 3.25) / 2.0
+        );
         assert_eq!(mean_bits(&[row(0)], &[t("tbq4_0")]), 4.125);
         assert_eq!(row(64).stored(t("q4_0")), t("q4_0"));
-        let old: Row = serde_json::from_str(r#"{"layer":1,"side":"V","elems":256,"sens":0.5}"#).unwrap();
+        let old: Row =
+            serde_json::from_str(r#"{"layer":1,"side":"V","elems":256,"sens":0.5}"#).unwrap();
         assert_eq!(old.head, 0);
         // the knapsack weighs the stored types: 4.125 bits fit one 128-wide tbq4_0 row, not a 64-wide one
         let cost = vec![vec![1.0, 0.0]];
         let pick = |ts: Vec<CacheType>| knapsack(&[64], &[ts], &cost, 4.125).unwrap()[0];
         assert_eq!(pick(vec![t("tbq3_0"), t("tbq4_0")]), 1);
-        assert_eq!(pick(vec![row(64).stored(t("tbq3_0")), row(64).stored(t("tbq4_0"))]), 0);
+        assert_eq!(
+            pick(vec![
+                row(64).stored(t("tbq3_0")),
+                row(64).stored(t("tbq4_0"))
+            ]),
+            0
+        );
     }
 }
