@@ -152,6 +152,12 @@ impl CacheType {
         self.block_bytes() as f64 * 8.0 / self.block_elems() as f64
     }
 
+    /// Bits per element as stored on heads of `head` elements: a tbq type on 64-wide heads costs
+    /// its `_64` variant's bits ([`CacheType::for_head`]).
+    pub fn bits_stored(self, head: u32) -> f64 {
+        self.for_head(head).unwrap_or(self).bits_per_element()
+    }
+
     /// Whether llama.cpp needs flash attention for this type as a V cache (every quantized type).
     pub fn needs_flash_attn_as_v(self) -> bool {
         !matches!(self, CacheType::F32 | CacheType::F16 | CacheType::Bf16)
@@ -311,10 +317,8 @@ impl LayerTypes {
         let (mut bits, mut elems) = (0.0, 0.0);
         for (il, l) in shape.layers.iter().enumerate() {
             let il = il as u32;
-            // as stored: a tbq type on 64-wide heads costs its _64 variant's bits
-            let stored = |t: CacheType, head: u32| t.for_head(head).unwrap_or(t).bits_per_element();
-            bits += stored(self.k_at(il), l.head_k) * l.k_elems() as f64
-                + stored(self.v_at(il), l.head_v) * l.v_elems() as f64;
+            bits += self.k_at(il).bits_stored(l.head_k) * l.k_elems() as f64
+                + self.v_at(il).bits_stored(l.head_v) * l.v_elems() as f64;
             elems += (l.k_elems() + l.v_elems()) as f64;
         }
         if elems == 0.0 {

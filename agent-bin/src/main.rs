@@ -944,7 +944,8 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     let spec = a.cache_type_layers.as_deref().unwrap_or("");
-    let (bits_k, bits_v) = stored_bits(&shape);
+    // bits as the first layer stores them (tbq4_0 on heads of 64: 4.25, not 4.125)
+    let (head_k, head_v) = (shape.layers[0].head_k, shape.layers[0].head_v);
     for (k, v) in pairs {
         let types = tbq::plan::LayerTypes::with_spec(k, v, spec)
             .map_err(|e| fail(Exit::Input, format!("--cache-type-layers: {e}")))?;
@@ -955,7 +956,7 @@ fn cmd_plan(cli: &Cli, a: &PlanArgs) -> Result<()> {
                     Some(b) => tbq::plan::max_context_layers(&shape, &types, &cfg, b)?,
                     None => None,
                 };
-                json!({ "k": k.name(), "v": v.name(), "bits_k": bits_k(k), "bits_v": bits_v(v),
+                json!({ "k": k.name(), "v": v.name(), "bits_k": k.bits_stored(head_k), "bits_v": v.bits_stored(head_v),
                         "layer_types": (!types.is_uniform()).then(|| types.spec()), "mean_bits": types.mean_bits(&shape),
                         "bytes_per_token": bpt, "n_ctx": size.n_ctx, "kv_bytes": size.total(), "kv_mib": size.total() as f64 / 1048576.0,
                         "full": research::cache_json(&size.full), "swa": size.swa.as_ref().map(research::cache_json), "max_ctx_in_budget": max })
@@ -1243,16 +1244,6 @@ fn plan_pairs(profile: &Profile) -> Result<Vec<(CacheType, CacheType)>> {
 
 /// `plan --fit`: sizes every measured pair, picks one by `fit::choose`, prints llama-server's
 /// arguments (the rule is in PLAN_HELP and fit.rs).
-/// Bits per element of a K and of a V type as `shape` stores them (its first layer's head sizes:
-/// `tbq4_0` on heads of 64 is `tbq4_0_64`, 4.25 bits, not 4.125).
-fn stored_bits(
-    shape: &tbq::plan::ModelShape,
-) -> (impl Fn(CacheType) -> f64, impl Fn(CacheType) -> f64) {
-    let l = shape.layers[0];
-    let at = |head: u32| move |t: CacheType| t.for_head(head).unwrap_or(t).bits_per_element();
-    (at(l.head_k), at(l.head_v))
-}
-
 fn cmd_fit(
     cli: &Cli,
     a: &PlanArgs,
@@ -1309,7 +1300,7 @@ fn cmd_fit(
         margin: a.fit_target << 20,
     });
     let n_layer = shape.layers.len() as u32;
-    let (bits_k, bits_v) = stored_bits(shape);
+    let (head_k, head_v) = (shape.layers[0].head_k, shape.layers[0].head_v);
     let mut cands = Vec::new();
     // the uniform pairs, then this model's own per-layer allocations
     let uniform = ranking
@@ -1330,7 +1321,7 @@ fn cmd_fit(
             layers: layers.clone(),
             score,
             kv_bytes: 0,
-            bits: (bits_k(k), bits_v(v)),
+            bits: (k.bits_stored(head_k), v.bits_stored(head_v)),
             kv_fits: false,
             ngl: None,
             device_bytes: None,

@@ -246,12 +246,10 @@ pub fn knapsack(
 }
 
 impl Row {
-    /// The type llama.cpp stores for `t` in this row (`tbq4_0` on heads of 64: `tbq4_0_64`).
+    /// The type llama.cpp stores for `t` in this row (`tbq4_0` on heads of 64: `tbq4_0_64`; head
+    /// 0, unrecorded, keeps `t`).
     pub fn stored(&self, t: CacheType) -> CacheType {
-        match self.head {
-            0 => t,
-            h => t.for_head(h).unwrap_or(t),
-        }
+        t.for_head(self.head).unwrap_or(t)
     }
 }
 
@@ -261,7 +259,7 @@ pub fn mean_bits(rows: &[Row], chosen: &[CacheType]) -> f64 {
     let b: f64 = rows
         .iter()
         .zip(chosen)
-        .map(|(r, &t)| r.stored(t).bits_per_element() * r.elems as f64)
+        .map(|(r, &t)| t.bits_stored(r.head) * r.elems as f64)
         .sum();
     b / e.max(1) as f64
 }
