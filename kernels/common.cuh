@@ -441,27 +441,38 @@ static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t *
     }
 }
 
-// T^-1 of a rotated-domain block held by a warp (not bit-exact paths: the FA output).
+// 1/sqrt(32·S): the rotation's scale for a block of S slots a lane (128 or 64 elements; exact
+// powers of two apart, as tbq_traits<T>::inv_sqrt_n).
+template <int S>
+static __device__ __forceinline__ float tbq_inv_sqrt_block() {
+    static_assert(S == 4 || S == 2, "blocks are 128 or 64 wide");
+    return S == 4 ? TBQ_INV_SQRT_128 : 0.125f;
+}
+
+// T^-1 of a rotated-domain block held by a warp (not bit-exact paths: the FA output); S = 2: a
+// 64-wide block (slots 0 and 1).
+template <int S = 4>
 static __device__ __forceinline__ void tbq_unrotate_warp(float v[4], int lane) {
-    tbq_fwht_warp(v, lane);
+    tbq_fwht_warp<S>(v, lane);
     const uint32_t signs = tbq_lane_signs(lane);
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
-        v[s] = tbq_apply_sign(v[s] * TBQ_INV_SQRT_128, signs, s);
+    for (int s = 0; s < S; ++s) {
+        v[s] = tbq_apply_sign(v[s] * tbq_inv_sqrt_block<S>(), signs, s);
     }
 }
 
-// T(q) of a block held by a warp: sign, butterfly, scale.
+// T(q) of a block held by a warp: sign, butterfly, scale (S as tbq_unrotate_warp).
+template <int S = 4>
 static __device__ __forceinline__ void tbq_rotate_warp(float v[4], int lane) {
     const uint32_t signs = tbq_lane_signs(lane);
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < S; ++s) {
         v[s] = tbq_apply_sign(v[s], signs, s);
     }
-    tbq_fwht_warp(v, lane);
+    tbq_fwht_warp<S>(v, lane);
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
-        v[s] *= TBQ_INV_SQRT_128;
+    for (int s = 0; s < S; ++s) {
+        v[s] *= tbq_inv_sqrt_block<S>();
     }
 }
 

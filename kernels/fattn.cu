@@ -59,17 +59,19 @@ static __device__ __forceinline__ void tbq_decode_k(const tbq_kraw<KT> & r, cons
 template <int KT> struct tbq_is_tbq { static constexpr bool value = KT < TBQ_N_TYPES; };
 
 // ---- the output of one row: sinks, 1/S, T^-1, store -------------------------------------------
-template <int D>
+// a[b][k]: coordinate b·W + 32k + lane of the rotated row (W = 128, or 64 for the _64 types).
+template <int D, int W>
 static __device__ __forceinline__ void tbq_fattn_finalize(const tbq_fattn_params & p, float M, float S,
-                                                          float a[D / 128][4], int h, int iq1, int iq3, int lane) {
+                                                          float a[D / W][4], int h, int iq1, int iq3, int lane) {
+    constexpr int NB = D / W, SL = W / 32;
     if (p.sinks != nullptr) {
         const float s = p.sinks[h];
         if (s > M) {
             const float ms = expf(M - s);
 #pragma unroll
-            for (int b = 0; b < D / 128; ++b)
+            for (int b = 0; b < NB; ++b)
 #pragma unroll
-                for (int k = 0; k < 4; ++k) a[b][k] *= ms;
+                for (int k = 0; k < SL; ++k) a[b][k] *= ms;
             S = S * ms + 1.0f;
         } else {
             S += expf(s - M);
@@ -78,13 +80,13 @@ static __device__ __forceinline__ void tbq_fattn_finalize(const tbq_fattn_params
     const float inv = S == 0.0f ? 0.0f : 1.0f / S;
     float * y = p.dst + ((int64_t) (iq3 * p.n_q + iq1) * p.n_head + h) * D;
 #pragma unroll
-    for (int b = 0; b < D / 128; ++b) {
-        float v[4];
+    for (int b = 0; b < NB; ++b) {
+        float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-        for (int k = 0; k < 4; ++k) v[k] = a[b][k] * inv;
-        tbq_unrotate_warp(v, lane);
+        for (int k = 0; k < SL; ++k) v[k] = a[b][k] * inv;
+        tbq_unrotate_warp<SL>(v, lane);
 #pragma unroll
-        for (int k = 0; k < 4; ++k) y[b * 128 + 32 * k + lane] = v[k];
+        for (int k = 0; k < SL; ++k) y[b * W + 32 * k + lane] = v[k];
     }
 }
 
@@ -290,7 +292,7 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
                 for (int k = 0; k < 4; ++k) a[b][k] += e * ws[2 + b * 128 + 32 * k + lane];
         }
         if (p.n_splits == 1) {
-            tbq_fattn_finalize<D>(p, M, S, a, h, iq1, iq3, lane);
+            tbq_fattn_finalize<D, 128>(p, M, S, a, h, iq1, iq3, lane);
         } else {
             float * rec = p.partial + (((int64_t) (iq3 * p.n_q + iq1) * p.n_head + h) * p.n_splits + split) * (D + 2);
             if (lane == 0) {
@@ -309,9 +311,9 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
 // and writes the row. The splits are spread over the warps (their loads in flight together);
 // a single warp walking 64 records one after another was latency-bound (≈ 0.3 µs per split).
 #define TBQ_COMBINE_WARPS 8
-template <int D>
+template <int D, int W>
 static __device__ __forceinline__ void k_tbq_fattn_combine(const tbq_fattn_params & p) {
-    constexpr int NB = D / 128;
+    constexpr int NB = D / W, SL = W / 32;
     constexpr int CW = TBQ_COMBINE_WARPS;
     __shared__ float red[CW];
     __shared__ float part[CW][D + 1];
@@ -327,11 +329,11 @@ static __device__ __forceinline__ void k_tbq_fattn_combine(const tbq_fattn_param
     M = red[0];
 #pragma unroll
     for (int w = 1; w < CW; ++w) M = fmaxf(M, red[w]);
-    float S = 0.0f, a[NB][4];
+    float S = 0.0f, a[NB][4] = {};
 #pragma unroll
     for (int b = 0; b < NB; ++b)
 #pragma unroll
-        for (int k = 0; k < 4; ++k) a[b][k] = 0.0f;
+        for (int k = 0; k < SL; ++k) a[b][k] = 0.0f;
 #pragma unroll 2
     for (int j = warp; j < p.n_splits; j += CW) {
         const float * rj = rec + j * (D + 2);
@@ -341,30 +343,30 @@ static __device__ __forceinline__ void k_tbq_fattn_combine(const tbq_fattn_param
 #pragma unroll
         for (int b = 0; b < NB; ++b)
 #pragma unroll
-            for (int k = 0; k < 4; ++k) a[b][k] = fmaf(e, rj[2 + b * 128 + 32 * k + lane], a[b][k]);
+            for (int k = 0; k < SL; ++k) a[b][k] = fmaf(e, rj[2 + b * W + 32 * k + lane], a[b][k]);
     }
     __syncthreads();
     if (lane == 0) part[warp][D] = S;
 #pragma unroll
     for (int b = 0; b < NB; ++b)
 #pragma unroll
-        for (int k = 0; k < 4; ++k) part[warp][b * 128 + 32 * k + lane] = a[b][k];
+        for (int k = 0; k < SL; ++k) part[warp][b * W + 32 * k + lane] = a[b][k];
     __syncthreads();
     if (warp == 0) {
         S = 0.0f;
 #pragma unroll
         for (int b = 0; b < NB; ++b)
 #pragma unroll
-            for (int k = 0; k < 4; ++k) a[b][k] = 0.0f;
+            for (int k = 0; k < SL; ++k) a[b][k] = 0.0f;
 #pragma unroll
         for (int w = 0; w < CW; ++w) {
             S += part[w][D];
 #pragma unroll
             for (int b = 0; b < NB; ++b)
 #pragma unroll
-                for (int k = 0; k < 4; ++k) a[b][k] += part[w][b * 128 + 32 * k + lane];
+                for (int k = 0; k < SL; ++k) a[b][k] += part[w][b * W + 32 * k + lane];
         }
-        tbq_fattn_finalize<D>(p, M, S, a, h, iq1, iq3, lane);
+        tbq_fattn_finalize<D, W>(p, M, S, a, h, iq1, iq3, lane);
     }
 }
 
@@ -393,12 +395,16 @@ TBQ_FATTN_V(TBQ_TYPE_TBQ3_0, tbq3_0)
 TBQ_FATTN_V(TBQ_K_F16, f16)
 TBQ_FATTN_V(TBQ_K_Q8_0, q8_0)
 
-extern "C" __global__ void __launch_bounds__(TBQ_COMBINE_WARPS * TBQ_WARP_SIZE) k_tbq_fattn_combine_d128(const tbq_fattn_params p) {
-    k_tbq_fattn_combine<128>(p);
-}
-extern "C" __global__ void __launch_bounds__(TBQ_COMBINE_WARPS * TBQ_WARP_SIZE) k_tbq_fattn_combine_d256(const tbq_fattn_params p) {
-    k_tbq_fattn_combine<256>(p);
-}
+// D = 64: the _64 types' 64-wide blocks; 128 to 512: 128-wide blocks.
+#define TBQ_FATTN_COMBINE(D, W)                                                                      \
+    extern "C" __global__ void __launch_bounds__(TBQ_COMBINE_WARPS * TBQ_WARP_SIZE)                 \
+        k_tbq_fattn_combine_d##D(const tbq_fattn_params p) {                                         \
+        k_tbq_fattn_combine<D, W>(p);                                                                 \
+    }
+TBQ_FATTN_COMBINE(64, 64)
+TBQ_FATTN_COMBINE(128, 128)
+TBQ_FATTN_COMBINE(256, 128)
+TBQ_FATTN_COMBINE(512, 128)
 
 // =============================================================================================
 // v2: tensor-core decode for tbq K and tbq V (k_tbq_fattn_mma_*). See NOTES.md (v2).
@@ -483,10 +489,21 @@ template <int N> struct tbq_uwords {
     }
     __device__ __forceinline__ uint32_t get(int i) const { return __funnelshift_r(w[i], w[i + 1], sh); }
 };
+// A field of BYTES bytes (a multiple of 4, or 2) from a 2-byte aligned address: a 2-byte field is
+// one u16 load (a word could reach past the block: the last field of a 64-wide block's last plane).
+template <int BYTES> struct tbq_ufield : tbq_uwords<BYTES / 4> {
+    static_assert(BYTES % 4 == 0, "fields of 2 or 4·n bytes");
+};
+template <> struct tbq_ufield<2> {
+    uint32_t v;
+    template <typename A> __device__ __forceinline__ void load(A p) { v = tbq_ld16(p); }
+    __device__ __forceinline__ uint32_t get(int) const { return v; }
+};
 
-// K of any tbq type: thread (g, c) reads packed lanes 8c..8c+7 of each plane, i.e. 4·p bytes at
-// 4·p·c of a plane of p bits; k-step j's slots (2h, 2h+1) are the 2p bits at 4·p·j + 2·p·h of that
-// run. The table index of a register is (plane-0 pair) | (plane-1 pair) << 2·plane0; the table
+// K of any tbq type: thread (g, c) reads packed lanes 8c..8c+7 of each plane, i.e. S·p bytes at
+// S·p·c of a plane of p bits (S slots a lane: 4, or 2 in a 64-wide block); k-step j's register h
+// holds the 2p bits at 4·p·j + 2·p·h of that run: slots (2h, 2h+1) of lane 8c+j (S = 4, eight
+// k-steps a block) or slots (0, 1) of lane 8c+2j+h (S = 2, four k-steps). The table index of a register is (plane-0 pair) | (plane-1 pair) << 2·plane0; the table
 // holds half2 (C[c0], C[c1]) for every index, replicated once per bank so that the 32 lanes of a
 // warp never meet in a bank.
 //
@@ -500,7 +517,7 @@ template <int N> struct tbq_uwords {
 //   the V table with 32 replicas (word 32·e + l).
 template <int T> struct tbq_mma_k {
     using tr = tbq_traits<T>;
-    static constexpr int P0 = tr::plane0, P1 = tr::plane1;
+    static constexpr int P0 = tr::plane0, P1 = tr::plane1, S = tr::slots;
     static constexpr int entries = 1 << (2 * tr::bits);
     static constexpr bool IL = entries <= 256;
     static constexpr int rep = IL ? 32 : 8192 / entries;
@@ -514,11 +531,11 @@ template <int T> struct tbq_mma_k {
     // the lane's constant of a byte offset: 4·l (interleaved), 4·(l % rep) (separate)
     static __device__ __forceinline__ uint32_t lane_base(int l) { return 4u * (IL ? l : l % rep); }
     struct kraw {
-        tbq_uwords<P0> a;
-        tbq_uwords<P1 == 0 ? 1 : P1> b; // unused without a second plane
+        tbq_ufield<S * P0> a;
+        tbq_ufield<P1 == 0 ? 2 : S * P1> b; // unused without a second plane
         template <typename A> __device__ __forceinline__ void load(A qs, int c) {
-            a.load(qs + 4 * P0 * c);
-            if constexpr (P1 != 0) b.load(qs + 16 * P0 + 4 * P1 * c);
+            a.load(qs + S * P0 * c);
+            if constexpr (P1 != 0) b.load(qs + 4 * S * P0 + S * P1 * c);
         }
         // table index of k-step j, slots (0,1) (h = 0) or (2,3) (h = 1)
         __device__ __forceinline__ uint32_t idx(int j, int h) const {
@@ -544,10 +561,33 @@ template <int T> struct tbq_mma_k {
     };
 };
 
-// V of a tbq type of one 4-bit plane or of planes 2 + 1 (tbq4_0 and tbq4_1, tbq3_0 and tbq3_1): the table of
-// token pairs (code of t0, code of t1), replicated 32 times.
-template <int P0, int P1> struct tbq_mma_v_planes;
-template <> struct tbq_mma_v_planes<4, 0> {
+// V of a tbq type of one 4-bit plane or of planes 2 + 1 (tbq4_0 and tbq4_1, tbq3_0 and tbq3_1, and
+// their 64-wide variants, S = 2 slots a lane): the table of token pairs (code of t0, code of t1),
+// replicated 32 times. Thread g reads packed lanes 4g..4g+3; `vpairs::off(l, s, vb)` is the table
+// byte offset of (lane 4g+l, slot s) of a token pair.
+template <int P0, int P1, int S> struct tbq_mma_v_planes;
+
+// The V table byte offset of the index in byte l of w: the index in byte 1 and the lane's
+// constant vb in byte 0 (interleaved layout), or index · 128 + vb (separate).
+template <bool IL>
+static __device__ __forceinline__ uint32_t tbq_vpair_off(uint32_t w, int l, uint32_t vb) {
+    return IL ? __byte_perm(w, vb, 0x5504 | (l << 4)) : __byte_perm(w, 0, 0x4440 | l) * 128u + vb;
+}
+
+// nibble l of a u16 -> low nibble of byte l
+static __device__ __forceinline__ uint32_t tbq_spread_nibbles(uint32_t b) {
+    const uint32_t t = __byte_perm(b, 0, 0x4140);
+    return (t | (t << 4)) & 0x0F0F0F0Fu;
+}
+// 2-bit field l of a byte -> low 2 bits of byte l
+static __device__ __forceinline__ uint32_t tbq_spread_pairs(uint32_t b) {
+    uint32_t x = b & 0xFFu;
+    x = (x | (x << 4)) & 0x0F0Fu;
+    x = (x | (x << 2)) & 0x3333u;
+    return tbq_spread_nibbles(x);
+}
+
+template <> struct tbq_mma_v_planes<4, 0, 4> {
     static constexpr int entries = 256;
     static __device__ __forceinline__ int c0(int e) { return e & 15; }
     static __device__ __forceinline__ int c1(int e) { return e >> 4; }
@@ -573,13 +613,11 @@ template <> struct tbq_mma_v_planes<4, 0> {
         // 2·(l & 1) + s / 2 of w[2·(l / 2) + s % 2]; vb as for tbq_mma_v::off
         template <bool IL>
         __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const {
-            const uint32_t wd = w[2 * (l >> 1) + (s & 1)];
-            const int k = 2 * (l & 1) + (s >> 1);
-            return IL ? __byte_perm(wd, vb, 0x5504 | (k << 4)) : __byte_perm(wd, 0, 0x4440 | k) * 128u + vb;
+            return tbq_vpair_off<IL>(w[2 * (l >> 1) + (s & 1)], 2 * (l & 1) + (s >> 1), vb);
         }
     };
 };
-template <> struct tbq_mma_v_planes<2, 1> {
+template <> struct tbq_mma_v_planes<2, 1, 4> {
     static constexpr int entries = 64;
     // entry: bits 0-3 the 2-bit plane of tokens (t0, t1), bits 4-5 their 1-bit plane (the same
     // order as the K table of a 2 + 1 type).
@@ -598,14 +636,9 @@ template <> struct tbq_mma_v_planes<2, 1> {
     // Table indices of a token pair for all 16 (lane, slot) of this thread: w[s], byte l.
     struct vpairs {
         uint32_t w[4];
-        // nibble l of a u16 -> low nibble of byte l
-        static __device__ __forceinline__ uint32_t spread(uint32_t b) {
-            const uint32_t t = __byte_perm(b, 0, 0x4140);
-            return (t | (t << 4)) & 0x0F0F0F0Fu;
-        }
         __device__ __forceinline__ vpairs(const vraw & t0, const vraw & t1) {
             const uint32_t a0 = t0.a.get(0), a1 = t1.a.get(0);
-            const uint32_t s0 = spread(t0.b), s1 = spread(t1.b);
+            const uint32_t s0 = tbq_spread_nibbles(t0.b), s1 = tbq_spread_nibbles(t1.b);
 #pragma unroll
             for (int s = 0; s < 4; ++s) {
                 w[s] = ((a0 >> (2 * s)) & 0x03030303u) | (((a1 >> (2 * s)) << 2) & 0x0C0C0C0Cu) |
@@ -614,15 +647,66 @@ template <> struct tbq_mma_v_planes<2, 1> {
         }
         // byte offset in the V table of (lane l, slot s) of the pair: the index is byte l of w[s]
         template <bool IL>
-        __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const {
-            return IL ? __byte_perm(w[s], vb, 0x5504 | (l << 4)) : __byte_perm(w[s], 0, 0x4440 | l) * 128u + vb;
+        __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const { return tbq_vpair_off<IL>(w[s], l, vb); }
+    };
+};
+// 64-wide blocks, one 4-bit plane: packed lanes 4g..4g+3 = 4 bytes at 4g (a byte per lane, slot s
+// at bits 4s).
+template <> struct tbq_mma_v_planes<4, 0, 2> {
+    static constexpr int entries = 256;
+    static __device__ __forceinline__ int c0(int e) { return e & 15; }
+    static __device__ __forceinline__ int c1(int e) { return e >> 4; }
+    struct vraw {
+        tbq_uwords<1> a;
+        template <typename A> __device__ __forceinline__ void load(A qs, int g) { a.load(qs + 4 * g); }
+    };
+    // w[s], byte l: the index (code of t0) | (code of t1) << 4 of (lane l, slot s)
+    struct vpairs {
+        uint32_t w[2];
+        __device__ __forceinline__ vpairs(const vraw & t0, const vraw & t1) {
+            const uint32_t x0 = t0.a.get(0), x1 = t1.a.get(0);
+            w[0] = (x0 & 0x0F0F0F0Fu) | ((x1 << 4) & 0xF0F0F0F0u);
+            w[1] = ((x0 >> 4) & 0x0F0F0F0Fu) | (x1 & 0xF0F0F0F0u);
         }
+        template <bool IL>
+        __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const { return tbq_vpair_off<IL>(w[s], l, vb); }
+    };
+};
+// 64-wide blocks, planes 2 + 1: 2-bit plane bytes 2g, 2g+1 (a u16: lane 4g+l at bits 4l, slot s at
+// bits 4l+2s), 1-bit plane byte 16+g (lane 4g+l at bits 2l, slot s at bit 2l+s), read as the u16
+// at 16 + (g & ~1) so that no load leaves the block.
+template <> struct tbq_mma_v_planes<2, 1, 2> {
+    static constexpr int entries = 64;
+    static __device__ __forceinline__ int c0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
+    static __device__ __forceinline__ int c1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
+    struct vraw {
+        uint32_t a, b;
+        template <typename A> __device__ __forceinline__ void load(A qs, int g) {
+            a = tbq_ld16(qs + 2 * g);
+            b = (uint32_t) tbq_ld16(qs + 16 + (g & ~1)) >> (8 * (g & 1));
+        }
+    };
+    // w[s], byte l: the index of (lane l, slot s), as in tbq_mma_v_planes<2, 1, 4>
+    struct vpairs {
+        uint32_t w[2];
+        __device__ __forceinline__ vpairs(const vraw & t0, const vraw & t1) {
+            const uint32_t a0 = tbq_spread_nibbles(t0.a), a1 = tbq_spread_nibbles(t1.a);
+            const uint32_t s0 = tbq_spread_pairs(t0.b), s1 = tbq_spread_pairs(t1.b);
+#pragma unroll
+            for (int s = 0; s < 2; ++s) {
+                w[s] = ((a0 >> (2 * s)) & 0x03030303u) | (((a1 >> (2 * s)) << 2) & 0x0C0C0C0Cu) |
+                       (((s0 >> s) << 4) & 0x10101010u) | (((s1 >> s) << 5) & 0x20202020u);
+            }
+        }
+        template <bool IL>
+        __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const { return tbq_vpair_off<IL>(w[s], l, vb); }
     };
 };
 // V table offsets: `vb` is the lane's constant, 128 + 4·l in the interleaved layout (the odd
 // 128-byte halves of the K table's 256-byte rows), table start + 4·l in the separate one (entry
 // e at byte 128·e + vb).
-template <int T> struct tbq_mma_v : tbq_mma_v_planes<tbq_traits<T>::plane0, tbq_traits<T>::plane1> {};
+template <int T>
+struct tbq_mma_v : tbq_mma_v_planes<tbq_traits<T>::plane0, tbq_traits<T>::plane1, tbq_traits<T>::slots> {};
 
 // Words of shared memory the tensor-core kernel's tables take (src/cuda/fattn.rs mirrors this):
 // K and V code tables (interleaved: 64 words per entry of the larger table; separate: K replicas,
@@ -652,18 +736,24 @@ template <int BYTES> struct tbq_stage_span {
 // Which pairs stage their tiles (measured, H100, NOTES.md "staged loads"): at D = 128 those with
 // gains on either side or 5- and 6-bit keys (10-25% faster: their directly loaded fragments
 // spilled), at D = 256 those with gained values (3-12%); the other pairs load directly (5-10%
-// faster: the copies cost more instructions than the loads they replace). src/cuda/fattn.rs
-// mirrors it.
-template <int KT, int VT, int NB> struct tbq_mma_staged {
-    static constexpr bool value = NB == 1 ? tbq_traits<KT>::sub_scales || tbq_traits<VT>::sub_scales || tbq_traits<KT>::bits >= 5
-                                          : tbq_traits<VT>::sub_scales;
+// faster: the copies cost more instructions than the loads they replace). D = 512 always stages
+// (its fragments are read one block at a time, just before use); D = 64 (the _64 types, half the
+// fragments of D = 128) loads directly. src/cuda/fattn.rs mirrors it.
+template <int KT, int VT, int D> struct tbq_mma_staged {
+    static constexpr int NB = D / tbq_traits<KT>::block;
+    static constexpr bool value = tbq_traits<KT>::block == 64 ? false
+                                  : NB == 1 ? tbq_traits<KT>::sub_scales || tbq_traits<VT>::sub_scales || tbq_traits<KT>::bits >= 5
+                                  : NB == 2 ? tbq_traits<VT>::sub_scales
+                                            : true;
 };
-template <int KT, int VT, int NB> struct tbq_mma_stage {
+template <int KT, int VT, int D> struct tbq_mma_stage {
+    static constexpr int NB = D / tbq_traits<KT>::block;
     using SK = tbq_stage_span<NB * tbq_traits<KT>::block_bytes>;
     using SV = tbq_stage_span<NB * tbq_traits<VT>::block_bytes>;
+    static constexpr bool staged = tbq_mma_staged<KT, VT, D>::value;
     static constexpr int k_words = TBQ_MMA_TILE * SK::stride;
     // per warp, 0 for a pair that loads directly (src/cuda/fattn.rs mirrors it)
-    static constexpr int words = tbq_mma_staged<KT, VT, NB>::value ? k_words + TBQ_MMA_TILE * SV::stride : 0;
+    static constexpr int words = staged ? k_words + TBQ_MMA_TILE * SV::stride : 0;
 };
 
 static __device__ __forceinline__ void tbq_cp_async16(uint32_t dst, const void * src, int src_bytes) {
@@ -697,15 +787,16 @@ static __device__ __forceinline__ void tbq_stage_tile(uint32_t stage, const uint
     tbq_cp_async_commit();
 }
 
-// The fragments' bytes of thread (g, c), read by tbq_mma_read_k and tbq_mma_read_v from global
-// memory or from the warp's staging areas. K side: tokens g, g+8 (codes, d, gains) and their mask bits; V side: tokens 2c,
-// 2c+1, 2c+8, 2c+9 (codes, gains) and d of tokens g, g+8.
-template <int KT, int VT, int NB> struct tbq_mma_raw {
-    typename tbq_mma_k<KT>::kraw k[NB][2]; // tokens g, g+8
-    typename tbq_mma_v<VT>::vraw v[NB][4]; // tokens 2c, 2c+1, 2c+8, 2c+9
-    unsigned short kd[NB][2], vd[NB][2];   // d of K and V, tokens g, g+8
-    unsigned short kg[NB][2], vg[NB][4];   // gains words of sub-scaled K (tokens g, g+8) and V (as v)
-    unsigned short mk[2][2];               // mask bits [row 2c+r][token g, g+8]
+// The fragments' bytes of thread (g, c) for NBH blocks of a head, read by tbq_mma_read_k and
+// tbq_mma_read_v from global memory or from the warp's staging areas. K side: tokens g, g+8
+// (codes, d, gains) and their mask bits; V side: tokens 2c, 2c+1, 2c+8, 2c+9 (codes, gains) and d
+// of tokens g, g+8.
+template <int KT, int VT, int NBH> struct tbq_mma_raw {
+    typename tbq_mma_k<KT>::kraw k[NBH][2]; // tokens g, g+8
+    typename tbq_mma_v<VT>::vraw v[NBH][4]; // tokens 2c, 2c+1, 2c+8, 2c+9
+    unsigned short kd[NBH][2], vd[NBH][2];  // d of K and V, tokens g, g+8
+    unsigned short kg[NBH][2], vg[NBH][4];  // gains words of sub-scaled K (tokens g, g+8) and V (as v)
+    unsigned short mk[2][2];                // mask bits [row 2c+r][token g, g+8]
 };
 
 // The shared address of token t's staged copy: its slot (t · stride words), plus the offset of
@@ -715,25 +806,33 @@ static __device__ __forceinline__ uint32_t tbq_staged_row(uint32_t area, const u
     return area + 4u * (t * tbq_stage_span<BYTES>::stride) + ((uint32_t) (uintptr_t) row & 15u);
 }
 
-// The K side of a tile: `krow(t)` is the address (pointer or shared address) of token t's head
-// row (t relative to the tile's first token t0; t0 and t_len relative to the split's first token;
-// tokens past the end re-read the last one, their weight is 0).
-template <int KT, int VT, int NB, typename ROW>
-static __device__ __forceinline__ void tbq_mma_read_k(tbq_mma_raw<KT, VT, NB> & r, ROW krow,
-                                                      const unsigned short * const mrow[2], int t0, int t_len, int g,
-                                                      int c) {
+// The K side of blocks b0..b0+NBH-1 of a tile: `krow(t)` is the address (pointer or shared
+// address) of token t's head row (t relative to the tile's first token; tokens past the end
+// re-read the last one, their weight is 0).
+template <int KT, int VT, int NBH, typename ROW>
+static __device__ __forceinline__ void tbq_mma_read_k(tbq_mma_raw<KT, VT, NBH> & r, ROW krow, int b0, int g, int c) {
     constexpr int KB = tbq_traits<KT>::block_bytes;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const auto row = krow(g + 8 * i);
+        const auto row = krow(g + 8 * i) + b0 * KB;
 #pragma unroll
-        for (int b = 0; b < NB; ++b) {
+        for (int b = 0; b < NBH; ++b) {
             r.kd[b][i] = tbq_ld16(row + b * KB);
             if constexpr (tbq_traits<KT>::sub_scales) {
                 r.kg[b][i] = tbq_ld16(row + b * KB + TBQ_D_BYTES);
             }
             r.k[b][i].load(row + b * KB + tbq_traits<KT>::header_bytes, c);
         }
+    }
+}
+
+// The mask bits of tokens g, g+8 of the tile at t0 (relative to the split's first token) for the
+// thread's rows 2c, 2c+1.
+template <int KT, int VT, int NBH>
+static __device__ __forceinline__ void tbq_mma_read_mask(tbq_mma_raw<KT, VT, NBH> & r, const unsigned short * const mrow[2],
+                                                         int t0, int t_len, int g) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
         const uint32_t t = (uint32_t) min(t0 + g + 8 * i, t_len - 1);
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
@@ -742,21 +841,21 @@ static __device__ __forceinline__ void tbq_mma_read_k(tbq_mma_raw<KT, VT, NB> & 
     }
 }
 
-// The V side of a tile: `vrow(t)` as `krow` above.
-template <int KT, int VT, int NB, typename ROW>
-static __device__ __forceinline__ void tbq_mma_read_v(tbq_mma_raw<KT, VT, NB> & r, ROW vrow, int g, int c) {
+// The V side of blocks b0..b0+NBH-1 of a tile: `vrow(t)` as `krow` above.
+template <int KT, int VT, int NBH, typename ROW>
+static __device__ __forceinline__ void tbq_mma_read_v(tbq_mma_raw<KT, VT, NBH> & r, ROW vrow, int b0, int g, int c) {
     constexpr int VB = tbq_traits<VT>::block_bytes;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const auto row = vrow(g + 8 * i);
+        const auto row = vrow(g + 8 * i) + b0 * VB;
 #pragma unroll
-        for (int b = 0; b < NB; ++b) r.vd[b][i] = tbq_ld16(row + b * VB);
+        for (int b = 0; b < NBH; ++b) r.vd[b][i] = tbq_ld16(row + b * VB);
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const auto row = vrow(2 * c + (i & 1) + 8 * (i >> 1));
+        const auto row = vrow(2 * c + (i & 1) + 8 * (i >> 1)) + b0 * VB;
 #pragma unroll
-        for (int b = 0; b < NB; ++b) {
+        for (int b = 0; b < NBH; ++b) {
             if constexpr (tbq_traits<VT>::sub_scales) {
                 r.vg[b][i] = tbq_ld16(row + b * VB + TBQ_D_BYTES);
             }
@@ -765,20 +864,49 @@ static __device__ __forceinline__ void tbq_mma_read_v(tbq_mma_raw<KT, VT, NB> & 
     }
 }
 
+// k-step j, register h of a block: the first of the two coordinates (x, x + 32) of thread c's
+// pair (tbq_mma_k): slots (2h, 2h+1) of lane 8c+j (S = 4) or slots (0, 1) of lane 8c+2j+h (S = 2).
+template <int S>
+static __device__ __forceinline__ int tbq_mma_kcoord(int c, int j, int h) {
+    return S == 4 ? 8 * c + j + 64 * h : 8 * c + 2 * j + h;
+}
+
 template <int KT, int VT, int D>
 static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & p) {
-    constexpr int NB = D / 128;
+    constexpr int W = tbq_traits<KT>::block; // 128, or 64 for the _64 types
+    static_assert(tbq_traits<VT>::block == W, "K and V blocks of one width");
+    constexpr int NB = D / W;
+    constexpr int S = W / 32;  // slots a lane
+    constexpr int KJ = W / 16; // k-steps of QK and M-tiles of PV per block
+    constexpr int SP = S / 2;  // M-tiles per packed lane of a thread
     constexpr int NW = TBQ_MMA_WARPS;
     constexpr int R = TBQ_MMA_ROWS;
     constexpr int TT = TBQ_MMA_TILE;
     using TK = tbq_mma_k<KT>;
     using TV = tbq_mma_v<VT>;
     using SM = tbq_mma_smem<KT, VT>;
+    using ST = tbq_mma_stage<KT, VT, D>;
     constexpr bool KS = tbq_traits<KT>::sub_scales, VS = tbq_traits<VT>::sub_scales;
-    extern __shared__ uint32_t smem_u[]; // max(SM::words + NW·stage words, NW·R·(D+2), R·D) words
+    // Where the fragments come from (tbq_mma_staged). Staged: this warp's areas (K, then V, after
+    // the tables), two copy groups in flight: K of tile n+1 (issued once tile n's K fragments are
+    // in registers) and V of tile n (issued after tile n-1's V fragments were read). Direct: with
+    // one block a head the next tile's fragments are loaded before this one is used (two register
+    // buffers); D = 256 holds twice the accumulators and loads one tile at a time (no spills).
+    // WIDE (D = 512): four blocks' accumulators take 128 registers, so q's B fragments live in
+    // shared memory and a thread reads one block's fragments at a time, just before its MMAs.
+    constexpr bool STAGED = ST::staged;
+    constexpr bool WIDE = D > 256;
+    static_assert(!WIDE || STAGED, "D = 512 reads its fragments from the staging areas");
+    constexpr int NBH = WIDE ? 1 : NB; // blocks of fragments a thread holds
+    constexpr bool PF = !STAGED && NB == 1;
+    // WIDE: q's B fragments after the staging areas, a uint4 (hi b0, hi b1, lo b0, lo b1) per
+    // (block, k-step, lane); src/cuda/fattn.rs sizes it.
+    constexpr int QF_WORDS = WIDE ? NB * KJ * TBQ_WARP_SIZE * 4 : 0;
+    extern __shared__ uint32_t smem_u[]; // max(SM::words + NW·stage words + QF_WORDS, NW·R·(D+2), R·D) words
     float * smem = (float *) smem_u;
     const char * tab = (const char *) smem_u;              // K and V tables: byte offsets (tbq_mma_k)
     uint32_t * lut_g = smem_u + SM::k_words + SM::v_words; // gain pairs (G[e & 15], G[e >> 4])
+    uint4 * qfs = (uint4 *) (smem_u + SM::words + NW * ST::words);
 
     const int lane = threadIdx.x % TBQ_WARP_SIZE;
     const int warp = threadIdx.x / TBQ_WARP_SIZE;
@@ -799,25 +927,40 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
             float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             if (gr < rows_total) {
                 const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
-                const float * q = (const float *) ((const char *) p.q + iq1 * p.nbq1 + h * p.nbq2 + iq3 * p.nbq3) + b * 128;
+                const float * q = (const float *) ((const char *) p.q + iq1 * p.nbq1 + h * p.nbq2 + iq3 * p.nbq3) + b * W;
 #pragma unroll
-                for (int k = 0; k < 4; ++k) v[k] = q[lane + 32 * k];
-                tbq_rotate_warp(v, lane);
+                for (int k = 0; k < S; ++k) v[k] = q[lane + 32 * k];
+                tbq_rotate_warp<S>(v, lane);
             }
 #pragma unroll
-            for (int k = 0; k < 4; ++k) smem[r * D + b * 128 + 32 * k + lane] = v[k] * p.scale;
+            for (int k = 0; k < S; ++k) smem[r * D + b * W + 32 * k + lane] = v[k] * p.scale;
         }
     }
     __syncthreads();
-    // B fragments of T(q)^T: k-step j of block b, b0 = coords (8c+j, 8c+j+32), b1 = (+64, +96), row g.
-    uint32_t qh[NB][8][2], ql[NB][8][2];
+    // B fragments of T(q)^T: k-step j of block b, b0 = coords (x, x+32) of register 0, b1 of
+    // register 1 (tbq_mma_kcoord), row g. WIDE: each warp writes some blocks' to shared memory
+    // (synchronised below, before the tables).
+    uint32_t qh[WIDE ? 1 : NB][KJ][2], ql[WIDE ? 1 : NB][KJ][2];
 #pragma unroll
-    for (int b = 0; b < NB; ++b)
+    for (int b = WIDE ? warp : 0; b < NB; b += WIDE ? NW : 1)
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const float * qr = smem + g * D + b * 128 + 8 * c + j;
-            tbq_split2(qr[0], qr[32], qh[b][j][0], ql[b][j][0]);
-            tbq_split2(qr[64], qr[96], qh[b][j][1], ql[b][j][1]);
+        for (int j = 0; j < KJ; ++j) {
+            const float * qr = smem + g * D + b * W;
+            uint32_t hi[2], lo[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int x = tbq_mma_kcoord<S>(c, j, h);
+                tbq_split2(qr[x], qr[x + 32], hi[h], lo[h]);
+            }
+            if constexpr (WIDE) {
+                qfs[(b * KJ + j) * TBQ_WARP_SIZE + lane] = make_uint4(hi[0], hi[1], lo[0], lo[1]);
+            } else {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    qh[b][j][h] = hi[h];
+                    ql[b][j][h] = lo[h];
+                }
+            }
         }
     // Mask rows and ALiBi slopes of this thread's two rows 2c, 2c+1.
     const unsigned short * mrow[2];
@@ -873,13 +1016,14 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     }
     __syncthreads();
 
+
     // 3. The tiles.
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float acc[NB][8][4];
+    float acc[NB][KJ][4];
 #pragma unroll
     for (int b = 0; b < NB; ++b)
 #pragma unroll
-        for (int i = 0; i < 8; ++i)
+        for (int i = 0; i < KJ; ++i)
 #pragma unroll
             for (int k = 0; k < 4; ++k) acc[b][i][k] = 0.0f;
 
@@ -895,29 +1039,22 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     const uint32_t lbk = TK::lane_base(lane);                                  // K look-up constant
     const uint32_t lbv = SM::IL ? 128u + 4u * lane : 4u * (SM::k_words + lane); // V look-up constant
 
-    // Where the fragments come from (tbq_mma_staged). Staged: this warp's areas (K, then V, after
-    // the tables), two copy groups in flight: K of tile n+1 (issued once tile n's K fragments are
-    // in registers) and V of tile n (issued after tile n-1's V fragments were read). Direct: at
-    // D = 128 the next tile's fragments are loaded before this one is used (two register
-    // buffers); D = 256 holds twice the accumulators and loads one tile at a time (no spills).
-    constexpr bool STAGED = tbq_mma_staged<KT, VT, NB>::value;
-    constexpr bool PF = !STAGED && NB == 1;
-    using ST = tbq_mma_stage<KT, VT, NB>;
     constexpr int KBYTES = NB * tbq_traits<KT>::block_bytes, VBYTES = NB * tbq_traits<VT>::block_bytes;
     const uint32_t kst = (uint32_t) __cvta_generic_to_shared(smem_u + SM::words + warp * ST::words);
     const uint32_t vst = kst + 4u * ST::k_words;
     const uint32_t nbk1 = (uint32_t) p.nbk1, nbv1 = (uint32_t) p.nbv1;
     // token t of the tile at t0 (relative to the split's first token): its row in global memory
-    // or its staged copy
     const auto grow = [&](const uint8_t * base, uint32_t nb1, int t0, int t) {
         return base + (uint32_t) min(t0 + t, t_len - 1) * nb1;
     };
-    const auto load_direct = [&](tbq_mma_raw<KT, VT, NB> & r, int t0) {
-        tbq_mma_read_k<KT, VT, NB>(r, [&](int t) { return grow(kbase, nbk1, t0, t); }, msplit, t0, t_len, g, c);
-        tbq_mma_read_v<KT, VT, NB>(r, [&](int t) { return grow(vbase, nbv1, t0, t); }, g, c);
+    using RAW = tbq_mma_raw<KT, VT, NBH>;
+    const auto load_direct = [&](RAW & r, int t0) {
+        tbq_mma_read_k<KT, VT, NBH>(r, [&](int t) { return grow(kbase, nbk1, t0, t); }, 0, g, c);
+        tbq_mma_read_mask<KT, VT, NBH>(r, msplit, t0, t_len, g);
+        tbq_mma_read_v<KT, VT, NBH>(r, [&](int t) { return grow(vbase, nbv1, t0, t); }, 0, g, c);
     };
 
-    tbq_mma_raw<KT, VT, NB> cur, nxt;
+    RAW cur, nxt;
     int t0 = t_begin + warp * TT;
     if constexpr (STAGED) {
         tbq_stage_tile<KBYTES>(kst, kbase, nbk1, t0 - t_begin, t_len, lane, t0 < t_end);
@@ -927,38 +1064,47 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     }
     for (; t0 < t_end; t0 += NW * TT) {
         const int t1 = t0 + NW * TT;
+        // token t's staged copy
+        const auto krow_st = [&](int t) { return tbq_staged_row<KBYTES>(kst, grow(kbase, nbk1, t0 - t_begin, t), t); };
+        const auto vrow_st = [&](int t) { return tbq_staged_row<VBYTES>(vst, grow(vbase, nbv1, t0 - t_begin, t), t); };
         if constexpr (STAGED) {
+            tbq_mma_read_mask<KT, VT, NBH>(cur, msplit, t0 - t_begin, t_len, g);
             tbq_cp_async_wait_all_but_one(); // K of this tile
             __syncwarp();
-            tbq_mma_read_k<KT, VT, NB>(
-                cur, [&](int t) { return tbq_staged_row<KBYTES>(kst, grow(kbase, nbk1, t0 - t_begin, t), t); },
-                msplit, t0 - t_begin, t_len, g, c);
-            __syncwarp(); // every lane holds its K fragments: the area is free
-            tbq_stage_tile<KBYTES>(kst, kbase, nbk1, t1 - t_begin, t_len, lane, t1 < t_end);
+            if constexpr (!WIDE) {
+                tbq_mma_read_k<KT, VT, NBH>(cur, krow_st, 0, g, c);
+                __syncwarp(); // every lane holds its K fragments: the area is free
+                tbq_stage_tile<KBYTES>(kst, kbase, nbk1, t1 - t_begin, t_len, lane, t1 < t_end);
+            }
         } else if (!PF) {
             load_direct(cur, t0 - t_begin);
         } else if (t1 < t_end) {
             load_direct(nxt, t1 - t_begin);
         }
-        // QK: one accumulator per block (each block has its own d).
+        // QK: one accumulator per block (each block has its own d), summed with the blocks' d.
         float s[4]; // (token g, row 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1)
         {
             // QC independent accumulator chains per block (hi / lo halves, and the k-step's
-            // parity at D = 128): a chain of 16 dependent MMAs would be latency-bound.
+            // parity with one block a head): a chain of 16 dependent MMAs would be latency-bound.
             constexpr int QC = NB == 1 ? 4 : 2;
-            float sb[NB][4];
+            float xs[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
-                // gains of slots (2h, 2h+1) of tokens g, g+8: kgain[i][h], as half2 like the codes
+                if constexpr (WIDE) {
+                    tbq_mma_read_k<KT, VT, NBH>(cur, krow_st, b, g, c);
+                }
+                const int bh = WIDE ? 0 : b;
+                // gains of registers h = 0, 1 of tokens g, g+8: kgain[i][h], as half2 like the
+                // codes (S = 2: both registers hold slots 0 and 1)
                 uint32_t kgain[2][2];
                 if constexpr (KS) {
 #pragma unroll
                     for (int i = 0; i < 2; ++i)
 #pragma unroll
-                        for (int h = 0; h < 2; ++h) kgain[i][h] = lut_g[(cur.kg[b][i] >> (8 * h)) & 0xFFu];
+                        for (int h = 0; h < 2; ++h) kgain[i][h] = lut_g[(cur.kg[bh][i] >> (S == 4 ? 8 * h : 0)) & 0xFFu];
                 }
                 const auto kreg = [&](int i, int j, int h) {
-                    const uint32_t a = *(const uint32_t *) (tab + cur.k[b][i].off(j, h, lbk));
+                    const uint32_t a = *(const uint32_t *) (tab + cur.k[bh][i].off(j, h, lbk));
                     if constexpr (KS) {
                         const __half2 r = __hmul2(*(const __half2 *) &a, *(const __half2 *) &kgain[i][h]);
                         return *(const uint32_t *) &r;
@@ -972,30 +1118,37 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
 #pragma unroll
                     for (int k = 0; k < 4; ++k) ch[q][k] = 0.0f;
 #pragma unroll
-                for (int j = 0; j < 8; ++j) {
+                for (int j = 0; j < KJ; ++j) {
+                    uint32_t qf[4]; // hi b0, hi b1, lo b0, lo b1
+                    if constexpr (WIDE) {
+                        const uint4 f = qfs[(b * KJ + j) * TBQ_WARP_SIZE + lane];
+                        qf[0] = f.x, qf[1] = f.y, qf[2] = f.z, qf[3] = f.w;
+                    } else {
+                        qf[0] = qh[b][j][0], qf[1] = qh[b][j][1], qf[2] = ql[b][j][0], qf[3] = ql[b][j][1];
+                    }
                     const uint32_t a0 = kreg(0, j, 0);
                     const uint32_t a1 = kreg(1, j, 0);
                     const uint32_t a2 = kreg(0, j, 1);
                     const uint32_t a3 = kreg(1, j, 1);
                     const int q = QC == 4 ? 2 * (j & 1) : 0;
-                    tbq_mma16816(ch[q], a0, a1, a2, a3, qh[b][j][0], qh[b][j][1]);
-                    tbq_mma16816(ch[q + 1], a0, a1, a2, a3, ql[b][j][0], ql[b][j][1]);
+                    tbq_mma16816(ch[q], a0, a1, a2, a3, qf[0], qf[1]);
+                    tbq_mma16816(ch[q + 1], a0, a1, a2, a3, qf[2], qf[3]);
                 }
 #pragma unroll
                 for (int k = 0; k < 4; ++k) {
                     float x = ch[0][k] + ch[1][k];
 #pragma unroll
                     for (int q = 2; q < QC; ++q) x += ch[q][k];
-                    sb[b][k] = x;
+                    xs[k] = fmaf(__half2float(__ushort_as_half(cur.kd[bh][k >> 1])), x, xs[k]);
                 }
+            }
+            if constexpr (WIDE) {
+                __syncwarp(); // every lane read its K fragments: the area is free
+                tbq_stage_tile<KBYTES>(kst, kbase, nbk1, t1 - t_begin, t_len, lane, t1 < t_end);
             }
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
-                float x = 0.0f;
-#pragma unroll
-                for (int b = 0; b < NB; ++b) {
-                    x = fmaf(__half2float(__ushort_as_half(cur.kd[b][k >> 1])), sb[b][k], x);
-                }
+                float x = xs[k];
                 if (p.softcap != 0.0f) {
                     x = p.softcap * tanhf(x);
                 }
@@ -1027,7 +1180,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
 #pragma unroll
                 for (int b = 0; b < NB; ++b)
 #pragma unroll
-                    for (int i = 0; i < 8; ++i) {
+                    for (int i = 0; i < KJ; ++i) {
                         acc[b][i][rr] *= alpha;
                         acc[b][i][rr + 2] *= alpha;
                     }
@@ -1037,20 +1190,25 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         if constexpr (STAGED) {
             tbq_cp_async_wait_all_but_one(); // V of this tile (K of the next may be in flight)
             __syncwarp();
-            tbq_mma_read_v<KT, VT, NB>(
-                cur, [&](int t) { return tbq_staged_row<VBYTES>(vst, grow(vbase, nbv1, t0 - t_begin, t), t); }, g, c);
-            __syncwarp();
-            tbq_stage_tile<VBYTES>(vst, vbase, nbv1, t1 - t_begin, t_len, lane, t1 < t_end);
+            if constexpr (!WIDE) {
+                tbq_mma_read_v<KT, VT, NBH>(cur, vrow_st, 0, g, c);
+                __syncwarp();
+                tbq_stage_tile<VBYTES>(vst, vbase, nbv1, t1 - t_begin, t_len, lane, t1 < t_end);
+            }
         }
         if (__any_sync(TBQ_FULL_MASK, any)) { // sparse V per tile (0: only all-masked tiles)
 #pragma unroll
             for (int b = 0; b < NB; ++b) {
+                if constexpr (WIDE) {
+                    tbq_mma_read_v<KT, VT, NBH>(cur, vrow_st, b, g, c);
+                }
+                const int bh = WIDE ? 0 : b;
                 // P' = p·d_v in f16, per row parity: (token g, token g+8). Its rounding (2^-12
                 // relative per weight, independent across tokens) averages out in the sum,
                 // unlike the query's, which biases every score of a row alike (hence q hi + lo).
                 uint32_t ph[2];
-                const float dv0 = __half2float(__ushort_as_half(cur.vd[b][0]));
-                const float dv1 = __half2float(__ushort_as_half(cur.vd[b][1]));
+                const float dv0 = __half2float(__ushort_as_half(cur.vd[bh][0]));
+                const float dv1 = __half2float(__ushort_as_half(cur.vd[bh][1]));
 #pragma unroll
                 for (int rr = 0; rr < 2; ++rr) {
                     const __half2 h = __floats2half2_rn(pw[rr] * dv0, pw[rr + 2] * dv1);
@@ -1064,16 +1222,16 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                 const uint32_t ha = g & 1 ? ha1 : ha0, hb = g & 1 ? hb1 : hb0;
                 const uint32_t bh0 = __byte_perm(ha, hb, 0x5410), bh1 = __byte_perm(ha, hb, 0x7632);
                 // A fragments: table indices of the token pairs (2c, 2c+1) and (2c+8, 2c+9).
-                const typename TV::vpairs lo(cur.v[b][0], cur.v[b][1]), hi(cur.v[b][2], cur.v[b][3]);
+                const typename TV::vpairs lo(cur.v[bh][0], cur.v[bh][1]), hi(cur.v[bh][2], cur.v[bh][3]);
                 // gains of slot s of the token pairs (2c, 2c+1) and (2c+8, 2c+9): vgain[pair][s]
-                uint32_t vgain[2][4];
+                uint32_t vgain[2][S];
                 if constexpr (VS) {
 #pragma unroll
                     for (int q = 0; q < 2; ++q)
 #pragma unroll
-                        for (int s = 0; s < 4; ++s) {
-                            const uint32_t g0 = (cur.vg[b][2 * q] >> (4 * s)) & 15u;
-                            const uint32_t g1 = (cur.vg[b][2 * q + 1] >> (4 * s)) & 15u;
+                        for (int s = 0; s < S; ++s) {
+                            const uint32_t g0 = (cur.vg[bh][2 * q] >> (4 * s)) & 15u;
+                            const uint32_t g1 = (cur.vg[bh][2 * q + 1] >> (4 * s)) & 15u;
                             vgain[q][s] = lut_g[g0 | g1 << 4];
                         }
                 }
@@ -1087,9 +1245,9 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                     }
                 };
 #pragma unroll
-                for (int i = 0; i < 8; ++i) {
-                    // M-tile i: row g -> packed lane 4g + i/2, slot 2(i&1); row g+8 -> slot + 1.
-                    const int ll = i >> 1, s0 = 2 * (i & 1);
+                for (int i = 0; i < KJ; ++i) {
+                    // M-tile i: row g -> packed lane 4g + i/SP, slot 2(i%SP); row g+8 -> slot + 1.
+                    const int ll = i / SP, s0 = 2 * (i % SP);
                     const uint32_t a0 = vreg(lo, 0, ll, s0);
                     const uint32_t a1 = vreg(lo, 0, ll, s0 + 1);
                     const uint32_t a2 = vreg(hi, 1, ll, s0);
@@ -1097,6 +1255,10 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                     tbq_mma16816(acc[b][i], a0, a1, a2, a3, bh0, bh1);
                 }
             }
+        }
+        if constexpr (WIDE) {
+            __syncwarp(); // every lane read its V fragments: the area is free
+            tbq_stage_tile<VBYTES>(vst, vbase, nbv1, t1 - t_begin, t_len, lane, t1 < t_end);
         }
         if constexpr (PF) {
             cur = nxt;
@@ -1121,8 +1283,8 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
 #pragma unroll
         for (int b = 0; b < NB; ++b)
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const int co = b * 128 + 4 * g + (i >> 1) + 32 * (2 * (i & 1));
+            for (int i = 0; i < KJ; ++i) {
+                const int co = b * W + 4 * g + i / SP + 32 * (2 * (i % SP));
                 ws[2 + co] = acc[b][i][rr];
                 ws[2 + co + 32] = acc[b][i][rr + 2];
             }
@@ -1138,59 +1300,64 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < NW; ++w) M = fmaxf(M, smem[(w * R + r) * (D + 2)]);
-        float S = 0.0f, a[NB][4];
-#pragma unroll
-        for (int b = 0; b < NB; ++b)
-#pragma unroll
-            for (int k = 0; k < 4; ++k) a[b][k] = 0.0f;
+        float S_ = 0.0f, a[NB][4] = {};
 #pragma unroll
         for (int w = 0; w < NW; ++w) {
             const float * ws = smem + (w * R + r) * (D + 2);
             const float e = ws[0] == -INFINITY ? 0.0f : __expf(ws[0] - M);
-            S += e * ws[1];
+            S_ += e * ws[1];
 #pragma unroll
             for (int b = 0; b < NB; ++b)
 #pragma unroll
-                for (int k = 0; k < 4; ++k) a[b][k] += e * ws[2 + b * 128 + 32 * k + lane];
+                for (int k = 0; k < S; ++k) a[b][k] += e * ws[2 + b * W + 32 * k + lane];
         }
         if (p.n_splits == 1) {
-            tbq_fattn_finalize<D>(p, M, S, a, h, iq1, iq3, lane);
+            tbq_fattn_finalize<D, W>(p, M, S_, a, h, iq1, iq3, lane);
         } else {
             float * rec = p.partial + (((int64_t) (iq3 * p.n_q + iq1) * p.n_head + h) * p.n_splits + split) * (D + 2);
             if (lane == 0) {
                 rec[0] = M;
-                rec[1] = S;
+                rec[1] = S_;
             }
 #pragma unroll
             for (int b = 0; b < NB; ++b)
 #pragma unroll
-                for (int k = 0; k < 4; ++k) rec[2 + b * 128 + 32 * k + lane] = a[b][k];
+                for (int k = 0; k < S; ++k) rec[2 + b * W + 32 * k + lane] = a[b][k];
         }
     }
 }
 
 // Blocks per SM the register budget must allow: the kernel is latency-bound (NOTES.md), so at
-// D = 128 three blocks (12 warps, ≤ 168 registers) beat two with more registers each.
+// D = 128 three blocks (12 warps, ≤ 168 registers) beat two with more registers each. D = 64
+// (half the fragments) takes the same bound; D = 256 and 512 one (their accumulators need the
+// registers).
 #ifndef TBQ_MMA_MIN_BLOCKS_D128
 #define TBQ_MMA_MIN_BLOCKS_D128 3
 #endif // TBQ_MMA_MIN_BLOCKS_D128
 #define TBQ_FATTN_MMA(KT, KN, VT, VN, D)                                                             \
     extern "C" __global__ void __launch_bounds__(TBQ_MMA_WARPS * TBQ_WARP_SIZE,                    \
-                                                 D == 128 ? TBQ_MMA_MIN_BLOCKS_D128 : 1)            \
+                                                 D <= 128 ? TBQ_MMA_MIN_BLOCKS_D128 : 1)            \
         k_tbq_fattn_mma_##KN##_##VN##_d##D(const tbq_fattn_params p) {                               \
         k_tbq_fattn_mma<KT, VT, D>(p);                                                                \
     }
 #define TBQ_FATTN_MMA_D(KT, KN, VT, VN)                                                              \
     TBQ_FATTN_MMA(KT, KN, VT, VN, 128)                                                               \
-    TBQ_FATTN_MMA(KT, KN, VT, VN, 256)
+    TBQ_FATTN_MMA(KT, KN, VT, VN, 256)                                                               \
+    TBQ_FATTN_MMA(KT, KN, VT, VN, 512)
 
 // Every tbq key type with the value types tbq4_0, tbq3_0, tbq3_1 and tbq4_1 (the value types of
-// one 4-bit plane or of planes 2 + 1, with or without gains: tbq_mma_v_planes).
+// one 4-bit plane or of planes 2 + 1, with or without gains: tbq_mma_v_planes), at D = 128, 256
+// and 512; their 64-wide variants at D = 64.
 #define TBQ_FATTN_MMA_K(KT, KN)                                                                      \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ4_0, tbq4_0)                                                 \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_0, tbq3_0)                                                 \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_1, tbq3_1)                                                 \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ4_1, tbq4_1)
+#define TBQ_FATTN_MMA_K64(KT, KN)                                                                    \
+    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ4_0_64, tbq4_0_64, 64)                                         \
+    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ3_0_64, tbq3_0_64, 64)                                         \
+    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ3_1_64, tbq3_1_64, 64)                                         \
+    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ4_1_64, tbq4_1_64, 64)
 
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ4_0, tbq4_0)
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ3_0, tbq3_0)
@@ -1199,3 +1366,10 @@ TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ6_0, tbq6_0)
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ3_1, tbq3_1)
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ4_1, tbq4_1)
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ5_1, tbq5_1)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ4_0_64, tbq4_0_64)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ3_0_64, tbq3_0_64)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ5_0_64, tbq5_0_64)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ6_0_64, tbq6_0_64)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ3_1_64, tbq3_1_64)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ4_1_64, tbq4_1_64)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ5_1_64, tbq5_1_64)

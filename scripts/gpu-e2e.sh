@@ -14,7 +14,10 @@
 # Env: TBQ_E2E_BUDGET_S (default 540): a model's benchmark starts only while the run is under it;
 #   TBQ_E2E_PAIRS (K/V list; K/V:nocentre runs tbq keys without key centring, into
 #   llama-bench-nocentre.jsonl; K/V@spec runs per-layer types, `;` for the spec's commas, e.g.
-#   tbq3_0/tbq3_0@k18-27=tbq4_1;v0-3=tbq4_1, into llama-bench-layers.jsonl with a "layer_types" field), TBQ_E2E_DEPTHS (default 0,8192,32768), TBQ_E2E_PP=0 (no pp2048).
+#   tbq3_0/tbq3_0@k18-27=tbq4_1;v0-3=tbq4_1, into llama-bench-layers.jsonl with a "layer_types" field), TBQ_E2E_DEPTHS (default 0,8192,32768), TBQ_E2E_PP=0 (no prefill rows),
+#   TBQ_E2E_TG_TIMEOUT_S (default 200): the limit of one pair's tg runs; TBQ_E2E_PP_N (default 2048)
+#   and TBQ_E2E_PP_DEPTHS (default 0): prefill of N tokens over a cache
+#   already holding each depth, e.g. TBQ_E2E_PP_N=512 TBQ_E2E_PP_DEPTHS=0,32768.
 source "$(dirname "${BASH_SOURCE[0]}")/gpu-lib.sh" # REPO (the working directory), OUT, BIN, LLAMA, make_model
 BUDGET=${TBQ_E2E_BUDGET_S:-540}
 DO_PERF=1; DO_BENCH=1; MODELS=llama3b,gemma3-270m; REPS=3
@@ -64,12 +67,13 @@ if [[ $DO_BENCH -eq 1 ]]; then
             fi
             k=${kv%/*}; v=${kv#*/}
             # tg128 at depth 0 / 8K / 32K, then pp2048 at depth 0 (each a separate test in the jsonl)
-            env "${env[@]}" timeout 200 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 0 -n 128 \
+            pp_n=${TBQ_E2E_PP_N:-2048}
+            env "${env[@]}" timeout "${TBQ_E2E_TG_TIMEOUT_S:-200}" "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 0 -n 128 \
                 -d "${TBQ_E2E_DEPTHS:-0,8192,32768}" -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
                 echo "e2e: $arch $kv tg failed (rc $?)" >&2
             if [[ ${TBQ_E2E_PP:-1} = 1 ]]; then
-                env "${env[@]}" timeout 100 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p 2048 -n 0 \
-                    -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
+                env "${env[@]}" timeout 150 "$BIN/llama-bench" -m "$M" -ngl 99 -fa 1 -ctk "$k" -ctv "$v" -p "$pp_n" -n 0 \
+                    -d "${TBQ_E2E_PP_DEPTHS:-0}" -r "$REPS" -o jsonl >>"$jl" 2>>"$OUT/llama-bench.err" ||
                     echo "e2e: $arch $kv pp failed (rc $?)" >&2
             fi
             # llama-bench's rows name -ctk/-ctv only: the per-layer spec is added to each

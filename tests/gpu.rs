@@ -194,17 +194,33 @@ fn fattn_refuses_what_it_does_not_handle() {
         let r = cuda::fattn_supported(&mk_types(128, 1, kt, vt));
         assert_eq!(r.is_ok(), ok, "K {kt} V {vt}: {r:?}");
     }
-    // the 64-wide types: the kernels are laid out for 128-element blocks (ggml dequantizes them)
-    for (d, kt, vt) in [
-        (64, TbqType::Tbq4_0_64, TbqType::Tbq3_0_64),
-        (128, TbqType::Tbq4_0_64, TbqType::Tbq3_0_64),
-        (128, TbqType::Tbq4_0, TbqType::Tbq3_0_64),
-        (128, TbqType::Tbq4_0_64, TbqType::Tbq3_0),
+    // block widths: the _64 types at D 64 only, the 128-wide ones at D 128-512 only
+    for (d, kt, vt, ok) in [
+        (64, TbqType::Tbq4_0_64, TbqType::Tbq3_0_64, true),
+        (64, TbqType::Tbq5_1_64, TbqType::Tbq4_1_64, true),
+        (64, TbqType::Tbq4_1_64, TbqType::Tbq5_1_64, false),
+        (512, TbqType::Tbq4_0, TbqType::Tbq3_0, true),
+        (512, TbqType::Tbq6_0, TbqType::Tbq4_1, true),
+        (64, TbqType::Tbq4_0, TbqType::Tbq3_0, false),
+        (64, TbqType::Tbq4_0_64, TbqType::Tbq3_0, false),
+        (128, TbqType::Tbq4_0_64, TbqType::Tbq3_0_64, false),
+        (128, TbqType::Tbq4_0, TbqType::Tbq3_0_64, false),
+        (128, TbqType::Tbq4_0_64, TbqType::Tbq3_0, false),
+        (512, TbqType::Tbq4_0_64, TbqType::Tbq3_0_64, false),
     ] {
         let r = cuda::fattn_supported(&mk_types(d, 1, kt as i32, vt as i32));
-        assert!(r.is_err(), "D {d} K {kt} V {vt} must be refused");
+        assert_eq!(r.is_ok(), ok, "D {d} K {kt} V {vt}: {r:?}");
     }
-    for (d, n_q) in [(64, 1), (128, 9), (192, 1)] {
+    // f16 / q8_0 keys (the per-token kernel): D 128 and 256 only
+    for (d, kt) in [(64, dtype::F16), (512, dtype::Q8_0)] {
+        let vt = if d == 64 {
+            TbqType::Tbq3_0_64
+        } else {
+            TbqType::Tbq3_0
+        };
+        assert!(cuda::fattn_supported(&mk_types(d, 1, kt, vt as i32)).is_err());
+    }
+    for (d, n_q) in [(64, 1), (128, 9), (192, 1), (576, 1)] {
         let e = cuda::fattn_supported(&mk(d, n_q)).unwrap_err();
         assert_eq!(e.status(), -7, "{e}");
         let mut reason = std::ptr::null();
@@ -631,9 +647,19 @@ fn run_case(c: Case, seed: u64) {
     assert!(rel <= 1e-3, "{c:?}: max abs err / max abs ref = {rel:e}");
 }
 
-/// Every K/V pair the kernels serve: each tbq key type with tbq4_0, tbq3_0, tbq3_1 and tbq4_1 values
-/// (tensor-core kernel), f16 and q8_0 keys with tbq4_0 and tbq3_0 values (per-token kernel).
-fn pairs() -> Vec<(i32, i32)> {
+/// Every K/V pair the kernels serve at head size `d`: each tbq key type with tbq4_0, tbq3_0,
+/// tbq3_1 and tbq4_1 values (tensor-core kernel; at D 64 their `_64` variants), f16 and q8_0 keys
+/// with tbq4_0 and tbq3_0 values (per-token kernel, D 128 and 256).
+fn pairs(d: usize) -> Vec<(i32, i32)> {
+    if d == 64 {
+        return pairs(128)
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let (k, v) = (TbqType::from_abi(k)?, TbqType::from_abi(v)?);
+                Some((k.narrow() as i32, v.narrow() as i32))
+            })
+            .collect();
+    }
     let mut p = Vec::new();
     for k in TbqType::WIDE {
         for v in [
@@ -645,8 +671,10 @@ fn pairs() -> Vec<(i32, i32)> {
             p.push((k as i32, v as i32));
         }
     }
-    for k in [dtype::F16, dtype::Q8_0] {
-        p.extend([(k, 0), (k, 1)]);
+    if d <= 256 {
+        for k in [dtype::F16, dtype::Q8_0] {
+            p.extend([(k, 0), (k, 1)]);
+        }
     }
     p
 }
@@ -655,8 +683,8 @@ fn pairs() -> Vec<(i32, i32)> {
 fn fattn_every_pair_head_size_and_gqa() {
     let Some(_ctx) = gpu() else { return };
     let mut seed = 1000;
-    for (kt, vt) in pairs() {
-        for d in [128, 256] {
+    for d in [64, 128, 256, 512] {
+        for (kt, vt) in pairs(d) {
             for (gqa, n_kv) in [(1, 37), (4, 1000), (8, 5003)] {
                 seed += 1;
                 let c = Case {
@@ -687,10 +715,13 @@ fn fattn_lengths_splits_and_options() {
         for splits in [Some(1), None, Some(7), Some(64)] {
             for (n_q, gqa) in [(1, 4), (3, 1), (2, 8), (8, 2)] {
                 seed += 1;
+                // D 64 (the _64 types), 128, 256, 512 in turn
+                let d = [128, 64, 256, 128, 512][seed as usize % 5];
+                let narrow = |t: TbqType| if d == 64 { t.narrow() } else { t };
                 let c = Case {
-                    kt: (seed % 2) as i32,
-                    vt: ((seed / 2) % 2) as i32,
-                    d: if seed % 5 == 0 { 256 } else { 128 },
+                    kt: narrow(TbqType::ALL[(seed % 2) as usize]) as i32,
+                    vt: narrow(TbqType::ALL[((seed / 2) % 2) as usize]) as i32,
+                    d,
                     n_q,
                     n_head: 2 * gqa,
                     n_head_kv: 2,

@@ -1,6 +1,6 @@
 //! GPU microbenchmarks of the tbq kernels (feature `cuda`): device-to-device copy bandwidth (the
 //! ceiling), set_rows, dequantize and flash-attention decode at D = 128 / 256, GQA 1 / 4 / 8,
-//! n_kv 1K..128K. Times with CUDA events around each launch behind a busy stream, so that only
+//! n_kv 1K..128K (and D = 64 with the `_64` types, D = 512: GQA 4, 4K and 64K). Times with CUDA events around each launch behind a busy stream, so that only
 //! GPU time is counted, as in llama.cpp's CUDA-graph replays (`Timer`; warm-up first, median of
 //! many repetitions), rotating among input sets so that more than the 50 MB L2 is touched.
 //!
@@ -289,20 +289,35 @@ fn main() {
         &[1024, 4096, 16384, 65536, 131072]
     };
     let n_head_kv = 8usize;
-    for &(kt, vt, pn, every_gqa) in pairs {
-        for d in [128usize, 256] {
+    // D 64 (the _64 variants of the pair) and 512: tbq keys, GQA 4, two lengths (issue 14's head
+    // sizes; the bar's sweep is D 128 and 256)
+    let narrow = |t: i32| TbqType::from_abi(t).map(|t| t.narrow() as i32);
+    for &(kt0, vt0, pn, every_gqa) in pairs {
+        for d in [64usize, 128, 256, 512] {
+            let (kt, vt) = match d {
+                64 => match (narrow(kt0), narrow(vt0)) {
+                    (Some(k), Some(v)) => (k, v),
+                    _ => continue,
+                },
+                512 if TbqType::from_abi(kt0).is_none() => continue,
+                _ => (kt0, vt0),
+            };
+            let side = d == 64 || d == 512;
             for gqa in [1usize, 4, 8] {
-                if !every_gqa && gqa != 4 {
+                if (!every_gqa || side) && gqa != 4 {
                     continue;
                 }
                 for &n_kv in kvs {
                     if shape.is_some_and(|sh| sh != (d, gqa, n_kv)) {
                         continue;
                     }
+                    if side && shape.is_none() && n_kv != 4096 && n_kv != 65536 {
+                        continue;
+                    }
                     let (ku, kper) = cuda::unit_bytes(kt).unwrap();
-                    let (vu, _) = cuda::unit_bytes(vt).unwrap();
+                    let (vu, vper) = cuda::unit_bytes(vt).unwrap();
                     let krb = d / kper * ku;
-                    let vrb = d / 128 * vu;
+                    let vrb = d / vper * vu;
                     let kbytes = krb * n_kv * n_head_kv;
                     let vbytes = vrb * n_kv * n_head_kv;
                     let set_bytes = kbytes + vbytes;

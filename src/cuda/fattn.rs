@@ -7,7 +7,8 @@
 //!
 //! tbq K with tbq V uses the tensor-core kernel `k_tbq_fattn_mma_*` (16-token tiles per warp,
 //! mma.sync QK^T and PV, always 8 rows per block; splits of at least 128 tokens, multiples of
-//! 64); f16 / q8_0 keys use the one-warp-per-token kernel below.
+//! 64) at head sizes 128, 256 and 512 (128-wide types) and 64 (the `_64` types); f16 / q8_0
+//! keys use the one-warp-per-token kernel below (head sizes 128 and 256).
 //!
 //! Split-K policy: one full wave — as many thread blocks as the GPU holds at once (SMs × the
 //! kernel's resident blocks per SM, from the occupancy calculator), never more: a grid of 1.3
@@ -96,19 +97,29 @@ struct Params {
 
 const _: () = assert!(std::mem::size_of::<Params>() == 7 * 8 + 12 * 8 + 18 * 4);
 
-/// The 128-wide tbq type of ABI value `t`: the kernels are laid out for 128-element blocks (the
-/// `_64` types of 64-wide heads are refused, and ggml runs them through dequantize + its own kernel).
-fn wide_tbq(t: i32) -> Option<TbqType> {
-    TbqType::from_abi(t).filter(|t| t.block_elems() == crate::BLOCK_ELEMS)
+/// Head sizes the tensor-core kernel serves: 64 with the `_64` types (one 64-wide block a head),
+/// 128, 256 and 512 with the 128-wide ones. The per-token kernel: 128 and 256.
+const MMA_HEAD_SIZES: [i64; 4] = [64, 128, 256, 512];
+const TOKEN_HEAD_SIZES: [i64; 2] = [128, 256];
+
+/// The tbq type of ABI value `t` whose blocks fit heads of `d` (`_64` types at 64, 128-wide ones
+/// above): the kernels hold whole blocks of one width.
+fn tbq_for(t: i32, d: i64) -> Option<TbqType> {
+    let want = if d == 64 {
+        crate::format::NARROW_BLOCK_ELEMS
+    } else {
+        crate::BLOCK_ELEMS
+    };
+    TbqType::from_abi(t).filter(|t| t.block_elems() == want)
 }
 
-/// Keys the kernels read: every 128-wide tbq type (tensor-core kernel), f16 and q8_0 (per-token
-/// kernel).
-fn ktype_name(t: i32) -> Option<&'static str> {
+/// Keys the kernels read at head size `d`: every tbq type of the head's block width
+/// (tensor-core kernel), f16 and q8_0 (per-token kernel).
+fn ktype_name(t: i32, d: i64) -> Option<&'static str> {
     match t {
         dtype::F16 => Some("f16"),
         dtype::Q8_0 => Some("q8_0"),
-        _ => wide_tbq(t).map(|t| t.spec().name),
+        _ => tbq_for(t, d).map(|t| t.spec().name),
     }
 }
 
@@ -122,16 +133,18 @@ const MMA_V_TYPES: [TbqType; 4] = [
 ];
 const TOKEN_V_TYPES: [TbqType; 2] = [TbqType::Tbq4_0, TbqType::Tbq3_0];
 
-fn vtype_name(t: i32, mma: bool) -> Option<&'static str> {
+/// Values of type `t` at head size `d` with tensor-core (`mma`) or per-token keys: the types
+/// above, or at `d` = 64 their `_64` variants.
+fn vtype_name(t: i32, d: i64, mma: bool) -> Option<&'static str> {
     let allowed: &[TbqType] = if mma { &MMA_V_TYPES } else { &TOKEN_V_TYPES };
-    wide_tbq(t)
-        .filter(|t| allowed.contains(t))
+    tbq_for(t, d)
+        .filter(|t| allowed.contains(&t.wide()))
         .map(|t| t.spec().name)
 }
 
 /// Whether keys of type `t` take the tensor-core kernel (tbq keys) or the per-token one.
 fn is_mma(t: i32) -> bool {
-    wide_tbq(t).is_some()
+    TbqType::from_abi(t).is_some()
 }
 
 /// Words of shared memory of the tensor-core kernel's tables (tbq_mma_smem in kernels/fattn.cu).
@@ -156,13 +169,16 @@ fn mma_table_words(k: TbqType, v: TbqType) -> i64 {
 
 /// Whether the tensor-core kernel stages this pair's tiles through shared memory
 /// (tbq_mma_staged in kernels/fattn.cu): at D 128 pairs with gains or 5- and 6-bit keys, at D 256
-/// pairs with gained values.
+/// pairs with gained values, at D 512 every pair, at D 64 (the `_64` types) none.
 fn mma_staged(k: TbqType, v: TbqType, d: i64) -> bool {
     let (ks, vs) = (k.spec(), v.spec());
-    if d == 128 {
-        ks.sub_scales || vs.sub_scales || ks.bits >= 5
-    } else {
-        vs.sub_scales
+    if k.block_elems() != crate::BLOCK_ELEMS {
+        return false;
+    }
+    match d / k.block_elems() as i64 {
+        1 => ks.sub_scales || vs.sub_scales || ks.bits >= 5,
+        2 => vs.sub_scales,
+        _ => true,
     }
 }
 
@@ -173,8 +189,19 @@ fn mma_stage_words(k: TbqType, v: TbqType, d: i64) -> i64 {
     if !mma_staged(k, v, d) {
         return 0;
     }
-    let stride = |block_bytes: usize| 4 * (((d / 128) * block_bytes as i64 + 14 + 15) / 16);
+    let blocks = d / k.block_elems() as i64;
+    let stride = |block_bytes: usize| 4 * ((blocks * block_bytes as i64 + 14 + 15) / 16);
     MMA_TILE * (stride(k.spec().block_bytes()) + stride(v.spec().block_bytes()))
+}
+
+/// Words of shared memory of the query's B fragments at D 512 (QF_WORDS in kernels/fattn.cu: a
+/// uint4 per block, k-step and lane), 0 where they stay in registers.
+fn mma_q_words(d: i64) -> i64 {
+    if d > 256 {
+        (d / 128) * 8 * 32 * 4
+    } else {
+        0
+    }
 }
 
 /// Why `a` cannot run on these kernels, or `Ok` when it can.
@@ -188,31 +215,45 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
             return unsupported(format!("{n}: empty or negative shape {:?}", t.ne));
         }
     }
-    let Some(_) = ktype_name(k.type_) else {
-        return unsupported(format!("K type {} (a tbq type, f16 or q8_0)", k.type_));
-    };
+    let d = q.ne[0];
     let mma = is_mma(k.type_);
-    if vtype_name(v.type_, mma).is_none() {
+    let sizes: &[i64] = if mma {
+        &MMA_HEAD_SIZES
+    } else {
+        &TOKEN_HEAD_SIZES
+    };
+    if !sizes.contains(&d) {
+        return unsupported(format!(
+            "head size {d} (tbq keys: 64 with the _64 types, 128, 256 or 512; f16 / q8_0 keys: 128 \
+             or 256; other sizes run through dequantize + ggml's own kernel)"
+        ));
+    }
+    if ktype_name(k.type_, d).is_none() {
+        return unsupported(format!(
+            "K type {} at head size {d} (a tbq type of {}-element blocks, f16 or q8_0)",
+            k.type_,
+            if d == 64 { 64 } else { 128 }
+        ));
+    }
+    if vtype_name(v.type_, d, mma).is_none() {
         let (keys, served): (&str, &[TbqType]) = if mma {
             ("tbq", &MMA_V_TYPES)
         } else {
             ("f16 / q8_0", &TOKEN_V_TYPES)
         };
-        let names: Vec<&str> = served.iter().map(|t| t.spec().name).collect();
+        let names: Vec<&str> = served
+            .iter()
+            .map(|t| if d == 64 { t.narrow() } else { *t })
+            .map(|t| t.spec().name)
+            .collect();
         return unsupported(format!(
-            "V type {} with {keys} keys ({})",
+            "V type {} with {keys} keys at head size {d} ({})",
             v.type_,
             names.join(", ")
         ));
     }
     if q.type_ != dtype::F32 || dst.type_ != dtype::F32 {
         return unsupported("q and dst must be f32");
-    }
-    let d = q.ne[0];
-    if d != 128 && d != 256 {
-        return unsupported(format!(
-            "head size {d} (128 or 256; other sizes run through dequantize + ggml's own kernel)"
-        ));
     }
     if k.ne[0] != d || v.ne[0] != d {
         return unsupported(format!(
@@ -317,21 +358,21 @@ fn kernel_for(a: &FattnArgs, mma: bool, d: i64, r: i64) -> (&'static str, u32) {
         let ds = format!("d{d}");
         let name = kernel_name(&[
             "k_tbq_fattn_mma",
-            ktype_name(a.k.type_).unwrap(),
-            vtype_name(a.v.type_, true).unwrap(),
+            ktype_name(a.k.type_, d).unwrap(),
+            vtype_name(a.v.type_, d, true).unwrap(),
             &ds,
         ]);
         let (k, v) = (TbqType::from_abi(a.k.type_), TbqType::from_abi(a.v.type_));
         let (k, v) = (k.unwrap(), v.unwrap());
-        let tables = mma_table_words(k, v) + WARPS * mma_stage_words(k, v, d);
+        let tables = mma_table_words(k, v) + WARPS * mma_stage_words(k, v, d) + mma_q_words(d);
         let words = tables.max(WARPS * r * (d + 2)).max(r * d);
         (name, (words * 4) as u32)
     } else {
         let rs = format!("d{d}_r{r}");
         let name = kernel_name(&[
             "k_tbq_fattn",
-            ktype_name(a.k.type_).unwrap(),
-            vtype_name(a.v.type_, false).unwrap(),
+            ktype_name(a.k.type_, d).unwrap(),
+            vtype_name(a.v.type_, d, false).unwrap(),
             &rs,
         ]);
         (name, ((r * d).max(WARPS * r * (d + 2)) * 4) as u32)
@@ -538,10 +579,11 @@ pub unsafe fn flash_attn_ext_with(
     );
     launch(f, grid, (WARPS * 32) as u32, smem, stream, &p)?;
     if pl.splits > 1 {
-        let c = function(if d == 128 {
-            "k_tbq_fattn_combine_d128"
-        } else {
-            "k_tbq_fattn_combine_d256"
+        let c = function(match d {
+            64 => "k_tbq_fattn_combine_d64",
+            128 => "k_tbq_fattn_combine_d128",
+            256 => "k_tbq_fattn_combine_d256",
+            _ => "k_tbq_fattn_combine_d512",
         })?;
         launch(
             c,
