@@ -133,7 +133,7 @@ pub fn rotate_in_place(x: &mut [f32], block: usize) -> Result<(), Error> {
     check_len(x.len(), block)?;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: as in quantize_row.
+        // SAFETY: as in quantize_row. `block` is 128 or 64 (check_block_width).
         match block {
             BLOCK_ELEMS => unsafe { avx2::rotate_in_place::<BLOCK_ELEMS>(x) },
             _ => unsafe { avx2::rotate_in_place::<NARROW_BLOCK_ELEMS>(x) },
@@ -152,7 +152,7 @@ pub fn unrotate_in_place(x: &mut [f32], block: usize) -> Result<(), Error> {
     check_len(x.len(), block)?;
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        // SAFETY: as in quantize_row.
+        // SAFETY: as in quantize_row. `block` is 128 or 64 (check_block_width).
         match block {
             BLOCK_ELEMS => unsafe { avx2::unrotate_in_place::<BLOCK_ELEMS>(x) },
             _ => unsafe { avx2::unrotate_in_place::<NARROW_BLOCK_ELEMS>(x) },
