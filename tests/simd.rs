@@ -2,7 +2,8 @@
 //! seed is printed, `TBQ_SEED=<n>` replays it) and on the golden vectors.
 //!
 //! Every instruction set this machine has runs ([`cpu::Isa::available`]: the AVX2 path and, where
-//! the CPU has AVX-512 F + VL, the AVX-512 look-ups).
+//! the CPU has AVX-512 F + VL, the AVX-512 look-ups), on every type of both block widths: rows of
+//! 64 (the `_64` types: one block, as SmolLM2's heads), 128 and 256 elements.
 //!
 //! Tolerances: quantize, dequantize, rotate and unrotate are bit-exact. `vec_dot_rotated` and
 //! `mad_rotated` reorder and fuse the f32 sums, so they agree within `1e-5 · Σ|term|` (the sum of
@@ -17,6 +18,16 @@ use rand_distr::{Distribution, StandardNormal};
 use tbq::{cpu, reference, TbqType, BLOCK_ELEMS};
 
 const TOLERANCE: f32 = 1e-5;
+
+/// Row lengths the tests run: one 64-wide block, and one and two 128-wide blocks.
+const ROW_LENGTHS: [usize; 3] = [BLOCK_ELEMS / 2, BLOCK_ELEMS, 2 * BLOCK_ELEMS];
+
+/// The types whose blocks tile a row of `n` elements (the `_64` types tile every length here).
+fn types_for(n: usize) -> impl Iterator<Item = TbqType> {
+    TbqType::ALL
+        .into_iter()
+        .filter(move |ty| n.is_multiple_of(ty.block_elems()))
+}
 
 fn seed() -> u64 {
     let seed = std::env::var("TBQ_SEED")
@@ -52,9 +63,9 @@ fn random_rows(rng: &mut StdRng, rows: usize, n: usize) -> Vec<f32> {
 #[test]
 fn quantize_and_dequantize_are_bit_exact() {
     let mut rng = StdRng::seed_from_u64(seed());
-    for n in [BLOCK_ELEMS, 2 * BLOCK_ELEMS] {
+    for n in ROW_LENGTHS {
         let x = random_rows(&mut rng, 64, n);
-        for ty in TbqType::WIDE {
+        for ty in types_for(n) {
             let rb = ty.row_bytes(n);
             let (mut want, mut got) = (vec![0u8; 64 * rb], vec![0u8; 64 * rb]);
             for (xr, w) in x.chunks(n).zip(want.chunks_mut(rb)) {
@@ -122,31 +133,36 @@ fn golden_vectors_through_the_simd_path() {
 fn rotations_are_bit_exact() {
     let mut rng = StdRng::seed_from_u64(seed());
     let x = random_rows(&mut rng, 8, 2 * BLOCK_ELEMS);
-    let mut want = vec![0.0f32; x.len()];
-    let mut got = x.clone();
-    reference::rotate(&x, &mut want, BLOCK_ELEMS).unwrap();
-    cpu::rotate_in_place(&mut got, BLOCK_ELEMS).unwrap();
-    assert!(
-        got.iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "rotate"
-    );
-    reference::unrotate(&x, &mut want, BLOCK_ELEMS).unwrap();
-    got.copy_from_slice(&x);
-    cpu::unrotate_in_place(&mut got, BLOCK_ELEMS).unwrap();
-    assert!(
-        got.iter()
-            .zip(&want)
-            .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "unrotate"
-    );
+    for block in [BLOCK_ELEMS, BLOCK_ELEMS / 2] {
+        let mut want = vec![0.0f32; x.len()];
+        let mut got = x.clone();
+        reference::rotate(&x, &mut want, block).unwrap();
+        cpu::rotate_in_place(&mut got, block).unwrap();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "rotate, block {block}"
+        );
+        reference::unrotate(&x, &mut want, block).unwrap();
+        got.copy_from_slice(&x);
+        cpu::unrotate_in_place(&mut got, block).unwrap();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "unrotate, block {block}"
+        );
+    }
 }
 
 /// The decoded rotated block (`(d·g_s)·C[c_i]`), for the tolerance's `Σ|term|`.
 fn decoded(ty: TbqType, row: &[u8], n: usize) -> Vec<f32> {
     let mut r = vec![0.0f32; n];
-    for (b, rb) in row.chunks(ty.block_bytes()).zip(r.chunks_mut(BLOCK_ELEMS)) {
+    for (b, rb) in row
+        .chunks(ty.block_bytes())
+        .zip(r.chunks_mut(ty.block_elems()))
+    {
         reference::decode_rotated(ty, b, rb);
     }
     r
@@ -155,12 +171,12 @@ fn decoded(ty: TbqType, row: &[u8], n: usize) -> Vec<f32> {
 #[test]
 fn vec_dot_rotated_within_tolerance() {
     let mut rng = StdRng::seed_from_u64(seed());
-    for n in [BLOCK_ELEMS, 2 * BLOCK_ELEMS] {
+    for n in ROW_LENGTHS {
         let x = random_rows(&mut rng, 32, n);
         let q = random_rows(&mut rng, 1, n);
-        let mut q_rot = vec![0.0f32; n];
-        reference::rotate(&q, &mut q_rot, BLOCK_ELEMS).unwrap();
-        for ty in TbqType::WIDE {
+        for ty in types_for(n) {
+            let mut q_rot = vec![0.0f32; n];
+            reference::rotate(&q, &mut q_rot, ty.block_elems()).unwrap();
             let mut row = vec![0u8; ty.row_bytes(n)];
             for xr in x.chunks(n) {
                 reference::quantize_row(ty, xr, &mut row).unwrap();
@@ -185,12 +201,12 @@ fn vec_dot_rotated_within_tolerance() {
 #[test]
 fn mad_rotated_within_tolerance() {
     let mut rng = StdRng::seed_from_u64(seed());
-    for n in [BLOCK_ELEMS, 2 * BLOCK_ELEMS] {
+    for n in ROW_LENGTHS {
         // one attention row: 48 value rows with softmax-like weights
         let x = random_rows(&mut rng, 48, n);
         for (isa, ty) in cpu::Isa::available()
             .into_iter()
-            .flat_map(|isa| TbqType::ALL.map(|ty| (isa, ty)))
+            .flat_map(|isa| types_for(n).map(move |ty| (isa, ty)))
         {
             let (mut want, mut got) = (vec![0.0f32; n], vec![0.0f32; n]);
             let mut abs = vec![0.0f32; n];
@@ -223,7 +239,7 @@ fn rotated_accumulation_unrotates_to_the_dequantized_sum() {
     let mut rng = StdRng::seed_from_u64(seed());
     let n = 2 * BLOCK_ELEMS;
     let x = random_rows(&mut rng, 16, n);
-    for ty in TbqType::WIDE {
+    for ty in TbqType::ALL {
         let (mut acc, mut want) = (vec![0.0f32; n], vec![0.0f64; n]);
         let mut row = vec![0u8; ty.row_bytes(n)];
         let mut y = vec![0.0f32; n];
@@ -238,7 +254,7 @@ fn rotated_accumulation_unrotates_to_the_dequantized_sum() {
             }
             scale += p as f64 * common::norm2(&y).sqrt();
         }
-        cpu::unrotate_in_place(&mut acc, BLOCK_ELEMS).unwrap();
+        cpu::unrotate_in_place(&mut acc, ty.block_elems()).unwrap();
         let err: f64 = acc
             .iter()
             .zip(&want)

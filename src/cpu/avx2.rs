@@ -1,13 +1,18 @@
 //! AVX2 + FMA versions of the hot loops (the parent module says what each promises), and the same
 //! loops with AVX-512 F + VL table look-ups (`isa_avx512`).
 //!
-//! A block is 16 vectors of 8 floats: vector `4·s + j` holds coordinates `32·s + 8·j .. +8`, i.e.
-//! slot `s` (= gain group `s`) of lanes `8·j .. 8·j+8` of the canonical layout. That makes the
-//! canonical lane sums plain vector adds, and lets codes be unpacked a slot at a time (32 bytes)
-//! straight from the lane-major planes. Levels, and the encoder's buckets, are [`Table`]s: 8-entry
+//! A block of `n` elements (128, or 64 for the `_64` types) is `n / 8` vectors of 8 floats: vector
+//! `4·s + j` holds coordinates `32·s + 8·j .. +8`, i.e. slot `s` (= gain group `s`) of lanes
+//! `8·j .. 8·j+8` of the canonical layout. A 64-wide block is the first two slots of that layout
+//! (its lane `l` holds coordinates `l` and `l + 32`), so both widths run the same code with the
+//! slot count `n / 32` as a parameter. That makes the canonical lane sums plain vector adds, and
+//! lets codes be unpacked a slot at a time (32 bytes) straight from the lane-major planes. Levels, and the encoder's buckets, are [`Table`]s: 8-entry
 //! permutes joined by a blend tree over the index's high bits (AVX2), or two-source permutes of
-//! 16 or 32 entries (AVX-512). Every width runs the same code, specialised per type (`by_type!`)
-//! and driven by its [`TypeSpec`] (planes, levels, bounds, gains).
+//! 16 or 32 entries (AVX-512). Every type runs the same code, specialised per type (`by_type!`)
+//! and driven by its [`TypeSpec`] (planes, levels, bounds, gains); the block width `N` is a const
+//! generic of its own, so the rotation's loops are unrolled for it even where LLVM does not
+//! inline them into a type's loop (it did not, with the width as a run-time value: 128-wide
+//! dequantize lost a fifth).
 //!
 //! Every entry point is `unsafe` only because it needs its instruction set; the caller checks the
 //! CPU and the buffer lengths.
@@ -17,15 +22,18 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use crate::codebook::{self, GAINS};
-use crate::format::{TbqType, TypeSpec, BLOCK_ELEMS, D_BYTES, D_MAX, SLOTS};
+use crate::format::{
+    TbqType, TypeSpec, BLOCK_ELEMS, D_BYTES, D_MAX, LANES, NARROW_BLOCK_ELEMS, SLOTS,
+};
 use crate::packing::pack;
 use crate::reference::group_scales;
-use crate::rotation::{INV_SQRT_128, SIGNS, SQRT_128};
+use crate::rotation::{inv_sqrt_n, sqrt_n, SIGNS};
 
-/// Vectors of 8 floats per block.
+/// Vectors of 8 floats in the largest block.
 const VECS: usize = BLOCK_ELEMS / 8;
 
-/// One block in registers (see the module comment for the layout).
+/// One block in registers (see the module comment for the layout); a block of `n` elements uses
+/// the first `n / 8` vectors.
 type Vecs = [__m256; VECS];
 
 /// The sign bit of `D` for each coordinate: `x ^ SIGN_BITS[i]` is `x · sign(i)`, exactly.
@@ -57,20 +65,22 @@ fn store(s: &mut [f32], v: __m256) {
     unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
 }
 
+/// A block of `N` elements.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn load_block(x: &[f32]) -> Vecs {
+fn load_block<const N: usize>(x: &[f32]) -> Vecs {
     let mut v = [_mm256_setzero_ps(); VECS];
-    for (k, vk) in v.iter_mut().enumerate() {
+    for (k, vk) in v.iter_mut().enumerate().take(N / 8) {
         *vk = load(&x[8 * k..]);
     }
     v
 }
 
+/// Stores a block of `N` elements.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn store_block(v: &Vecs, out: &mut [f32]) {
-    for (k, vk) in v.iter().enumerate() {
+fn store_block<const N: usize>(v: &Vecs, out: &mut [f32]) {
+    for (k, vk) in v.iter().enumerate().take(N / 8) {
         store(&mut out[8 * k..], *vk);
     }
 }
@@ -87,12 +97,14 @@ fn apply_signs(x: __m256, k: usize) -> __m256 {
 
 // ---- the rotation --------------------------------------------------------------------------------
 
-/// [`crate::rotation::fwht`] of one block: the same stages (spans 1, 2, …, 64), each the same
-/// `(a + b, a - b)` on the same operands, so the same bits. Spans 1–4 run inside a vector.
+/// [`crate::rotation::fwht`] of one block of `N` elements: the same stages (spans 1, 2, …, N/2),
+/// each the same `(a + b, a - b)` on the same operands, so the same bits. Spans 1–4 run inside a
+/// vector, the others between vectors.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn fwht(v: &mut Vecs) {
-    for x in v.iter_mut() {
+fn fwht<const N: usize>(v: &mut Vecs) {
+    let vecs = N / 8;
+    for x in v.iter_mut().take(vecs) {
         // span 1: partner [x1, x0, x3, x2, …]; even lanes keep a + b, odd lanes take a - b
         let p = _mm256_permute_ps::<0xB1>(*x);
         *x = _mm256_blend_ps::<0xAA>(_mm256_add_ps(*x, p), _mm256_sub_ps(p, *x));
@@ -104,8 +116,8 @@ fn fwht(v: &mut Vecs) {
         *x = _mm256_blend_ps::<0xF0>(_mm256_add_ps(*x, p), _mm256_sub_ps(p, *x));
     }
     let mut h = 1;
-    while h < VECS {
-        for base in (0..VECS).step_by(2 * h) {
+    while h < vecs {
+        for base in (0..vecs).step_by(2 * h) {
             for j in base..base + h {
                 let (a, b) = (v[j], v[j + h]);
                 v[j] = _mm256_add_ps(a, b);
@@ -116,43 +128,47 @@ fn fwht(v: &mut Vecs) {
     }
 }
 
-/// [`crate::rotation::unrotate_block`]: `sign(i) · (H·u)_i · (1/sqrt(128))`.
+/// [`crate::rotation::unrotate_block`] of `N` elements: `sign(i) · (H·u)_i · (1/sqrt(N))`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn unrotate_block(v: &mut Vecs) {
-    fwht(v);
-    let inv = _mm256_set1_ps(INV_SQRT_128);
-    for (k, x) in v.iter_mut().enumerate() {
+fn unrotate_block<const N: usize>(v: &mut Vecs) {
+    fwht::<N>(v);
+    let inv = _mm256_set1_ps(inv_sqrt_n(N));
+    for (k, x) in v.iter_mut().enumerate().take(N / 8) {
         *x = apply_signs(_mm256_mul_ps(*x, inv), k);
     }
 }
 
+/// [`crate::rotation::rotate_block`] of each `N`-element block (128 or 64) of `x`.
+///
 /// # Safety
-/// AVX2 and FMA; `x.len()` a multiple of 128.
+/// AVX2 and FMA; `x.len()` a multiple of `N`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn rotate_in_place(x: &mut [f32]) {
-    let inv = _mm256_set1_ps(INV_SQRT_128);
-    for b in x.chunks_exact_mut(BLOCK_ELEMS) {
-        let mut v = load_block(b);
-        for (k, x) in v.iter_mut().enumerate() {
+pub unsafe fn rotate_in_place<const N: usize>(x: &mut [f32]) {
+    let inv = _mm256_set1_ps(inv_sqrt_n(N));
+    for b in x.chunks_exact_mut(N) {
+        let mut v = load_block::<N>(b);
+        for (k, x) in v.iter_mut().enumerate().take(N / 8) {
             *x = apply_signs(*x, k);
         }
-        fwht(&mut v);
-        for x in v.iter_mut() {
+        fwht::<N>(&mut v);
+        for x in v.iter_mut().take(N / 8) {
             *x = _mm256_mul_ps(*x, inv);
         }
-        store_block(&v, b);
+        store_block::<N>(&v, b);
     }
 }
 
+/// [`crate::rotation::unrotate_block`] of each `N`-element block (128 or 64) of `x`.
+///
 /// # Safety
-/// AVX2 and FMA; `x.len()` a multiple of 128.
+/// AVX2 and FMA; `x.len()` a multiple of `N`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn unrotate_in_place(x: &mut [f32]) {
-    for b in x.chunks_exact_mut(BLOCK_ELEMS) {
-        let mut v = load_block(b);
-        unrotate_block(&mut v);
-        store_block(&v, b);
+pub unsafe fn unrotate_in_place<const N: usize>(x: &mut [f32]) {
+    for b in x.chunks_exact_mut(N) {
+        let mut v = load_block::<N>(b);
+        unrotate_block::<N>(&mut v);
+        store_block::<N>(&v, b);
     }
 }
 
@@ -170,15 +186,15 @@ fn warp_sum(l: [__m256; 4]) -> f32 {
     _mm256_cvtss_f32(c)
 }
 
-/// [`crate::rotation::sum_squares_canonical`]: per lane the squares of slots 0..3 in order
-/// (a multiply, then an add: never fused), then the warp sum.
+/// [`crate::rotation::sum_squares_canonical`] of `N` elements: per lane the squares of its
+/// `N / 32` slots in order (a multiply, then an add: never fused), then the warp sum.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn sum_squares(v: &Vecs) -> f32 {
+fn sum_squares<const N: usize>(v: &Vecs) -> f32 {
     let mut lanes = [_mm256_setzero_ps(); 4];
     for (j, lane) in lanes.iter_mut().enumerate() {
         *lane = _mm256_mul_ps(v[j], v[j]);
-        for s in 1..SLOTS {
+        for s in 1..N / LANES {
             *lane = _mm256_add_ps(*lane, _mm256_mul_ps(v[4 * s + j], v[4 * s + j]));
         }
     }
@@ -375,11 +391,43 @@ fn tie_magnitude(y: __m256) -> __m256 {
     _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(a), tie_ulp(y)))
 }
 
-/// The fields of a 4-bit plane (64 bytes): lane `l` owns bytes `2l` (slots 0, 1) and `2l + 1`
-/// (slots 2, 3). Returns, per slot, 32 bytes: byte `l` = lane `l`'s 4-bit field of that slot.
+// ---- unpacking -----------------------------------------------------------------------------------
+//
+// A plane of `p`-bit fields gives lane `l` the `w = slots · p` bits at bit `w · l`
+// ([`crate::packing`]): 16 bits (a 128-wide block's 4-bit plane), 8 (its 2-bit plane; a 64-wide
+// block's 4-bit plane), 4 (a 128-wide 1-bit plane; a 64-wide 2-bit plane) or 2 (a 64-wide 1-bit
+// plane). A plane is spread to one byte per lane (two vectors for 16 bits), then split into its
+// slots' fields: per slot 32 bytes, byte `l` = lane `l`'s field.
+
+/// A plane whose lanes own one byte each (32 bytes): byte `l` is lane `l`'s already.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn nibble_plane(plane: &[u8]) -> [__m256i; SLOTS] {
+fn byte_per_lane(plane: &[u8]) -> __m256i {
+    let plane = &plane[..32];
+    // SAFETY: `plane` holds 32 bytes.
+    unsafe { _mm256_loadu_si256(plane.as_ptr().cast()) }
+}
+
+/// A plane whose lanes own a nibble each (16 bytes), spread to byte `l` = lane `l`'s nibble.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn nibble_per_lane(plane: &[u8]) -> __m256i {
+    let plane = &plane[..16];
+    // SAFETY: `plane` holds 16 bytes.
+    let x = unsafe { _mm_loadu_si128(plane.as_ptr().cast()) };
+    let m = _mm_set1_epi8(0x0F);
+    let (lo, hi) = (
+        _mm_and_si128(x, m),
+        _mm_and_si128(_mm_srli_epi16::<4>(x), m),
+    );
+    _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi))
+}
+
+/// A plane whose lanes own two bytes each (64 bytes): lane `l`'s bytes `2l` (slots 0, 1) and
+/// `2l + 1` (slots 2, 3), spread to byte `l` of two vectors.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn two_bytes_per_lane(plane: &[u8]) -> [__m256i; 2] {
     let plane = &plane[..64];
     // SAFETY: `plane` holds 64 bytes.
     let (a, b) = unsafe {
@@ -396,77 +444,89 @@ fn nibble_plane(plane: &[u8]) -> [__m256i; SLOTS] {
     // per source: [even bytes of lanes 0-7, 8-15 | odd bytes of lanes 0-7, 8-15]
     let a = _mm256_permute4x64_epi64::<0xD8>(_mm256_shuffle_epi8(a, even_odd));
     let b = _mm256_permute4x64_epi64::<0xD8>(_mm256_shuffle_epi8(b, even_odd));
-    let low = _mm256_permute2x128_si256::<0x20>(a, b); // byte 2l of every lane
-    let high = _mm256_permute2x128_si256::<0x31>(a, b); // byte 2l + 1
-    let m = _mm256_set1_epi8(0x0F);
     [
-        _mm256_and_si256(low, m),
-        _mm256_and_si256(_mm256_srli_epi16::<4>(low), m),
-        _mm256_and_si256(high, m),
-        _mm256_and_si256(_mm256_srli_epi16::<4>(high), m),
+        _mm256_permute2x128_si256::<0x20>(a, b), // byte 2l of every lane
+        _mm256_permute2x128_si256::<0x31>(a, b), // byte 2l + 1
     ]
 }
 
-/// As [`nibble_plane`] for a 2-bit plane (32 bytes): lane `l` owns byte `l`.
+/// A 64-wide block's 1-bit plane (8 bytes): lane `l` owns bits `2l` (slot 0) and `2l + 1`
+/// (slot 1). Returns the two slots' fields. No byte belongs to one lane here, so each lane gets a
+/// copy of its byte (`l / 4`) and tests its own bit.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn pair_plane(plane: &[u8]) -> [__m256i; SLOTS] {
-    let plane = &plane[..32];
-    // SAFETY: `plane` holds 32 bytes.
-    let v = unsafe { _mm256_loadu_si256(plane.as_ptr().cast()) };
-    let m = _mm256_set1_epi8(3);
-    [
-        _mm256_and_si256(v, m),
-        _mm256_and_si256(_mm256_srli_epi16::<2>(v), m),
-        _mm256_and_si256(_mm256_srli_epi16::<4>(v), m),
-        _mm256_and_si256(_mm256_srli_epi16::<6>(v), m),
-    ]
-}
-
-/// As [`nibble_plane`] for a 1-bit plane (16 bytes): lane `l` owns nibble `l`.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn bit_plane(plane: &[u8]) -> [__m256i; SLOTS] {
-    let plane = &plane[..16];
-    // SAFETY: `plane` holds 16 bytes.
-    let x = unsafe { _mm_loadu_si128(plane.as_ptr().cast()) };
-    let m = _mm_set1_epi8(0x0F);
-    let (lo, hi) = (
-        _mm_and_si128(x, m),
-        _mm_and_si128(_mm_srli_epi16::<4>(x), m),
+fn bit_pairs(plane: &[u8]) -> [__m256i; 2] {
+    let bits = u64::from_le_bytes(plane[..8].try_into().unwrap());
+    // every 128-bit half holds the 8 bytes; byte `l` of the result takes byte `l / 4`
+    #[rustfmt::skip]
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi64x(bits as i64),
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+            4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7,
+        ),
     );
-    let v = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
     let one = _mm256_set1_epi8(1);
-    [
-        _mm256_and_si256(v, one),
-        _mm256_and_si256(_mm256_srli_epi16::<1>(v), one),
-        _mm256_and_si256(_mm256_srli_epi16::<2>(v), one),
-        _mm256_and_si256(_mm256_srli_epi16::<3>(v), one),
-    ]
+    // byte `l`'s bit of slot `s` is `1 << (2·(l % 4) + s)`: bytes 01 04 10 40, then 02 08 20 80
+    let field = |mask: i32| {
+        let m = _mm256_set1_epi32(mask);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, m), m);
+        _mm256_and_si256(set, one)
+    };
+    [field(0x4010_0401), field(0x8020_0802_u32 as i32)]
 }
 
-/// The codes of one block, per slot: byte `l` of `codes[s]` is the code of coordinate `32s + l`.
-/// The planes' fields are shifted into place (a code is at most 6 bits, so 16-bit shifts never
-/// carry into the next byte).
+/// Splits bytes holding `slots.len()` fields of `p` bits (slot `s` at bit `p·s`) into one vector
+/// per slot. A byte holds all of its fields, so 16-bit shifts never bring in a neighbour's bits
+/// that the mask keeps.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn split_fields(v: __m256i, p: u32, slots: &mut [__m256i]) {
+    let m = _mm256_set1_epi8((1u8 << p).wrapping_sub(1) as i8);
+    for (s, f) in slots.iter_mut().enumerate() {
+        let shift = _mm_cvtsi32_si128(p as i32 * s as i32);
+        *f = _mm256_and_si256(_mm256_srl_epi16(v, shift), m);
+    }
+}
+
+/// The `p`-bit fields of one plane of a block with `slots` slots a lane, per slot (the first
+/// `slots` entries).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn plane_fields(plane: &[u8], p: u32, slots: usize) -> [__m256i; SLOTS] {
+    let mut fields = [_mm256_setzero_si256(); SLOTS];
+    match slots * p as usize {
+        16 => {
+            let [low, high] = two_bytes_per_lane(plane);
+            let (a, b) = fields.split_at_mut(slots / 2);
+            split_fields(low, p, a);
+            split_fields(high, p, b);
+        }
+        8 => split_fields(byte_per_lane(plane), p, &mut fields[..slots]),
+        4 => split_fields(nibble_per_lane(plane), p, &mut fields[..slots]),
+        2 => fields[..2].copy_from_slice(&bit_pairs(plane)),
+        _ => unreachable!("a lane owns 2, 4, 8 or 16 bits of a plane"),
+    }
+    fields
+}
+
+/// The codes of one block, per slot (the first `spec.slots()`): byte `l` of `codes[s]` is the code
+/// of coordinate `32s + l`. The planes' fields are shifted into place (a code is at most 6 bits,
+/// so 16-bit shifts never carry into the next byte).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn unpack_slots<const T: usize>(qs: &[u8]) -> [__m256i; SLOTS] {
     let spec = const { spec_of(T) };
+    let slots = spec.slots();
     let mut codes = [_mm256_setzero_si256(); SLOTS];
     let (mut base, mut shift) = (0usize, 0i32);
     for &p in spec.planes {
-        let plane = &qs[base..];
-        let fields = match p {
-            4 => nibble_plane(plane),
-            2 => pair_plane(plane),
-            1 => bit_plane(plane),
-            _ => unreachable!("planes are 1, 2 or 4 bits wide"),
-        };
+        let fields = plane_fields(&qs[base..], p, slots);
         let count = _mm_cvtsi32_si128(shift);
-        for (c, f) in codes.iter_mut().zip(fields) {
+        for (c, f) in codes.iter_mut().zip(fields).take(slots) {
             *c = _mm256_or_si256(*c, _mm256_sll_epi16(f, count));
         }
-        base += 16 * p as usize;
+        base += LANES * slots * p as usize / 8;
         shift += p as i32;
     }
     codes
@@ -484,21 +544,34 @@ const fn spec_of(t: usize) -> &'static TypeSpec {
     TbqType::ALL[t].spec()
 }
 
-/// `f::<T>(args)` with `T` the C ABI value of `ty`: each type's loops compiled for that type
-/// (`TbqType::with_spec` does the same through a closure, which the functions here cannot take:
-/// they are too large to be inlined into it).
+/// [`spec_of`] of a type specialised with its block width `N` (`by_type!`): checks, at compile
+/// time, that the two agree.
+const fn width_of<const T: usize, const N: usize>() -> &'static TypeSpec {
+    let spec = spec_of(T);
+    assert!(spec.block == N, "a type's loops run at its own block width");
+    spec
+}
+
+/// `f::<T, N>(args)` with `T` the C ABI value of `ty` and `N` its block width: each type's loops
+/// compiled for that type (`TbqType::with_spec` does the same through a closure, which the
+/// functions here cannot take: they are too large to be inlined into it).
 macro_rules! by_type {
     ($ty:expr, $f:ident($($a:expr),*)) => {
         match $ty {
-            TbqType::Tbq4_0 => $f::<0>($($a),*),
-            TbqType::Tbq3_0 => $f::<1>($($a),*),
-            TbqType::Tbq5_0 => $f::<2>($($a),*),
-            TbqType::Tbq6_0 => $f::<3>($($a),*),
-            TbqType::Tbq3_1 => $f::<4>($($a),*),
-            TbqType::Tbq4_1 => $f::<5>($($a),*),
-            TbqType::Tbq5_1 => $f::<6>($($a),*),
-            // The 64-wide types never come here (cpu::Isa::for_type sends them to the reference).
-            _ => unreachable!("the SIMD path serves the 128-wide types only"),
+            TbqType::Tbq4_0 => $f::<0, BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq3_0 => $f::<1, BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq5_0 => $f::<2, BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq6_0 => $f::<3, BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq3_1 => $f::<4, BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq4_1 => $f::<5, BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq5_1 => $f::<6, BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq4_0_64 => $f::<7, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq3_0_64 => $f::<8, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq5_0_64 => $f::<9, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq6_0_64 => $f::<10, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq3_1_64 => $f::<11, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq4_1_64 => $f::<12, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq5_1_64 => $f::<13, NARROW_BLOCK_ELEMS>($($a),*),
         }
     };
 }
@@ -589,8 +662,9 @@ macro_rules! lookups {
             #[target_feature(enable = $feat)]
             #[inline]
             fn block_levels<const T: usize>(levels: &Table, qs: &[u8]) -> Vecs {
+                let slots = const { spec_of(T).slots() };
                 let mut out = [_mm256_setzero_ps(); VECS];
-                for (s, codes) in unpack_slots::<T>(qs).into_iter().enumerate() {
+                for (s, codes) in unpack_slots::<T>(qs).into_iter().enumerate().take(slots) {
                     let lo = _mm256_castsi256_si128(codes);
                     let hi = _mm256_extracti128_si256::<1>(codes);
                     let idx = [
@@ -611,19 +685,24 @@ macro_rules! lookups {
             /// [`crate::reference::quantize_block`], operation for operation.
             #[target_feature(enable = $feat)]
             #[inline]
-            fn quantize_block<const T: usize>(enc: &Encoder, x: &[f32], out: &mut [u8]) {
+            fn quantize_block<const T: usize, const N: usize>(
+                enc: &Encoder,
+                x: &[f32],
+                out: &mut [u8],
+            ) {
                 let spec = const { spec_of(T) };
+                let vecs = N / 8;
                 let (header, qs) = out.split_at_mut(spec.header_bytes());
 
                 let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
                 let inf = _mm256_set1_ps(f32::INFINITY);
-                let mut w = load_block(x);
-                for (k, wk) in w.iter_mut().enumerate() {
+                let mut w = load_block::<N>(x);
+                for (k, wk) in w.iter_mut().enumerate().take(vecs) {
                     let finite = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_and_ps(*wk, abs), inf);
                     *wk = _mm256_and_ps(finite, apply_signs(*wk, k));
                 }
-                fwht(&mut w);
-                let s = sum_squares(&w);
+                fwht::<N>(&mut w);
+                let s = sum_squares::<N>(&w);
                 if s == 0.0 || !s.is_finite() {
                     header.fill(0);
                     qs.fill(0);
@@ -631,30 +710,30 @@ macro_rules! lookups {
                 }
 
                 let norm_w = s.sqrt();
-                let k = _mm256_set1_ps(SQRT_128 / norm_w);
+                let k = _mm256_set1_ps(sqrt_n(N) / norm_w);
                 let mut y = w;
-                for yi in y.iter_mut() {
+                for yi in y.iter_mut().take(vecs) {
                     *yi = _mm256_mul_ps(*yi, k);
                 }
                 // `r` holds |r_i|: only its squares are used (the norm below)
                 let mut codes = [_mm256_setzero_si256(); VECS];
                 let mut r = [_mm256_setzero_ps(); VECS];
                 let gains = if spec.sub_scales {
-                    encode_groups(enc, &y, &mut codes, &mut r)
+                    encode_groups::<T>(enc, &y, &mut codes, &mut r)
                 } else {
-                    for ((c, ri), yi) in codes.iter_mut().zip(r.iter_mut()).zip(&y) {
+                    for ((c, ri), yi) in codes.iter_mut().zip(r.iter_mut()).zip(&y).take(vecs) {
                         (*c, *ri) = encode(enc, *yi);
                     }
                     0
                 };
-                let d = norm_w / (SQRT_128 * sum_squares(&r).sqrt());
+                let d = norm_w / (sqrt_n(N) * sum_squares::<N>(&r).sqrt());
                 header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
                 if spec.sub_scales {
                     header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
                 }
 
                 let mut wide = [0i32; BLOCK_ELEMS];
-                for (k, c) in codes.iter().enumerate() {
+                for (k, c) in codes.iter().enumerate().take(vecs) {
                     let dst = &mut wide[8 * k..8 * k + 8];
                     // SAFETY: `dst` holds 8 i32.
                     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *c) };
@@ -663,7 +742,7 @@ macro_rules! lookups {
                 for (b, c) in bytes.iter_mut().zip(wide) {
                     *b = c as u8;
                 }
-                pack(spec, &bytes, qs);
+                pack(spec, &bytes[..N], qs);
             }
 
             /// The reference's `encode_groups`: per group (= slot) the first gain with the least error
@@ -677,23 +756,24 @@ macro_rules! lookups {
             /// reference's.
             #[target_feature(enable = $feat)]
             #[inline]
-            fn encode_groups(
+            fn encode_groups<const T: usize>(
                 enc: &Encoder,
                 y: &Vecs,
                 codes: &mut [__m256i; VECS],
                 r: &mut Vecs,
             ) -> u16 {
+                let slots = const { spec_of(T).slots() };
                 let sign = _mm256_set1_ps(-0.0);
                 let mut a = [_mm256_setzero_ps(); VECS];
                 let mut ulp = [_mm256_setzero_si256(); VECS];
-                for v in 0..VECS {
+                for v in 0..4 * slots {
                     a[v] = _mm256_andnot_ps(sign, y[v]);
                     ulp[v] = tie_ulp(y[v]);
                 }
                 let mut err = [[0.0f32; 16]; SLOTS];
                 for (k, &g) in GAINS.iter().enumerate() {
                     let (inv, g) = (_mm256_set1_ps(GAINS[15 - k]), _mm256_set1_ps(g));
-                    for (s, err) in err.iter_mut().enumerate() {
+                    for (s, err) in err.iter_mut().enumerate().take(slots) {
                         let mut e = [_mm256_setzero_ps(); 4];
                         for (j, e) in e.iter_mut().enumerate() {
                             let v = 4 * s + j;
@@ -709,7 +789,7 @@ macro_rules! lookups {
                     }
                 }
                 let mut word = 0u16;
-                for (s, err) in err.iter().enumerate() {
+                for (s, err) in err.iter().enumerate().take(slots) {
                     let mut best = (f32::INFINITY, 0usize);
                     for (k, &e) in err.iter().enumerate() {
                         if e < best.0 {
@@ -740,14 +820,14 @@ macro_rules! lookups {
 
             #[target_feature(enable = $feat)]
             #[inline]
-            fn quantize_row_t<const T: usize>(x: &[f32], out: &mut [u8]) {
-                let spec = const { spec_of(T) };
+            fn quantize_row_t<const T: usize, const N: usize>(x: &[f32], out: &mut [u8]) {
+                let spec = const { width_of::<T, N>() };
                 let enc = Encoder::new(spec);
                 for (xb, ob) in x
-                    .chunks_exact(BLOCK_ELEMS)
+                    .chunks_exact(N)
                     .zip(out.chunks_exact_mut(spec.block_bytes()))
                 {
-                    quantize_block::<T>(&enc, xb, ob);
+                    quantize_block::<T, N>(&enc, xb, ob);
                 }
             }
 
@@ -781,15 +861,16 @@ macro_rules! lookups {
 
             #[target_feature(enable = $feat)]
             #[inline]
-            fn dequantize_row_t<const T: usize>(src: &[u8], out: &mut [f32]) {
-                let src = &src[..spec_of(T).block_bytes() * (out.len() / BLOCK_ELEMS)];
+            fn dequantize_row_t<const T: usize, const N: usize>(src: &[u8], out: &mut [f32]) {
+                let spec = const { width_of::<T, N>() };
+                let src = &src[..spec.block_bytes() * (out.len() / N)];
                 for_each_block::<T>(src, |b, scales, c| {
                     let mut v = *c;
-                    for (k, x) in v.iter_mut().enumerate() {
+                    for (k, x) in v.iter_mut().enumerate().take(N / 8) {
                         *x = _mm256_mul_ps(_mm256_set1_ps(scales[k / 4]), *x);
                     }
-                    unrotate_block(&mut v);
-                    store_block(&v, &mut out[BLOCK_ELEMS * b..]);
+                    unrotate_block::<N>(&mut v);
+                    store_block::<N>(&v, &mut out[N * b..]);
                 })
             }
 
@@ -805,15 +886,16 @@ macro_rules! lookups {
 
             #[target_feature(enable = $feat)]
             #[inline]
-            fn vec_dot_rotated_t<const T: usize>(x: &[u8], q_rot: &[f32]) -> f32 {
-                let x = &x[..spec_of(T).block_bytes() * (q_rot.len() / BLOCK_ELEMS)];
+            fn vec_dot_rotated_t<const T: usize, const N: usize>(x: &[u8], q_rot: &[f32]) -> f32 {
+                let spec = const { width_of::<T, N>() };
+                let x = &x[..spec.block_bytes() * (q_rot.len() / N)];
                 // blocks summed one after the other, as the reference does, so that a row's dot is
                 // the sum of its blocks' dots (tbq_vec_dot_f32 rotates and scores block by block)
                 let mut sum = 0.0f32;
                 for_each_block::<T>(x, |b, scales, c| {
-                    let q = &q_rot[BLOCK_ELEMS * b..];
+                    let q = &q_rot[N * b..];
                     let mut total = _mm256_setzero_ps();
-                    for (s, &scale) in scales.iter().enumerate() {
+                    for (s, &scale) in scales.iter().enumerate().take(N / LANES) {
                         let mut acc = _mm256_mul_ps(load(&q[32 * s..]), c[4 * s]);
                         for j in 1..4 {
                             acc = _mm256_fmadd_ps(load(&q[32 * s + 8 * j..]), c[4 * s + j], acc);
@@ -837,11 +919,16 @@ macro_rules! lookups {
 
             #[target_feature(enable = $feat)]
             #[inline]
-            fn mad_rotated_t<const T: usize>(x: &[u8], scale: f32, acc: &mut [f32]) {
-                let x = &x[..spec_of(T).block_bytes() * (acc.len() / BLOCK_ELEMS)];
+            fn mad_rotated_t<const T: usize, const N: usize>(
+                x: &[u8],
+                scale: f32,
+                acc: &mut [f32],
+            ) {
+                let spec = const { width_of::<T, N>() };
+                let x = &x[..spec.block_bytes() * (acc.len() / N)];
                 for_each_block::<T>(x, |b, scales, c| {
-                    let a = &mut acc[BLOCK_ELEMS * b..];
-                    for (s, &g) in scales.iter().enumerate() {
+                    let a = &mut acc[N * b..];
+                    for (s, &g) in scales.iter().enumerate().take(N / LANES) {
                         let w = _mm256_set1_ps(scale * g);
                         for j in 0..4 {
                             let a = &mut a[32 * s + 8 * j..];

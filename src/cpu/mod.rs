@@ -11,8 +11,9 @@
 //!
 //! The instruction set is chosen at run time ([`Isa::detected`]), so one `libtbq.a` runs on every
 //! x86-64 machine; the `*_on` functions run a given one (tests and benches compare them). No NEON
-//! yet: the aarch64 path is the reference. The 64-wide types (`tbq4_0_64`, …) run the reference
-//! too: the SIMD code is laid out for 128-element blocks (16 vectors of 8 per block).
+//! yet: the aarch64 path is the reference. Both block widths run the same SIMD code: a 64-wide
+//! block (`tbq4_0_64`, …, the types of head-64 models) is the first two slots of the canonical
+//! lane layout, 8 vectors of 8 where a 128-wide block has 16.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -20,7 +21,7 @@ mod avx2;
 use std::sync::OnceLock;
 
 use crate::error::Error;
-use crate::format::{TbqType, BLOCK_ELEMS};
+use crate::format::{TbqType, BLOCK_ELEMS, NARROW_BLOCK_ELEMS};
 use crate::reference::{self, check_bytes, check_len};
 
 /// An instruction set the CPU path can run, from the least to the most.
@@ -75,17 +76,6 @@ impl Isa {
     fn supported(self) -> Isa {
         self.min(Isa::best())
     }
-
-    /// What runs `ty`'s rows when `self` is asked for: [`Isa::supported`] for the 128-wide types,
-    /// the reference for the 64-wide ones.
-    #[inline]
-    fn for_type(self, ty: TbqType) -> Isa {
-        if ty.block_elems() == BLOCK_ELEMS {
-            self.supported()
-        } else {
-            Isa::Scalar
-        }
-    }
 }
 
 /// Whether the AVX2 + FMA path runs on this machine.
@@ -118,7 +108,7 @@ pub fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error>
 pub fn quantize_row_on(isa: Isa, ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     check_len(x.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(x.len()), out.len())?;
-    dispatch!(isa.for_type(ty), quantize_row, (ty, x, out), {
+    dispatch!(isa.supported(), quantize_row, (ty, x, out), {
         reference::quantize_row(ty, x, out)
     })
 }
@@ -132,7 +122,7 @@ pub fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Er
 pub fn dequantize_row_on(isa: Isa, ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Error> {
     check_len(out.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(out.len()), src.len())?;
-    dispatch!(isa.for_type(ty), dequantize_row, (ty, src, out), {
+    dispatch!(isa.supported(), dequantize_row, (ty, src, out), {
         reference::dequantize_row(ty, src, out)
     })
 }
@@ -142,9 +132,12 @@ pub fn rotate_in_place(x: &mut [f32], block: usize) -> Result<(), Error> {
     reference::check_block_width(block)?;
     check_len(x.len(), block)?;
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && block == BLOCK_ELEMS {
-        // SAFETY: as in quantize_row.
-        unsafe { avx2::rotate_in_place(x) };
+    if has_avx2() {
+        // SAFETY: as in quantize_row. `block` is 128 or 64 (check_block_width).
+        match block {
+            BLOCK_ELEMS => unsafe { avx2::rotate_in_place::<BLOCK_ELEMS>(x) },
+            _ => unsafe { avx2::rotate_in_place::<NARROW_BLOCK_ELEMS>(x) },
+        }
         return Ok(());
     }
     x.chunks_exact_mut(block)
@@ -158,9 +151,12 @@ pub fn unrotate_in_place(x: &mut [f32], block: usize) -> Result<(), Error> {
     reference::check_block_width(block)?;
     check_len(x.len(), block)?;
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && block == BLOCK_ELEMS {
-        // SAFETY: as in quantize_row.
-        unsafe { avx2::unrotate_in_place(x) };
+    if has_avx2() {
+        // SAFETY: as in quantize_row. `block` is 128 or 64 (check_block_width).
+        match block {
+            BLOCK_ELEMS => unsafe { avx2::unrotate_in_place::<BLOCK_ELEMS>(x) },
+            _ => unsafe { avx2::unrotate_in_place::<NARROW_BLOCK_ELEMS>(x) },
+        }
         return Ok(());
     }
     x.chunks_exact_mut(block)
@@ -177,7 +173,7 @@ pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Erro
 pub fn vec_dot_rotated_on(isa: Isa, ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
     check_len(q_rot.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(q_rot.len()), x.len())?;
-    dispatch!(isa.for_type(ty), vec_dot_rotated, (ty, x, q_rot), {
+    dispatch!(isa.supported(), vec_dot_rotated, (ty, x, q_rot), {
         reference::vec_dot_rotated(ty, x, q_rot)
     })
 }
@@ -203,7 +199,7 @@ pub fn mad_rotated_on(
 ) -> Result<(), Error> {
     check_len(acc.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(acc.len()), x.len())?;
-    dispatch!(isa.for_type(ty), mad_rotated, (ty, x, scale, acc), {
+    dispatch!(isa.supported(), mad_rotated, (ty, x, scale, acc), {
         reference::mad_rotated(ty, x, scale, acc)
     })
 }
