@@ -587,10 +587,26 @@ static __device__ __forceinline__ uint32_t tbq_spread_pairs(uint32_t b) {
     return tbq_spread_nibbles(x);
 }
 
-template <> struct tbq_mma_v_planes<4, 0, 4> {
+// The token-pair table of one 4-bit plane: entry (code of t0) | (code of t1) << 4.
+struct tbq_mma_v_codes_4 {
     static constexpr int entries = 256;
     static __device__ __forceinline__ int c0(int e) { return e & 15; }
     static __device__ __forceinline__ int c1(int e) { return e >> 4; }
+};
+// The token-pair table of planes 2 + 1: bits 0-3 the 2-bit plane of tokens (t0, t1), bits 4-5
+// their 1-bit plane (the same order as the K table of a 2 + 1 type).
+struct tbq_mma_v_codes_21 {
+    static constexpr int entries = 64;
+    static __device__ __forceinline__ int c0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
+    static __device__ __forceinline__ int c1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
+};
+// Table indices of one 4-bit plane's token pair, a byte each: for the low (o = 0) or high (o = 1)
+// nibble of every byte of t0's word x0 and t1's word x1.
+static __device__ __forceinline__ uint32_t tbq_nibble_pairs(uint32_t x0, uint32_t x1, int o) {
+    return o == 0 ? (x0 & 0x0F0F0F0Fu) | ((x1 << 4) & 0xF0F0F0F0u) : ((x0 >> 4) & 0x0F0F0F0Fu) | (x1 & 0xF0F0F0F0u);
+}
+
+template <> struct tbq_mma_v_planes<4, 0, 4> : tbq_mma_v_codes_4 {
     // packed lanes 4g..4g+3 = 8 bytes at 8g (a u16 per lane, slot s at bits 4s).
     struct vraw {
         tbq_uwords<2> a;
@@ -605,8 +621,8 @@ template <> struct tbq_mma_v_planes<4, 0, 4> {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const uint32_t x0 = t0.a.get(h), x1 = t1.a.get(h);
-                w[2 * h + 0] = (x0 & 0x0F0F0F0Fu) | ((x1 << 4) & 0xF0F0F0F0u);
-                w[2 * h + 1] = ((x0 >> 4) & 0x0F0F0F0Fu) | (x1 & 0xF0F0F0F0u);
+                w[2 * h + 0] = tbq_nibble_pairs(x0, x1, 0);
+                w[2 * h + 1] = tbq_nibble_pairs(x0, x1, 1);
             }
         }
         // byte offset in the V table of (lane l, slot s) of the pair: the index is byte
@@ -617,12 +633,7 @@ template <> struct tbq_mma_v_planes<4, 0, 4> {
         }
     };
 };
-template <> struct tbq_mma_v_planes<2, 1, 4> {
-    static constexpr int entries = 64;
-    // entry: bits 0-3 the 2-bit plane of tokens (t0, t1), bits 4-5 their 1-bit plane (the same
-    // order as the K table of a 2 + 1 type).
-    static __device__ __forceinline__ int c0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
-    static __device__ __forceinline__ int c1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
+template <> struct tbq_mma_v_planes<2, 1, 4> : tbq_mma_v_codes_21 {
     // 2-bit plane bytes 4g..4g+3 (a word: byte l = lane 4g+l, slot s at bits 2s), 1-bit
     // plane bytes 32+2g, 33+2g (a u16: lane 4g+l at bits 4l, slot s at bit 4l+s).
     struct vraw {
@@ -652,10 +663,7 @@ template <> struct tbq_mma_v_planes<2, 1, 4> {
 };
 // 64-wide blocks, one 4-bit plane: packed lanes 4g..4g+3 = 4 bytes at 4g (a byte per lane, slot s
 // at bits 4s).
-template <> struct tbq_mma_v_planes<4, 0, 2> {
-    static constexpr int entries = 256;
-    static __device__ __forceinline__ int c0(int e) { return e & 15; }
-    static __device__ __forceinline__ int c1(int e) { return e >> 4; }
+template <> struct tbq_mma_v_planes<4, 0, 2> : tbq_mma_v_codes_4 {
     struct vraw {
         tbq_uwords<1> a;
         template <typename A> __device__ __forceinline__ void load(A qs, int g) { a.load(qs + 4 * g); }
@@ -665,8 +673,8 @@ template <> struct tbq_mma_v_planes<4, 0, 2> {
         uint32_t w[2];
         __device__ __forceinline__ vpairs(const vraw & t0, const vraw & t1) {
             const uint32_t x0 = t0.a.get(0), x1 = t1.a.get(0);
-            w[0] = (x0 & 0x0F0F0F0Fu) | ((x1 << 4) & 0xF0F0F0F0u);
-            w[1] = ((x0 >> 4) & 0x0F0F0F0Fu) | (x1 & 0xF0F0F0F0u);
+            w[0] = tbq_nibble_pairs(x0, x1, 0);
+            w[1] = tbq_nibble_pairs(x0, x1, 1);
         }
         template <bool IL>
         __device__ __forceinline__ uint32_t off(int l, int s, uint32_t vb) const { return tbq_vpair_off<IL>(w[s], l, vb); }
@@ -675,10 +683,7 @@ template <> struct tbq_mma_v_planes<4, 0, 2> {
 // 64-wide blocks, planes 2 + 1: 2-bit plane bytes 2g, 2g+1 (a u16: lane 4g+l at bits 4l, slot s at
 // bits 4l+2s), 1-bit plane byte 16+g (lane 4g+l at bits 2l, slot s at bit 2l+s), read as the u16
 // at 16 + (g & ~1) so that no load leaves the block.
-template <> struct tbq_mma_v_planes<2, 1, 2> {
-    static constexpr int entries = 64;
-    static __device__ __forceinline__ int c0(int e) { return (e & 3) | ((e >> 4) & 1) << 2; }
-    static __device__ __forceinline__ int c1(int e) { return ((e >> 2) & 3) | ((e >> 5) & 1) << 2; }
+template <> struct tbq_mma_v_planes<2, 1, 2> : tbq_mma_v_codes_21 {
     struct vraw {
         uint32_t a, b;
         template <typename A> __device__ __forceinline__ void load(A qs, int g) {

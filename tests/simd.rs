@@ -123,7 +123,7 @@ fn golden_vectors_through_the_simd_path() {
         cpu::dequantize_row_on(isa, ty, &q, &mut y).unwrap();
         let want = read_f32(&format!("{ty}.dequant.f32"));
         assert!(
-            y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            same_bits(&y, &want),
             "{ty}, {isa:?}: golden dequantized floats"
         );
     }
@@ -138,21 +138,11 @@ fn rotations_are_bit_exact() {
         let mut got = x.clone();
         reference::rotate(&x, &mut want, block).unwrap();
         cpu::rotate_in_place(&mut got, block).unwrap();
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "rotate, block {block}"
-        );
+        assert!(same_bits(&got, &want), "rotate, block {block}");
         reference::unrotate(&x, &mut want, block).unwrap();
         got.copy_from_slice(&x);
         cpu::unrotate_in_place(&mut got, block).unwrap();
-        assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "unrotate, block {block}"
-        );
+        assert!(same_bits(&got, &want), "unrotate, block {block}");
     }
 }
 
@@ -266,4 +256,9 @@ fn rotated_accumulation_unrotates_to_the_dequantized_sum() {
             "{ty}: |error| {err} vs Σ p·|v| {scale}"
         );
     }
+}
+
+/// Whether two float slices hold the same bits, element by element.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
