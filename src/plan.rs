@@ -622,7 +622,13 @@ pub struct CacheConfig {
     pub kv_unified: bool,
     /// Full-size sliding-window cache (`--swa-full`).
     pub swa_full: bool,
+    /// Cells per stream whose keys a tbq K cache also keeps as f16 (the attention sink;
+    /// llama.cpp's `LLAMA_TBQ_EXACT_KEYS`, default [`EXACT_KEYS`]).
+    pub exact_keys: u32,
 }
+
+/// llama.cpp's default number of exact (f16) keys per stream beside a tbq K cache.
+pub const EXACT_KEYS: u32 = 1;
 
 impl CacheConfig {
     /// llama-server's defaults (4 slots, unified cache, batch 2048, ubatch 512) with context
@@ -635,6 +641,7 @@ impl CacheConfig {
             n_ubatch: 512,
             kv_unified: true,
             swa_full: false,
+            exact_keys: EXACT_KEYS,
         }
     }
 
@@ -727,6 +734,22 @@ fn per_cell(
     (kb, vb, n)
 }
 
+/// Bytes of one f16 exact key row (every KV head) over the layers `pick` selects that have a tbq K
+/// type: llama.cpp keeps that many per exact cell and stream.
+fn exact_key_bytes(
+    shape: &ModelShape,
+    types: &LayerTypes,
+    pick: impl Fn(&LayerShape) -> bool,
+) -> u64 {
+    shape
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(il, l)| pick(l) && matches!(types.k_at(*il as u32), CacheType::Tbq(_)))
+        .map(|(_, l)| 2 * l.k_elems())
+        .sum()
+}
+
 fn pad(x: u32, to: u32) -> u32 {
     x.div_ceil(to) * to
 }
@@ -778,11 +801,12 @@ pub fn kv_bytes_layers(
     let sized = |cells: u32, pick: &dyn Fn(&LayerShape) -> bool| {
         let (kb, vb, layers) = per_cell(shape, types, pick);
         let n = cells as u64 * streams as u64;
+        let exact = exact_key_bytes(shape, types, pick) * cfg.exact_keys.min(cells) as u64;
         CacheSize {
             cells,
             streams,
             layers,
-            k_bytes: kb * n,
+            k_bytes: kb * n + exact * streams as u64,
             v_bytes: vb * n,
         }
     };

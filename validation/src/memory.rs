@@ -184,7 +184,7 @@ fn measure(
             n_batch: m.n_batch,
             n_ubatch: m.n_ubatch,
             kv_unified: m.kv_unified,
-            swa_full: false,
+            ..CacheConfig::single(ctx)
         };
         let (k, v) = (cache_type(&c.k).unwrap(), cache_type(&c.v).unwrap());
         let size =
