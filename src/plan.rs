@@ -992,8 +992,9 @@ mod tests {
     }
 
     /// The numbers llama-server printed for Gemma 3 270M with `-c 5000 -fa on -ctk tbq4_0
-    /// -ctv tbq3_0` (4 slots, unified): 5120 cells × 3 layers = 3.40 MiB (K 1.93, V 1.46), and the
-    /// SWA cache 2560 cells × 15 layers = 8.50 MiB (K 4.83, V 3.66).
+    /// -ctv tbq3_0` (4 slots, unified): 5120 cells × 3 layers = 3.40 MiB (K 1.94 with the exact
+    /// sink keys, 1.93 before them; V 1.46), and the SWA cache 2560 cells × 15 layers = 8.50 MiB
+    /// (K 4.84 with them, 4.83 before; V 3.66).
     #[test]
     fn gemma3_matches_the_server_log() {
         let s = shape_of(&gemma3_270m());
@@ -1005,10 +1006,17 @@ mod tests {
         let swa = size.swa.unwrap();
         assert_eq!((swa.cells, swa.layers), (2560, 15));
         let r = |b: u64| (b as f64 / MIB * 100.0).round() / 100.0;
-        assert_eq!((r(size.full.k_bytes), r(size.full.v_bytes)), (1.93, 1.46));
-        assert_eq!((r(swa.k_bytes), r(swa.v_bytes)), (4.83, 3.66));
-        // Exact: 5120 cells × 3 layers × 2 blocks × 66 bytes.
-        assert_eq!(size.full.k_bytes, 5120 * 3 * 2 * 66);
+        assert_eq!((r(size.full.k_bytes), r(size.full.v_bytes)), (1.94, 1.46));
+        assert_eq!((r(swa.k_bytes), r(swa.v_bytes)), (4.84, 3.66));
+        // Exact: 5120 cells × 3 layers × 2 blocks × 66 bytes, and one f16 key of 256 elements per
+        // layer (one stream).
+        assert_eq!(size.full.k_bytes, 5120 * 3 * 2 * 66 + 3 * 256 * 2);
+        let none = CacheConfig {
+            exact_keys: 0,
+            ..CacheConfig::server(5000)
+        };
+        let without = kv_bytes(&s, k, v, &none).unwrap();
+        assert_eq!(without.full.k_bytes, 5120 * 3 * 2 * 66);
         assert_eq!(swa.v_bytes, 2560 * 15 * 2 * 50);
     }
 
@@ -1216,9 +1224,10 @@ mod tests {
         let lt = LayerTypes::with_spec(t("tbq4_0"), t("tbq3_0"), "k5=q8_0,v0=tbq5_0").unwrap();
         let size = kv_bytes_layers(&s, &lt, &cfg).unwrap();
         let swa = size.swa.unwrap();
+        // q8_0 keys keep no exact sink key (one f16 row of 256 less)
         assert_eq!(
             size.full.k_bytes,
-            base.full.k_bytes + 5120 * (8 * 34 - 2 * 66)
+            base.full.k_bytes + 5120 * (8 * 34 - 2 * 66) - 256 * 2
         );
         assert_eq!(size.full.v_bytes, base.full.v_bytes);
         assert_eq!(

@@ -103,9 +103,12 @@ fn parse(dir: &Path, file: &Path, v: &Value) -> Option<ModelResults> {
         };
         // tbq keys are centred by default (patches/0007); a row without `key_centre` predates it
         let uncentred_tbq = k.starts_with("tbq") && r["config"]["key_centre"] != true;
+        // exact sink keys are on by default (patches/0012): a `:noexact` row is a control; a row
+        // without the field predates them (measured without: kept, it understates tbq)
+        let control = uncentred_tbq || (k.starts_with("tbq") && r["config"]["exact_keys"] == false);
         // per-layer allocations (`K/V@spec`) are kept with their spec, apart from the pair K/V
         let layers = r["config"]["layers"].as_str().map(str::to_string);
-        if r["ok"] != true || r["config"]["attn_rot"] == false || uncentred_tbq {
+        if r["ok"] != true || r["config"]["attn_rot"] == false || control {
             continue;
         }
         let (mean, p99) = if r["is_base"] == true {

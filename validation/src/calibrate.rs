@@ -264,6 +264,19 @@ pub fn mean_bits(rows: &[Row], chosen: &[CacheType]) -> f64 {
     b / e.max(1) as f64
 }
 
+/// Bits per element the f16 exact sink keys of a tbq K cache add to a choice (patches/0012:
+/// [`tbq::plan::EXACT_KEYS`] cells' keys per context of `n_ctx` cells), spread over all rows.
+pub fn exact_key_bits(rows: &[Row], chosen: &[CacheType], n_ctx: u32) -> f64 {
+    let e: u64 = rows.iter().map(|r| r.elems).sum();
+    let k: u64 = rows
+        .iter()
+        .zip(chosen)
+        .filter(|(r, t)| r.side == Side::K && matches!(t, CacheType::Tbq(_)))
+        .map(|(r, _)| r.elems)
+        .sum();
+    16.0 * tbq::plan::EXACT_KEYS as f64 / n_ctx.max(1) as f64 * k as f64 / e.max(1) as f64
+}
+
 /// The per-layer types of a choice: -ctk/-ctv the most common type of each side (ties: the
 /// narrower), every other row an override.
 pub fn layer_types(rows: &[Row], chosen: &[CacheType]) -> LayerTypes {
@@ -372,9 +385,19 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
         .map(|(r, ts)| ts.iter().map(|&t| r.stored(t)).collect())
         .collect();
 
+    // the exact sink keys' bits, at most (every K row tbq), come off the budget first
+    let all_tbq_k: Vec<CacheType> = rows
+        .iter()
+        .map(|r| match r.side {
+            Side::K => CacheType::Tbq(tbq::TbqType::Tbq4_0),
+            Side::V => CacheType::F16,
+        })
+        .collect();
+    let exact_max = exact_key_bits(&rows, &all_tbq_k, args.ctx);
+
     let mut allocations = Vec::new();
     for &budget in &args.budgets {
-        let pick = knapsack(&elems, &stored, &cost, budget)
+        let pick = knapsack(&elems, &stored, &cost, budget - exact_max)
             .with_context(|| format!("no allocation fits {budget} bits per element"))?;
         let chosen: Vec<CacheType> = pick.iter().zip(&types).map(|(&j, ts)| ts[j]).collect();
         let predicted: f64 = floor + pick.iter().zip(&cost).map(|(&j, c)| c[j]).sum::<f64>();
@@ -392,7 +415,7 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
         };
         allocations.push(Allocation {
             budget,
-            mean_bits: mean_bits(&rows, &chosen),
+            mean_bits: mean_bits(&rows, &chosen) + exact_key_bits(&rows, &chosen, args.ctx),
             predicted_kld: predicted,
             config,
             options,

@@ -59,7 +59,8 @@ pub fn bits_per_element(ty: &str) -> Option<f64> {
 
 /// One K/V cache configuration: `K/V`, optionally with llama.cpp's own Hadamard rotation of
 /// quantized caches (attn_rot) disabled, `q4_0/q4_0:norot`, tbq keys stored as they are instead
-/// of centred on the key offset, `tbq4_0/tbq3_0:nocentre`, or other types for single layers,
+/// of centred on the key offset, `tbq4_0/tbq3_0:nocentre`, tbq keys without exact sink keys,
+/// `tbq4_0/tbq3_0:noexact`, or other types for single layers,
 /// `tbq4_0/tbq3_0@k0=tbq5_1;v0-1=tbq4_0` (llama.cpp's `--cache-type-layers` spec with `;` for
 /// its commas, which separate configurations in a list).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +74,11 @@ pub struct KvConfig {
     /// existed read as false: they were measured without it.
     #[serde(default)]
     pub key_centre: bool,
+    /// tbq exact keys (patches/0012: the first cell's key kept as f16 beside the cache), on by
+    /// default for tbq keys; false for every other key type and for `:noexact`
+    /// (`LLAMA_TBQ_EXACT_KEYS=0`). Results stored before the option existed read as false.
+    #[serde(default)]
+    pub exact_keys: bool,
     /// Per-layer overrides as llama.cpp reads them (`LLAMA_KV_LAYER_TYPES`, patches/0008), in
     /// the planner's canonical form (`tbq::plan::LayerTypes::spec`); None: every layer K/V.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,14 +109,16 @@ impl FromStr for KvConfig {
                 bail!("'{t}' in '{s}' is not a KV-cache type this tool knows (f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl, tbq4_0, tbq3_0)");
             }
         }
-        let (mut attn_rot, mut key_centre) = (true, is_tbq(k));
+        let (mut attn_rot, mut key_centre, mut exact_keys) = (true, is_tbq(k), is_tbq(k));
         for o in opt.into_iter().flat_map(|o| o.split(':')) {
             match o {
                 "rot" => attn_rot = true,
                 "norot" => attn_rot = false,
                 "nocentre" if is_tbq(k) => key_centre = false,
                 "nocentre" => bail!("':nocentre' in '{s}': only tbq keys are centred"),
-                o => bail!("unknown option ':{o}' in '{s}' (there are ':norot' and ':nocentre')"),
+                "noexact" if is_tbq(k) => exact_keys = false,
+                "noexact" => bail!("':noexact' in '{s}': only tbq keys keep exact sink keys"),
+                o => bail!("unknown option ':{o}' in '{s}' (there are ':norot', ':nocentre' and ':noexact')"),
             }
         }
         let layers = match spec {
@@ -126,6 +134,7 @@ impl FromStr for KvConfig {
             v: v.into(),
             attn_rot,
             key_centre,
+            exact_keys,
             layers,
         })
     }
@@ -150,6 +159,9 @@ impl fmt::Display for KvConfig {
         if self.uncentred_tbq() {
             write!(f, ":nocentre")?;
         }
+        if self.tbq_without_exact_keys() {
+            write!(f, ":noexact")?;
+        }
         if let Some(spec) = &self.layers {
             write!(f, "@{}", spec.replace(',', ";"))?;
         }
@@ -166,6 +178,9 @@ impl KvConfig {
         }
         if self.uncentred_tbq() {
             s.push_str("-nocentre");
+        }
+        if self.tbq_without_exact_keys() {
+            s.push_str("-noexact");
         }
         if let Some(spec) = &self.layers {
             // a spec can name every layer: a hash keeps the file name short
@@ -187,13 +202,33 @@ impl KvConfig {
         is_tbq(&self.k) && !self.key_centre
     }
 
+    /// tbq keys without exact sink keys.
+    fn tbq_without_exact_keys(&self) -> bool {
+        is_tbq(&self.k) && !self.exact_keys
+    }
+
     /// Mean bits per element of K and V as llama.cpp stores them on `shape`'s layers (per-layer
     /// types, and the 64-wide variants a tbq type takes on heads of 64), weighted by their rows'
-    /// elements; without a shape, the bits of K/V alone (equal head sizes for K and V).
-    pub fn bits_per_element(&self, shape: Option<&tbq::plan::ModelShape>) -> f64 {
+    /// elements, with the f16 exact keys of the first cells spread over a context of `n_ctx`
+    /// cells; without a shape, K and V of equal head sizes.
+    pub fn bits_per_element(&self, shape: Option<&tbq::plan::ModelShape>, n_ctx: u32) -> f64 {
+        let exact_rows = if self.exact_keys {
+            tbq::plan::EXACT_KEYS as f64 / n_ctx.max(1) as f64
+        } else {
+            0.0
+        };
         match (shape, self.layer_types()) {
-            (Some(shape), Some(types)) => types.mean_bits(shape),
-            _ => (bits_per_element(&self.k).unwrap() + bits_per_element(&self.v).unwrap()) / 2.0,
+            (Some(shape), Some(types)) => {
+                let (k, all) = shape.layers.iter().enumerate().fold((0, 0), |(k, all), (il, l)| {
+                    let tbq_k = matches!(types.k_at(il as u32), tbq::plan::CacheType::Tbq(_));
+                    (k + if tbq_k { l.k_elems() } else { 0 }, all + l.k_elems() + l.v_elems())
+                });
+                types.mean_bits(shape) + 16.0 * exact_rows * k as f64 / all.max(1) as f64
+            }
+            _ => {
+                (bits_per_element(&self.k).unwrap() + bits_per_element(&self.v).unwrap()) / 2.0
+                    + 8.0 * exact_rows
+            }
         }
     }
 
@@ -205,6 +240,9 @@ impl KvConfig {
         }
         if self.uncentred_tbq() {
             env.push(("LLAMA_TBQ_KEY_CENTRE_DISABLE", "1".into()));
+        }
+        if self.tbq_without_exact_keys() {
+            env.push(("LLAMA_TBQ_EXACT_KEYS", "0".into()));
         }
         if let Some(spec) = &self.layers {
             env.push(("LLAMA_KV_LAYER_TYPES", spec.clone()));
@@ -227,6 +265,7 @@ impl KvConfig {
             (false, _) => format!("{base} (no rot)"),
             (true, Some(true)) => format!("{base} (attn_rot)"),
             _ if self.uncentred_tbq() => format!("{base} (no centring)"),
+            _ if self.tbq_without_exact_keys() => format!("{base} (no exact keys)"),
             _ => base,
         }
     }
@@ -492,7 +531,15 @@ mod tests {
         assert_eq!(c.env(), vec![("LLAMA_ATTN_ROT_DISABLE", "1".to_string())]);
         assert_eq!(c.label(Some(true)), "q4_0/q4_0 (no rot)");
         let t: KvConfig = "tbq4_0/tbq3_0".parse().unwrap();
-        assert_eq!(t.bits_per_element(None), 3.625);
+        // the first cell's f16 key (16 of the pair's 2 · 512 elements' bits per 512-cell context)
+        assert_eq!(t.bits_per_element(None, 512), 3.625 + 8.0 / 512.0);
+        let n: KvConfig = "tbq4_0/tbq3_0:noexact".parse().unwrap();
+        assert_eq!(n.bits_per_element(None, 512), 3.625);
+        assert_eq!(n.to_string(), "tbq4_0/tbq3_0:noexact");
+        assert_eq!(n.slug(), "tbq4_0-tbq3_0-noexact");
+        assert_eq!(n.env(), vec![("LLAMA_TBQ_EXACT_KEYS", "0".to_string())]);
+        assert_eq!(n.label(Some(false)), "tbq4_0/tbq3_0 (no exact keys)");
+        assert!("q4_0/q4_0:noexact".parse::<KvConfig>().is_err());
         assert_eq!(t.label(Some(false)), "tbq4_0/tbq3_0");
         assert_eq!(
             "q4_0/q4_0".parse::<KvConfig>().unwrap().label(Some(true)),
@@ -520,10 +567,10 @@ mod tests {
         // only tbq keys are centred: q8_0 keys with tbq values are not, and cannot be asked not to be
         assert!(!"q8_0/tbq3_0".parse::<KvConfig>().unwrap().key_centre);
         assert!("q8_0/tbq3_0:nocentre".parse::<KvConfig>().is_err());
-        // a result stored before the option existed was measured without centring
+        // a result stored before the options existed was measured without centring or exact keys
         let old: KvConfig =
             serde_json::from_str(r#"{"k":"tbq4_0","v":"tbq3_0","attn_rot":true}"#).unwrap();
-        assert_eq!(old, n);
+        assert_eq!(old, "tbq4_0/tbq3_0:nocentre:noexact".parse().unwrap());
     }
 
     #[test]
@@ -553,7 +600,7 @@ mod tests {
         let many: KvConfig = "f16/f16@k0=q8_0;k2=q8_0;v5=q4_0".parse().unwrap();
         assert_eq!(many.label(None), "f16/f16 +3 layer types");
         // without a model the mean is K/V's; an override equal to the default is none
-        assert_eq!(c.bits_per_element(None), 3.625);
+        assert_eq!(c.bits_per_element(None, u32::MAX), 3.625 + 8.0 / u32::MAX as f64);
         let same: KvConfig = "tbq4_0/tbq3_0@k3=tbq4_0".parse().unwrap();
         assert_eq!(same, "tbq4_0/tbq3_0".parse::<KvConfig>().unwrap());
         assert!("tbq4_0/tbq3_0@k0=q9_9".parse::<KvConfig>().is_err());

@@ -26,7 +26,7 @@ use crate::{plot, report};
 pub const DEFAULT_PAIRS: &str = "q8_0/q8_0,q4_0/q4_0,q4_0/q4_0:norot,tbq4_0/tbq4_0,tbq4_0/tbq3_0,\
 tbq3_0/tbq3_0,q8_0/tbq4_0,q8_0/tbq3_0,tbq5_1/tbq3_1,tbq5_0/tbq3_0,tbq6_0/tbq3_0,tbq4_1/tbq3_1,\
 tbq5_1/tbq3_0,tbq6_0/tbq4_0,tbq5_0/tbq4_0,tbq4_1/tbq4_0,tbq3_1/tbq3_1,tbq4_0/tbq3_0:nocentre,\
-tbq5_1/tbq3_1:nocentre";
+tbq5_1/tbq3_1:nocentre,tbq4_0/tbq3_0:noexact,tbq4_1/tbq4_0:noexact";
 
 pub fn default_wikitext() -> String {
     std::env::var("TBQ_WIKITEXT").unwrap_or_else(|_| {
@@ -61,7 +61,8 @@ pub struct PplArgs {
 
     /// Configurations to compare with the base, comma- or space-separated: K/V cache types,
     /// `:norot` to turn llama.cpp's own Hadamard rotation of quantized caches off
-    /// (LLAMA_ATTN_ROT_DISABLE=1).
+    /// (LLAMA_ATTN_ROT_DISABLE=1), `:nocentre` and `:noexact` for tbq keys without key centring
+    /// or without exact sink keys (controls), `@k0=tbq5_1;v3=tbq4_0` for per-layer types.
     #[arg(short, long, value_delimiter = ',', default_value = DEFAULT_PAIRS)]
     pub pairs: Vec<String>,
 
@@ -184,7 +185,7 @@ impl Matrix<'_> {
             ok: false,
             error: None,
             settings: self.settings.clone(),
-            bits_per_element: c.bits_per_element(self.shape.as_ref()),
+            bits_per_element: c.bits_per_element(self.shape.as_ref(), self.args.ctx),
             ppl: None,
             ppl_err: None,
             kld: None,
