@@ -58,6 +58,17 @@ static __device__ __forceinline__ void tbq_decode_k(const tbq_kraw<KT> & r, cons
 
 template <int KT> struct tbq_is_tbq { static constexpr bool value = KT < TBQ_N_TYPES; };
 
+// ---- the rows of a block: KV head hk's G query heads × the n_q query positions ----------------
+// Row gr (position fastest): its query head h and position iq1.
+struct tbq_qrow { int h, iq1; };
+static __device__ __forceinline__ tbq_qrow tbq_fattn_row(const tbq_fattn_params & p, int G, int hk, int gr) {
+    return {hk * G + gr / p.n_q, gr % p.n_q};
+}
+// The query (D contiguous floats) of row r in sequence iq3.
+static __device__ __forceinline__ const float * tbq_fattn_q(const tbq_fattn_params & p, tbq_qrow r, int iq3) {
+    return (const float *) ((const char *) p.q + r.iq1 * p.nbq1 + r.h * p.nbq2 + iq3 * p.nbq3);
+}
+
 // ---- the output of one row: sinks, 1/S, T^-1, store -------------------------------------------
 // a[b][k]: coordinate b·W + 32k + lane of the rotated row (W = 128, or 64 for the _64 types).
 template <int D, int W>
@@ -120,8 +131,7 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
         for (int b = 0; b < NB; ++b) {
             float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             if (gr < rows_total) {
-                const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
-                const float * q = (const float *) ((const char *) p.q + iq1 * p.nbq1 + h * p.nbq2 + iq3 * p.nbq3) + b * 128;
+                const float * q = tbq_fattn_q(p, tbq_fattn_row(p, G, hk, gr), iq3) + b * 128;
 #pragma unroll
                 for (int k = 0; k < 4; ++k) v[k] = q[lane + 32 * k];
                 if constexpr (tbq_is_tbq<KT>::value) {
@@ -144,7 +154,7 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
 #pragma unroll
             for (int k = 0; k < 4; ++k) qr[r][b][k] = smem[r * D + b * 128 + 32 * k + lane];
         const int gr = min(rg * R + r, rows_total - 1);
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
         mrow[r] = p.mask == nullptr ? nullptr
                                     : (const __half *) ((const char *) p.mask + iq1 * p.nbm1 + (h % p.mask_ne2) * p.nbm2 +
                                                         (iq3 % p.mask_ne3) * p.nbm3);
@@ -272,7 +282,7 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
         if (gr >= rows_total) {
             break;
         }
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
         float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < NW; ++w) M = fmaxf(M, smem[(w * R + r) * (D + 2)]);
@@ -931,8 +941,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         for (int b = 0; b < NB; ++b) {
             float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             if (gr < rows_total) {
-                const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
-                const float * q = (const float *) ((const char *) p.q + iq1 * p.nbq1 + h * p.nbq2 + iq3 * p.nbq3) + b * W;
+                const float * q = tbq_fattn_q(p, tbq_fattn_row(p, G, hk, gr), iq3) + b * W;
 #pragma unroll
                 for (int k = 0; k < S; ++k) v[k] = q[lane + 32 * k];
                 tbq_rotate_warp<S>(v, lane);
@@ -973,7 +982,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
         const int gr = min(rg * R + 2 * c + rr, rows_total - 1);
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
         mrow[rr] = p.mask == nullptr ? nullptr
                                      : (const unsigned short *) ((const char *) p.mask + iq1 * p.nbm1 +
                                                                  (h % p.mask_ne2) * p.nbm2 + (iq3 % p.mask_ne3) * p.nbm3);
@@ -1301,7 +1310,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         if (gr >= rows_total) {
             break;
         }
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
         float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < NW; ++w) M = fmaxf(M, smem[(w * R + r) * (D + 2)]);
