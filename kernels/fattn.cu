@@ -68,6 +68,20 @@ static __device__ __forceinline__ tbq_qrow tbq_fattn_row(const tbq_fattn_params 
 static __device__ __forceinline__ const float * tbq_fattn_q(const tbq_fattn_params & p, tbq_qrow r, int iq3) {
     return (const float *) ((const char *) p.q + r.iq1 * p.nbq1 + r.h * p.nbq2 + iq3 * p.nbq3);
 }
+// The mask row (f16, one value per token) of row r in sequence iq3, or nullptr without a mask.
+static __device__ __forceinline__ const __half * tbq_fattn_mask_row(const tbq_fattn_params & p, tbq_qrow r, int iq3) {
+    return p.mask == nullptr ? nullptr
+                             : (const __half *) ((const char *) p.mask + r.iq1 * p.nbm1 + (r.h % p.mask_ne2) * p.nbm2 +
+                                                 (iq3 % p.mask_ne3) * p.nbm3);
+}
+// The ALiBi slope of query head h (1 without ALiBi).
+static __device__ __forceinline__ float tbq_fattn_slope(const tbq_fattn_params & p, int h) {
+    float slope = 1.0f;
+    if (p.max_bias > 0.0f) {
+        slope = h < p.n_head_log2 ? powf(p.m0, (float) (h + 1)) : powf(p.m1, (float) (2 * (h - p.n_head_log2) + 1));
+    }
+    return slope;
+}
 
 // ---- the output of one row: sinks, 1/S, T^-1, store -------------------------------------------
 // a[b][k]: coordinate b·W + 32k + lane of the rotated row (W = 128, or 64 for the _64 types).
@@ -153,15 +167,9 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
         for (int b = 0; b < NB; ++b)
 #pragma unroll
             for (int k = 0; k < 4; ++k) qr[r][b][k] = smem[r * D + b * 128 + 32 * k + lane];
-        const int gr = min(rg * R + r, rows_total - 1);
-        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
-        mrow[r] = p.mask == nullptr ? nullptr
-                                    : (const __half *) ((const char *) p.mask + iq1 * p.nbm1 + (h % p.mask_ne2) * p.nbm2 +
-                                                        (iq3 % p.mask_ne3) * p.nbm3);
-        slope[r] = 1.0f;
-        if (p.max_bias > 0.0f) {
-            slope[r] = h < p.n_head_log2 ? powf(p.m0, (float) (h + 1)) : powf(p.m1, (float) (2 * (h - p.n_head_log2) + 1));
-        }
+        const tbq_qrow row = tbq_fattn_row(p, G, hk, min(rg * R + r, rows_total - 1));
+        mrow[r] = tbq_fattn_mask_row(p, row, iq3);
+        slope[r] = tbq_fattn_slope(p, row.h);
     }
 
     float m[R], l[R], acc[R][NB][4];
@@ -981,15 +989,9 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     float slope[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-        const int gr = min(rg * R + 2 * c + rr, rows_total - 1);
-        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
-        mrow[rr] = p.mask == nullptr ? nullptr
-                                     : (const unsigned short *) ((const char *) p.mask + iq1 * p.nbm1 +
-                                                                 (h % p.mask_ne2) * p.nbm2 + (iq3 % p.mask_ne3) * p.nbm3);
-        slope[rr] = 1.0f;
-        if (p.max_bias > 0.0f) {
-            slope[rr] = h < p.n_head_log2 ? powf(p.m0, (float) (h + 1)) : powf(p.m1, (float) (2 * (h - p.n_head_log2) + 1));
-        }
+        const tbq_qrow row = tbq_fattn_row(p, G, hk, min(rg * R + 2 * c + rr, rows_total - 1));
+        mrow[rr] = (const unsigned short *) tbq_fattn_mask_row(p, row, iq3);
+        slope[rr] = tbq_fattn_slope(p, row.h);
     }
     __syncthreads();
     // 2. Pair tables, replicated per bank: one thread computes an entry and stores its replicas
