@@ -324,6 +324,9 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
     if a.sinks.present() && (a.sinks.type_ != dtype::F32 || a.sinks.ne[0] < q.ne[2]) {
         return unsupported("sinks must be f32 with one value per query head");
     }
+    if a.exact_k.present() {
+        return unsupported("exact keys: not read by these kernels yet");
+    }
     Ok(())
 }
 
