@@ -9,11 +9,13 @@
 
 #include "common.cuh"
 #include "convert.cuh"
+#include "cpy.cuh"
 #include "fattn.cuh"
 
 #include "tbq.h"
 #include "tbq-bridge.h"
 
+#include <algorithm>
 #include <cstring>
 
 static_assert(TBQ_BLOCK_ELEMS == 128 && TBQ_NARROW_BLOCK_ELEMS == 64,
@@ -217,6 +219,7 @@ static tbq_fattn_args tbq_fattn_args_of(const ggml_tensor * dst, bool check_only
     a.mask  = tbq_cuda_tensor_of(dst->src[3], check_only);
     a.sinks = tbq_cuda_tensor_of(dst->src[4], check_only);
     a.dst   = tbq_cuda_tensor_of(dst, check_only);
+    a.exact_k = tbq_cuda_tensor_of(dst->src[5], check_only);
     memcpy(&a.scale,         (const float *) dst->op_params + 0, sizeof(float));
     memcpy(&a.max_bias,      (const float *) dst->op_params + 1, sizeof(float));
     memcpy(&a.logit_softcap, (const float *) dst->op_params + 2, sizeof(float));
@@ -274,14 +277,32 @@ static void tbq_to_f16(ggml_backend_cuda_context & ctx, const ggml_tensor * t, h
             (int64_t) (t->nb[1] / ts), (int64_t) (t->nb[2] / ts), (int64_t) (t->nb[3] / ts), stream);
 }
 
+// Exact keys (src[5], ggml_flash_attn_ext_set_exact_keys) on the dequantize + upstream path: f16 keys of K's
+// head size, heads and sequences that the f16 copy of a tbq K takes over its first rows (never K itself).
+static bool tbq_exact_keys_copyable(const ggml_tensor * K, const ggml_tensor * E) {
+    return ggml_is_tbq(K->type) && E->type == GGML_TYPE_F16 && E->nb[0] == sizeof(half) && E->ne[0] == K->ne[0] &&
+           E->ne[1] > 0 && E->ne[2] == K->ne[2] && E->ne[3] == K->ne[3];
+}
+
+// rows t < min(n_exact, n_kv) of every head and sequence of K16 (the f16 copy of K) <- the exact keys E:
+// upstream's strided copy on ctx.stream(), nothing allocated (capture-safe)
+static void tbq_copy_exact_keys(ggml_backend_cuda_context & ctx, const ggml_tensor * E, const ggml_tensor * K16) {
+    ggml_tensor src = *E;
+    ggml_tensor dst = *K16;
+    src.ne[1] = dst.ne[1] = std::min(E->ne[1], K16->ne[1]);
+    ggml_cuda_cpy(ctx, &src, &dst);
+}
+
 static bool tbq_fattn_supported(int device, const ggml_tensor * dst) {
     const ggml_tensor * K = dst->src[1];
     const ggml_tensor * V = dst->src[2];
+    const ggml_tensor * E = dst->src[5];
     if (tbq_fattn_crate_supported(dst, /*check_only=*/true)) {
         return true;
     }
-    // dequantize + upstream: K and V must convert to f16, and upstream must run the f16 node
-    if (!tbq_f16_convertible(K) || !tbq_f16_convertible(V)) {
+    // dequantize + upstream: K and V must convert to f16 (exact keys copy into K's), and upstream must run the
+    // f16 node
+    if (!tbq_f16_convertible(K) || !tbq_f16_convertible(V) || (E != nullptr && !tbq_exact_keys_copyable(K, E))) {
         return false;
     }
     ggml_tensor K16 = tbq_f16_view(K, K->data);
@@ -289,6 +310,7 @@ static bool tbq_fattn_supported(int device, const ggml_tensor * dst) {
     ggml_tensor node = *dst;
     node.src[1] = &K16;
     node.src[2] = &V16;
+    node.src[5] = nullptr; // the exact keys are in K16
     return ggml_cuda_flash_attn_ext_supported(device, &node);
 }
 
@@ -307,7 +329,9 @@ static void tbq_fattn_compute(ggml_backend_cuda_context & ctx, ggml_tensor * dst
     // prefill (or a pair the crate's kernel does not take): K/V -> f16 from ggml's pool, then upstream
     const ggml_tensor * K = dst->src[1];
     const ggml_tensor * V = dst->src[2];
+    const ggml_tensor * E = dst->src[5];
     GGML_ASSERT(tbq_f16_convertible(K) && tbq_f16_convertible(V));
+    GGML_ASSERT(E == nullptr || tbq_exact_keys_copyable(K, E));
 
     ggml_cuda_pool_alloc<half> K_f16(ctx.pool());
     ggml_cuda_pool_alloc<half> V_f16(ctx.pool());
@@ -318,8 +342,12 @@ static void tbq_fattn_compute(ggml_backend_cuda_context & ctx, ggml_tensor * dst
         K16 = tbq_f16_view(K, K_f16.alloc(ggml_nelements(K)));
         tbq_to_f16(ctx, K, (half *) K16.data);
     }
+    if (E != nullptr) {
+        tbq_copy_exact_keys(ctx, E, &K16);
+    }
     if (V->type != GGML_TYPE_F16) {
-        const bool V_same_as_K = V->data == K->data && V->type == K->type && tbq_same_shape(V, K) &&
+        // V reads K's quantized rows: it shares K's copy only when no exact keys overwrote some
+        const bool V_same_as_K = E == nullptr && V->data == K->data && V->type == K->type && tbq_same_shape(V, K) &&
                                  V->nb[1] == K->nb[1] && V->nb[2] == K->nb[2] && V->nb[3] == K->nb[3];
         if (V_same_as_K) {
             V16 = tbq_f16_view(V, K16.data);
@@ -332,6 +360,7 @@ static void tbq_fattn_compute(ggml_backend_cuda_context & ctx, ggml_tensor * dst
     ggml_tensor node = *dst;
     node.src[1] = &K16;
     node.src[2] = &V16;
+    node.src[5] = nullptr; // the exact keys are in K16
     ggml_cuda_flash_attn_ext(ctx, &node);
 }
 

@@ -16,6 +16,10 @@
  *                       anything else (prefill, other type pairs)     K/V -> f16 into ggml's pool
  *                                                                     (tbq_cuda_get_rows), then upstream's
  *                                                                     own FLASH_ATTN_EXT on f16 views
+ *                       exact keys (src[5], tbq K only)               the crate's kernel reads them
+ *                                                                     (tbq_fattn_args.exact_k); dequantize:
+ *                                                                     copied over the first rows of K's f16
+ *                                                                     copy (ggml_cuda_cpy)
  * A tbq op that none of these can serve is reported unsupported (never a CPU fallback by surprise, never
  * a launch that the crate would refuse). Every tbq_status is checked: GGML_ABORT names the function, the
  * call and the status (a refusal after supports_op said yes is a bug).

@@ -415,11 +415,10 @@ static __device__ __forceinline__ uint32_t tbq_block_gains(const uint8_t * blk) 
 }
 
 // ---- dequantize one block (reference::dequantize_block) --------------------------------------
-// out: the lane's values (slots 0..S-1) of x^ = T^-1(d·C[c]): v = d*C[c], butterfly,
-// x = sign * (z * inv_sqrt_n). Every lane must call it.
-template <int T>
-static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t * blk, int lane, const float * lut,
-                                                                 float out[4]) {
+// out: the lane's values (slots 0..S-1) of the block in the rotated domain, (d · g_s) · C[c] as
+// reference::decode_rotated computes them; level(c) is C[c].
+template <int T, typename LEVEL>
+static __device__ __forceinline__ void tbq_decode_rotated_lane(const uint8_t * blk, int lane, LEVEL level, float out[4]) {
     constexpr int S = tbq_traits<T>::slots;
     const float d = tbq_block_d(blk);
     const uint32_t f = tbq_load_fields<T>(blk + tbq_traits<T>::header_bytes, lane);
@@ -429,10 +428,18 @@ static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t *
     }
 #pragma unroll
     for (int s = 0; s < S; ++s) {
-        // (d · g_s) · C[c], as reference::decode_rotated
         const float scale = tbq_traits<T>::sub_scales ? __fmul_rn(d, tbq_gains[(gains >> (4 * s)) & 15]) : d;
-        out[s] = __fmul_rn(scale, lut[tbq_code<T>(f, s)]);
+        out[s] = __fmul_rn(scale, level(tbq_code<T>(f, s)));
     }
+}
+
+// out: the lane's values (slots 0..S-1) of x^ = T^-1(d·C[c]): v = d*C[c], butterfly,
+// x = sign * (z * inv_sqrt_n). Every lane must call it.
+template <int T>
+static __device__ __forceinline__ void tbq_dequantize_block_warp(const uint8_t * blk, int lane, const float * lut,
+                                                                 float out[4]) {
+    constexpr int S = tbq_traits<T>::slots;
+    tbq_decode_rotated_lane<T>(blk, lane, [&](uint32_t c) { return lut[c]; }, out);
     tbq_fwht_warp<S>(out, lane);
     const uint32_t signs = tbq_lane_signs(lane);
 #pragma unroll

@@ -58,6 +58,31 @@ static __device__ __forceinline__ void tbq_decode_k(const tbq_kraw<KT> & r, cons
 
 template <int KT> struct tbq_is_tbq { static constexpr bool value = KT < TBQ_N_TYPES; };
 
+// ---- the rows of a block: KV head hk's G query heads × the n_q query positions ----------------
+// Row gr (position fastest): its query head h and position iq1.
+struct tbq_qrow { int h, iq1; };
+static __device__ __forceinline__ tbq_qrow tbq_fattn_row(const tbq_fattn_params & p, int G, int hk, int gr) {
+    return {hk * G + gr / p.n_q, gr % p.n_q};
+}
+// The query (D contiguous floats) of row r in sequence iq3.
+static __device__ __forceinline__ const float * tbq_fattn_q(const tbq_fattn_params & p, tbq_qrow r, int iq3) {
+    return (const float *) ((const char *) p.q + r.iq1 * p.nbq1 + r.h * p.nbq2 + iq3 * p.nbq3);
+}
+// The mask row (f16, one value per token) of row r in sequence iq3, or nullptr without a mask.
+static __device__ __forceinline__ const __half * tbq_fattn_mask_row(const tbq_fattn_params & p, tbq_qrow r, int iq3) {
+    return p.mask == nullptr ? nullptr
+                             : (const __half *) ((const char *) p.mask + r.iq1 * p.nbm1 + (r.h % p.mask_ne2) * p.nbm2 +
+                                                 (iq3 % p.mask_ne3) * p.nbm3);
+}
+// The ALiBi slope of query head h (1 without ALiBi).
+static __device__ __forceinline__ float tbq_fattn_slope(const tbq_fattn_params & p, int h) {
+    float slope = 1.0f;
+    if (p.max_bias > 0.0f) {
+        slope = h < p.n_head_log2 ? powf(p.m0, (float) (h + 1)) : powf(p.m1, (float) (2 * (h - p.n_head_log2) + 1));
+    }
+    return slope;
+}
+
 // ---- the output of one row: sinks, 1/S, T^-1, store -------------------------------------------
 // a[b][k]: coordinate b·W + 32k + lane of the rotated row (W = 128, or 64 for the _64 types).
 template <int D, int W>
@@ -120,8 +145,7 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
         for (int b = 0; b < NB; ++b) {
             float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             if (gr < rows_total) {
-                const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
-                const float * q = (const float *) ((const char *) p.q + iq1 * p.nbq1 + h * p.nbq2 + iq3 * p.nbq3) + b * 128;
+                const float * q = tbq_fattn_q(p, tbq_fattn_row(p, G, hk, gr), iq3) + b * 128;
 #pragma unroll
                 for (int k = 0; k < 4; ++k) v[k] = q[lane + 32 * k];
                 if constexpr (tbq_is_tbq<KT>::value) {
@@ -143,15 +167,9 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
         for (int b = 0; b < NB; ++b)
 #pragma unroll
             for (int k = 0; k < 4; ++k) qr[r][b][k] = smem[r * D + b * 128 + 32 * k + lane];
-        const int gr = min(rg * R + r, rows_total - 1);
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
-        mrow[r] = p.mask == nullptr ? nullptr
-                                    : (const __half *) ((const char *) p.mask + iq1 * p.nbm1 + (h % p.mask_ne2) * p.nbm2 +
-                                                        (iq3 % p.mask_ne3) * p.nbm3);
-        slope[r] = 1.0f;
-        if (p.max_bias > 0.0f) {
-            slope[r] = h < p.n_head_log2 ? powf(p.m0, (float) (h + 1)) : powf(p.m1, (float) (2 * (h - p.n_head_log2) + 1));
-        }
+        const tbq_qrow row = tbq_fattn_row(p, G, hk, min(rg * R + r, rows_total - 1));
+        mrow[r] = tbq_fattn_mask_row(p, row, iq3);
+        slope[r] = tbq_fattn_slope(p, row.h);
     }
 
     float m[R], l[R], acc[R][NB][4];
@@ -272,7 +290,7 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
         if (gr >= rows_total) {
             break;
         }
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
         float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < NW; ++w) M = fmaxf(M, smem[(w * R + r) * (D + 2)]);
@@ -307,11 +325,73 @@ static __device__ __forceinline__ void k_tbq_fattn(const tbq_fattn_params & p) {
     }
 }
 
+// ---- exact keys (p.exact_k, tbq keys) ----------------------------------------------------------
+// Tokens below n_exact are read from the f16 exact keys instead of K's rows. The tensor-core kernel
+// leaves them out of its tiles (each split starts after them) and writes records even with one
+// split; the combine kernel adds them to each row. Replacing their scores inside the tiles (a
+// branch on the first tile) cost the D 128 kernels, whose registers are at the launch bound, spills
+// in every tile; so did any of this work after the tile loop (ptxas -v, kernels/NOTES.md).
+//
+// Adds tokens [t0, t1) to row (h, iq1) of sequence iq3, KV head hk, KV sequence ik3, whose state a
+// warp holds (max M, sum S, rotated accumulator a in the canonical layout: a[b][k] is coordinate
+// b·W + 32k + lane), one token at a time as the per-token kernel does: the score scale·q·k from the
+// plain query and the f16 key, softcap, mask and ALiBi as in the tiles, then the value's rotated
+// coordinates (d·g)·C[c] from V's codes.
+template <int VT, int D>
+static __device__ __forceinline__ void tbq_fattn_exact_tokens(const tbq_fattn_params & p, tbq_qrow row, int iq3, int hk,
+                                                              int ik3, int t0, int t1, int lane, float & M, float & S,
+                                                              float (&a)[D / tbq_traits<VT>::block][4]) {
+    using tr = tbq_traits<VT>;
+    constexpr int W = tr::block, NB = D / W, SL = W / 32;
+    static_assert(tr::n_levels <= TBQ_WARP_SIZE, "a level per lane");
+    const float level = tr::levels()[lane % tr::n_levels]; // C[c] is lane c's
+    const float * q = tbq_fattn_q(p, row, iq3);
+    const __half * mrow = tbq_fattn_mask_row(p, row, iq3);
+    const float slope = tbq_fattn_slope(p, row.h);
+    const char * keys = (const char *) p.exact_k + hk * p.nbe2 + ik3 * p.nbe3;
+    const uint8_t * values = (const uint8_t *) p.v + hk * p.nbv2 + ik3 * p.nbv3;
+    for (int t = t0; t < t1; ++t) { // warp-uniform
+        const float mv = mrow != nullptr ? slope * __half2float(mrow[t]) : 0.0f;
+        if (mv == -INFINITY) {
+            continue; // masked
+        }
+        const __half * k = (const __half *) (keys + (int64_t) t * p.nbe1);
+        float part = 0.0f;
+#pragma unroll
+        for (int i = lane; i < D; i += TBQ_WARP_SIZE) part = fmaf(q[i], __half2float(k[i]), part);
+        float x = tbq_warp_sum(part) * p.scale;
+        if (p.softcap != 0.0f) {
+            x = p.softcap * tanhf(x);
+        }
+        x += mv;
+        if (x > M) {
+            const float ms = __expf(M - x);
+            S *= ms;
+#pragma unroll
+            for (int b = 0; b < NB; ++b)
+#pragma unroll
+                for (int k = 0; k < SL; ++k) a[b][k] *= ms;
+            M = x;
+        }
+        const float e = __expf(x - M);
+        S += e;
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            float v[4];
+            tbq_decode_rotated_lane<VT>(values + (int64_t) t * p.nbv1 + b * tr::block_bytes, lane,
+                                        [&](uint32_t c) { return __shfl_sync(TBQ_FULL_MASK, level, c); }, v);
+#pragma unroll
+            for (int k = 0; k < SL; ++k) a[b][k] = fmaf(e, v[k], a[b][k]);
+        }
+    }
+}
+
 // One block of TBQ_COMBINE_WARPS warps per output row (h, iq1, iq3): merges the splits' records
 // and writes the row. The splits are spread over the warps (their loads in flight together);
 // a single warp walking 64 records one after another was latency-bound (≈ 0.3 µs per split).
+// VT >= 0: the value type of a launch with exact keys, whose tokens below n_exact warp 0 adds.
 #define TBQ_COMBINE_WARPS 8
-template <int D, int W>
+template <int D, int W, int VT = -1>
 static __device__ __forceinline__ void k_tbq_fattn_combine(const tbq_fattn_params & p) {
     constexpr int NB = D / W, SL = W / 32;
     constexpr int CW = TBQ_COMBINE_WARPS;
@@ -366,6 +446,11 @@ static __device__ __forceinline__ void k_tbq_fattn_combine(const tbq_fattn_param
 #pragma unroll
                 for (int k = 0; k < SL; ++k) a[b][k] += part[w][b * W + 32 * k + lane];
         }
+        if constexpr (VT >= 0) {
+            static_assert(tbq_traits<VT>::block == W, "values of the head's block width");
+            const int hk = h / (p.n_head / p.n_head_kv), ik3 = iq3 / (p.n_seq / p.n_seq_kv);
+            tbq_fattn_exact_tokens<VT, D>(p, {h, iq1}, iq3, hk, ik3, 0, p.n_exact, lane, M, S, a);
+        }
         tbq_fattn_finalize<D, W>(p, M, S, a, h, iq1, iq3, lane);
     }
 }
@@ -405,6 +490,25 @@ TBQ_FATTN_COMBINE(64, 64)
 TBQ_FATTN_COMBINE(128, 128)
 TBQ_FATTN_COMBINE(256, 128)
 TBQ_FATTN_COMBINE(512, 128)
+
+// With exact keys: the tensor-core kernel's value types at its head sizes (their _64 variants at 64).
+#define TBQ_FATTN_COMBINE_EXACT(VT, VN, D)                                                           \
+    extern "C" __global__ void __launch_bounds__(TBQ_COMBINE_WARPS * TBQ_WARP_SIZE)                 \
+        k_tbq_fattn_combine_exact_##VN##_d##D(const tbq_fattn_params p) {                            \
+        k_tbq_fattn_combine<D, tbq_traits<VT>::block, VT>(p);                                        \
+    }
+#define TBQ_FATTN_COMBINE_EXACT_D(VT, VN)                                                            \
+    TBQ_FATTN_COMBINE_EXACT(VT, VN, 128)                                                             \
+    TBQ_FATTN_COMBINE_EXACT(VT, VN, 256)                                                             \
+    TBQ_FATTN_COMBINE_EXACT(VT, VN, 512)
+TBQ_FATTN_COMBINE_EXACT_D(TBQ_TYPE_TBQ4_0, tbq4_0)
+TBQ_FATTN_COMBINE_EXACT_D(TBQ_TYPE_TBQ3_0, tbq3_0)
+TBQ_FATTN_COMBINE_EXACT_D(TBQ_TYPE_TBQ3_1, tbq3_1)
+TBQ_FATTN_COMBINE_EXACT_D(TBQ_TYPE_TBQ4_1, tbq4_1)
+TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ4_0_64, tbq4_0_64, 64)
+TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ3_0_64, tbq3_0_64, 64)
+TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ3_1_64, tbq3_1_64, 64)
+TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ4_1_64, tbq4_1_64, 64)
 
 // =============================================================================================
 // v2: tensor-core decode for tbq K and tbq V (k_tbq_fattn_mma_*). See NOTES.md (v2).
@@ -931,8 +1035,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         for (int b = 0; b < NB; ++b) {
             float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             if (gr < rows_total) {
-                const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
-                const float * q = (const float *) ((const char *) p.q + iq1 * p.nbq1 + h * p.nbq2 + iq3 * p.nbq3) + b * W;
+                const float * q = tbq_fattn_q(p, tbq_fattn_row(p, G, hk, gr), iq3) + b * W;
 #pragma unroll
                 for (int k = 0; k < S; ++k) v[k] = q[lane + 32 * k];
                 tbq_rotate_warp<S>(v, lane);
@@ -972,15 +1075,9 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     float slope[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-        const int gr = min(rg * R + 2 * c + rr, rows_total - 1);
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
-        mrow[rr] = p.mask == nullptr ? nullptr
-                                     : (const unsigned short *) ((const char *) p.mask + iq1 * p.nbm1 +
-                                                                 (h % p.mask_ne2) * p.nbm2 + (iq3 % p.mask_ne3) * p.nbm3);
-        slope[rr] = 1.0f;
-        if (p.max_bias > 0.0f) {
-            slope[rr] = h < p.n_head_log2 ? powf(p.m0, (float) (h + 1)) : powf(p.m1, (float) (2 * (h - p.n_head_log2) + 1));
-        }
+        const tbq_qrow row = tbq_fattn_row(p, G, hk, min(rg * R + 2 * c + rr, rows_total - 1));
+        mrow[rr] = (const unsigned short *) tbq_fattn_mask_row(p, row, iq3);
+        slope[rr] = tbq_fattn_slope(p, row.h);
     }
     __syncthreads();
     // 2. Pair tables, replicated per bank: one thread computes an entry and stores its replicas
@@ -1060,7 +1157,8 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     };
 
     RAW cur, nxt;
-    int t0 = t_begin + warp * TT;
+    // Tokens below n_exact come from the exact keys (in the combine kernel): the tiles start after them.
+    int t0 = max(t_begin, min(p.n_exact, t_end)) + warp * TT;
     if constexpr (STAGED) {
         tbq_stage_tile<KBYTES>(kst, kbase, nbk1, t0 - t_begin, t_len, lane, t0 < t_end);
         tbq_stage_tile<VBYTES>(vst, vbase, nbv1, t0 - t_begin, t_len, lane, t0 < t_end);
@@ -1301,7 +1399,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
         if (gr >= rows_total) {
             break;
         }
-        const int h = hk * G + gr / p.n_q, iq1 = gr % p.n_q;
+        const auto [h, iq1] = tbq_fattn_row(p, G, hk, gr);
         float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < NW; ++w) M = fmaxf(M, smem[(w * R + r) * (D + 2)]);
@@ -1316,7 +1414,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
 #pragma unroll
                 for (int k = 0; k < S; ++k) a[b][k] += e * ws[2 + b * W + 32 * k + lane];
         }
-        if (p.n_splits == 1) {
+        if (p.partial == nullptr) { // one split, no exact keys: the output itself
             tbq_fattn_finalize<D, W>(p, M, S_, a, h, iq1, iq3, lane);
         } else {
             float * rec = p.partial + (((int64_t) (iq3 * p.n_q + iq1) * p.n_head + h) * p.n_splits + split) * (D + 2);

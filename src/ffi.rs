@@ -390,6 +390,9 @@ pub struct TbqFattnArgs {
     pub sinks: TbqCudaTensor,
     /// Output f32 `[D, n_head, n_q, n_seq]`, contiguous.
     pub dst: TbqCudaTensor,
+    /// f16 `[D, n_exact, n_head_kv, n_seq_kv]` (rows contiguous) or absent: exact copies of the
+    /// first keys, read instead of K's quantized rows `t < min(n_exact, n_kv)` (tbq keys only).
+    pub exact_k: TbqCudaTensor,
     /// KQ scale.
     pub scale: f32,
     /// ALiBi maximum bias (0: off).

@@ -171,6 +171,7 @@ fn fattn_refuses_what_it_does_not_handle() {
             mask: Tensor::NONE,
             sinks: Tensor::NONE,
             dst,
+            exact_k: Tensor::NONE,
             scale: 1.0,
             max_bias: 0.0,
             logit_softcap: 0.0,
@@ -219,6 +220,47 @@ fn fattn_refuses_what_it_does_not_handle() {
             TbqType::Tbq3_0
         };
         assert!(cuda::fattn_supported(&mk_types(d, 1, kt, vt as i32)).is_err());
+    }
+    // exact keys: f16 [D, n_exact, n_head_kv, n_seq_kv] with contiguous rows, beside tbq keys only
+    let exact = |ty: i32, ne: [i64; 4]| Tensor::contiguous(0x1000, ty, ne);
+    let keys = exact(dtype::F16, [128, 4, 2, 1]);
+    let strided_rows = Tensor {
+        nb: [4, 512, 2048, 4096],
+        ..keys
+    };
+    let odd_stride = Tensor {
+        nb: [2, 257, 1024, 2048],
+        ..keys
+    };
+    let tbq4 = TbqType::Tbq4_0 as i32;
+    for (kt, e, ok) in [
+        (tbq4, keys, true),
+        (tbq4, exact(dtype::F16, [128, 200, 2, 1]), true), // more than n_kv: the first n_kv
+        (dtype::F16, keys, false),
+        (dtype::Q8_0, keys, false),
+        (tbq4, exact(dtype::F32, [128, 4, 2, 1]), false),
+        (tbq4, exact(dtype::F16, [64, 4, 2, 1]), false),
+        (tbq4, exact(dtype::F16, [128, 0, 2, 1]), false),
+        (tbq4, exact(dtype::F16, [128, 4, 1, 1]), false),
+        (tbq4, exact(dtype::F16, [128, 4, 2, 2]), false),
+        (tbq4, strided_rows, false),
+        (tbq4, odd_stride, false),
+    ] {
+        let plain = mk_types(128, 1, kt, TbqType::Tbq3_0 as i32);
+        assert!(cuda::fattn_supported(&plain).is_ok());
+        let a = FattnArgs {
+            exact_k: e,
+            ..plain
+        };
+        match cuda::fattn_supported(&a) {
+            Ok(()) => assert!(ok, "K {kt}, exact keys {e:?}: accepted"),
+            Err(err) => {
+                assert!(!ok, "K {kt}, exact keys {e:?}: {err}");
+                assert_eq!(err.status(), -7);
+                assert!(err.to_string().contains("exact keys"), "{err}");
+                eprintln!("K {kt}, exact keys {:?} {:?}: {err}", e.ne, e.nb);
+            }
+        }
     }
     for (d, n_q) in [(64, 1), (128, 9), (192, 1), (576, 1)] {
         let e = cuda::fattn_supported(&mk(d, n_q)).unwrap_err();
@@ -436,6 +478,8 @@ struct Case {
     softcap: f32,
     max_bias: f32,
     splits: Option<u32>,
+    /// Exact keys: f16 copies of the first `n_exact` keys of each KV head (0: none).
+    n_exact: usize,
 }
 
 /// K or V of one layer in ggml's cache layout [d, n_kv, n_head_kv] (a token's heads adjacent),
@@ -527,55 +571,46 @@ fn run_case(c: Case, seed: u64) {
         .collect();
     let scale = 1.0 / (d as f32).sqrt();
 
-    // f64 reference
+    // Exact keys [n_exact][n_head_kv][d] (a token's heads adjacent, as in the cache), f16,
+    // unrelated to K's first rows and drawing a large share of every row's weight, as an attention
+    // sink's key does (so that reading either in place of the other shows): 3 × the sum of the
+    // unit queries of the KV head's rows (a score near 3 for each), plus noise.
     let g = c.n_head / c.n_head_kv;
-    let mut want = vec![0f64; d * c.n_head * c.n_q];
-    for h in 0..c.n_head {
-        let hk = h / g;
-        let slope = alibi_slope(c.max_bias, h, c.n_head);
-        for iq1 in 0..c.n_q {
-            let qv = &q[(h * c.n_q + iq1) * d..][..d];
-            let mut s = vec![f64::NEG_INFINITY; n_kv];
-            for t in 0..n_kv {
-                let mv = if c.mask {
-                    slope * mask[iq1 * n_kv + t].to_f64()
-                } else {
-                    0.0
-                };
-                if mv == f64::NEG_INFINITY {
-                    continue;
-                }
-                let k = &kd[(hk * n_kv + t) * d..][..d];
-                let mut x = common::dot(qv, k) * scale as f64;
-                if c.softcap != 0.0 {
-                    x = c.softcap as f64 * (x / c.softcap as f64).tanh();
-                }
-                s[t] = x + mv;
-            }
-            let mut m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            if c.sinks {
-                m = m.max(sinks[h] as f64);
-            }
-            let mut sum = if c.sinks {
-                (sinks[h] as f64 - m).exp()
-            } else {
-                0.0
-            };
-            let out = &mut want[(iq1 * c.n_head + h) * d..][..d];
-            for t in 0..n_kv {
-                if s[t] == f64::NEG_INFINITY {
-                    continue;
-                }
-                let p = (s[t] - m).exp();
-                sum += p;
-                let v = &vd[(hk * n_kv + t) * d..][..d];
-                for i in 0..d {
-                    out[i] += p * v[i] as f64;
-                }
-            }
-            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            out.iter_mut().for_each(|o| *o *= inv);
+    let noise = common::gaussian(seed + 4, d * c.n_exact * c.n_head_kv);
+    let mut exact = vec![f16::ZERO; noise.len()];
+    for hk in 0..c.n_head_kv {
+        let mut pull = vec![0f64; d];
+        for qv in q[hk * g * c.n_q * d..][..g * c.n_q * d].chunks_exact(d) {
+            let norm = common::norm2(qv).sqrt();
+            pull.iter_mut()
+                .zip(qv)
+                .for_each(|(p, &x)| *p += x as f64 / norm);
         }
+        for t in 0..c.n_exact {
+            let row = (t * c.n_head_kv + hk) * d;
+            for i in 0..d {
+                exact[row + i] = f16::from_f64(3.0 * pull[i] + 0.5 * noise[row + i] as f64);
+            }
+        }
+    }
+    let exact_f32: Vec<f32> = exact.iter().map(|x| x.to_f32()).collect();
+    let cache_key = |hk: usize, t: usize| &kd[(hk * n_kv + t) * d..][..d];
+    let key = |hk: usize, t: usize| {
+        if t < c.n_exact {
+            &exact_f32[(t * c.n_head_kv + hk) * d..][..d]
+        } else {
+            cache_key(hk, t)
+        }
+    };
+    let want = reference_attention(&c, &q, key, &vd, &mask, &sinks, scale);
+    if exact_keys_matter(&c, &mask) {
+        let without = reference_attention(&c, &q, cache_key, &vd, &mask, &sinks, scale);
+        let rel = max_rel_diff(&without, &want);
+        assert!(
+            rel > 5.0 * FA_TOLERANCE,
+            "{c:?}: the exact keys change the reference by only {rel:e}: this case cannot tell \
+             them from K's rows"
+        );
     }
 
     // GPU
@@ -588,6 +623,8 @@ fn run_case(c: Case, seed: u64) {
     mask_pad.copy_from_slice(&mask_t);
     let dm = Dev::upload(&mask_pad);
     let ds = Dev::upload(&sinks);
+    let de = (c.n_exact > 0)
+        .then(|| Dev::upload(&exact.iter().map(|h| h.to_bits()).collect::<Vec<u16>>()));
     let dout = Dev::new(d * c.n_head * c.n_q * 4);
     dout.poison(0xFF); // NaN
     let (kunit, _) = cuda::unit_bytes(c.kt).unwrap();
@@ -621,6 +658,18 @@ fn run_case(c: Case, seed: u64) {
             dtype::F32,
             [d as i64, c.n_head as i64, c.n_q as i64, 1],
         ),
+        exact_k: match &de {
+            Some(de) => {
+                let hb = 2 * d; // bytes of one head's key
+                Tensor {
+                    data: de.ptr as *mut _,
+                    type_: dtype::F16,
+                    ne: [d as i64, c.n_exact as i64, c.n_head_kv as i64, 1],
+                    nb: [2, c.n_head_kv * hb, hb, c.n_exact * c.n_head_kv * hb],
+                }
+            }
+            None => Tensor::NONE,
+        },
         scale,
         max_bias: c.max_bias,
         logit_softcap: c.softcap,
@@ -634,17 +683,104 @@ fn run_case(c: Case, seed: u64) {
     unsafe { cuda::flash_attn_ext_with(&args, None, null_stream(), opt) }
         .unwrap_or_else(|e| panic!("{c:?}: {e}"));
     let got: Vec<f32> = dout.download();
-    let max_ref = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    let mut max_err = 0f64;
-    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+    for (i, &g) in got.iter().enumerate() {
         assert!(
             g.is_finite(),
             "{c:?}: element {i} not written or not finite ({g})"
         );
-        max_err = max_err.max((g as f64 - w).abs());
     }
-    let rel = max_err / max_ref;
-    assert!(rel <= 1e-3, "{c:?}: max abs err / max abs ref = {rel:e}");
+    let got: Vec<f64> = got.iter().map(|&g| g as f64).collect();
+    let rel = max_rel_diff(&got, &want);
+    assert!(
+        rel <= FA_TOLERANCE,
+        "{c:?}: max abs err / max abs ref = {rel:e}"
+    );
+}
+
+/// The flash-attention tests' bound on max |GPU - reference| / max |reference|.
+const FA_TOLERANCE: f64 = 1e-3;
+
+/// max |a - b| / max |b|.
+fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    let max_ref = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let max_err = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    max_err / max_ref
+}
+
+/// Whether exact keys can change the output of `c`: some row sees one of their tokens and
+/// something to weigh it against (another token or the sink).
+fn exact_keys_matter(c: &Case, mask: &[f16]) -> bool {
+    let seen = |iq1: usize, t: usize| !c.mask || mask[iq1 * c.n_kv + t] != f16::NEG_INFINITY;
+    (0..c.n_q).any(|iq1| {
+        let weighed = (0..c.n_kv).filter(|&t| seen(iq1, t)).count() + c.sinks as usize;
+        (0..c.n_exact.min(c.n_kv)).any(|t| seen(iq1, t)) && weighed >= 2
+    })
+}
+
+/// ggml's FLASH_ATTN_EXT in f64, as the kernels must compute it: scores q·k·scale (soft-capped),
+/// plus mask · ALiBi slope, softmax with the sink, weights times values. `key(hk, t)` is key row t
+/// of KV head hk (K's dequantized row, or an exact key); `vd` the dequantized values
+/// [n_head_kv][n_kv][d]; q [n_head][n_q][d]. Returns dst [n_q][n_head][d].
+fn reference_attention<'a>(
+    c: &Case,
+    q: &[f32],
+    key: impl Fn(usize, usize) -> &'a [f32],
+    vd: &[f32],
+    mask: &[f16],
+    sinks: &[f32],
+    scale: f32,
+) -> Vec<f64> {
+    let (d, n_kv) = (c.d, c.n_kv);
+    let g = c.n_head / c.n_head_kv;
+    let mut want = vec![0f64; d * c.n_head * c.n_q];
+    for h in 0..c.n_head {
+        let hk = h / g;
+        let slope = alibi_slope(c.max_bias, h, c.n_head);
+        for iq1 in 0..c.n_q {
+            let qv = &q[(h * c.n_q + iq1) * d..][..d];
+            let mut s = vec![f64::NEG_INFINITY; n_kv];
+            for t in 0..n_kv {
+                let mv = if c.mask {
+                    slope * mask[iq1 * n_kv + t].to_f64()
+                } else {
+                    0.0
+                };
+                if mv == f64::NEG_INFINITY {
+                    continue;
+                }
+                let mut x = common::dot(qv, key(hk, t)) * scale as f64;
+                if c.softcap != 0.0 {
+                    x = c.softcap as f64 * (x / c.softcap as f64).tanh();
+                }
+                s[t] = x + mv;
+            }
+            let mut m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            if c.sinks {
+                m = m.max(sinks[h] as f64);
+            }
+            let mut sum = if c.sinks {
+                (sinks[h] as f64 - m).exp()
+            } else {
+                0.0
+            };
+            let out = &mut want[(iq1 * c.n_head + h) * d..][..d];
+            for t in 0..n_kv {
+                if s[t] == f64::NEG_INFINITY {
+                    continue;
+                }
+                let p = (s[t] - m).exp();
+                sum += p;
+                let v = &vd[(hk * n_kv + t) * d..][..d];
+                for i in 0..d {
+                    out[i] += p * v[i] as f64;
+                }
+            }
+            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+
+    want
 }
 
 /// Every K/V pair the kernels serve at head size `d`: each tbq key type with tbq4_0, tbq3_0,
@@ -700,6 +836,7 @@ fn fattn_every_pair_head_size_and_gqa() {
                     softcap: 0.0,
                     max_bias: 0.0,
                     splits: None,
+                    n_exact: 0,
                 };
                 run_case(c, seed);
             }
@@ -731,6 +868,7 @@ fn fattn_lengths_splits_and_options() {
                     softcap: if seed % 3 == 0 { 20.0 } else { 0.0 },
                     max_bias: if seed % 4 == 0 { 8.0 } else { 0.0 },
                     splits,
+                    n_exact: 0,
                 };
                 run_case(c, seed);
             }
@@ -756,10 +894,90 @@ fn fattn_fully_masked_rows_and_sinks() {
             softcap: 0.0,
             max_bias: 0.0,
             splits: None,
+            n_exact: 0,
         };
         // run_case draws 20% -inf; with n_kv = 3 some seeds mask everything — try several
         for seed in 0..20 {
             run_case(c, 9000 + seed);
+        }
+    }
+}
+
+/// Exact keys in every pair of the tensor-core kernel (tbq keys) at every head size, one and four
+/// of them, in one split and in three (300 tokens in splits of 128).
+#[test]
+fn fattn_exact_keys_every_pair_and_head_size() {
+    let Some(_ctx) = gpu() else { return };
+    let mut seed = 20000;
+    for d in [64, 128, 256, 512] {
+        for (kt, vt) in pairs(d)
+            .into_iter()
+            .filter(|&(k, _)| TbqType::from_abi(k).is_some())
+        {
+            for n_exact in [1, 4] {
+                for splits in [Some(1), Some(3)] {
+                    seed += 1;
+                    // rows of a KV head: 4 query heads; 2 positions of 2 heads; 3 positions of 4
+                    // heads (12 rows: a second, partial row group)
+                    let (n_q, gqa) = [(1, 4), (2, 2), (3, 4)][seed as usize % 3];
+                    let c = Case {
+                        kt,
+                        vt,
+                        d,
+                        n_q,
+                        n_head: 2 * gqa,
+                        n_head_kv: 2,
+                        n_kv: 300,
+                        mask: seed % 2 == 0,
+                        sinks: seed % 3 == 0,
+                        softcap: 0.0,
+                        max_bias: 0.0,
+                        splits,
+                        n_exact,
+                    };
+                    run_case(c, seed);
+                }
+            }
+        }
+    }
+}
+
+/// Exact keys with caches shorter than, as long as and longer than them, a whole tile of them (16)
+/// and more (20: the first tile of the second warp too), with softcap, ALiBi, sinks and splits.
+#[test]
+fn fattn_exact_keys_short_caches_and_options() {
+    let Some(_ctx) = gpu() else { return };
+    let mut seed = 30000;
+    for n_kv in [1, 3, 16, 40, 700] {
+        for n_exact in [1, 4, 16, 20] {
+            for splits in [None, Some(1), Some(8)] {
+                seed += 1;
+                let d = [64, 128, 256, 512][seed as usize % 4];
+                let narrow = |t: TbqType| if d == 64 { t.narrow() } else { t };
+                let (n_q, gqa) = [(1, 4), (3, 1), (2, 8)][seed as usize / 4 % 3];
+                let values = [
+                    TbqType::Tbq4_0,
+                    TbqType::Tbq3_0,
+                    TbqType::Tbq3_1,
+                    TbqType::Tbq4_1,
+                ];
+                let c = Case {
+                    kt: narrow(TbqType::WIDE[seed as usize % TbqType::WIDE.len()]) as i32,
+                    vt: narrow(values[seed as usize / 2 % 4]) as i32,
+                    d,
+                    n_q,
+                    n_head: 2 * gqa,
+                    n_head_kv: 2,
+                    n_kv,
+                    mask: true,
+                    sinks: seed % 2 == 1,
+                    softcap: if seed % 3 == 0 { 20.0 } else { 0.0 },
+                    max_bias: if seed % 5 == 0 { 8.0 } else { 0.0 },
+                    splits,
+                    n_exact,
+                };
+                run_case(c, seed);
+            }
         }
     }
 }
@@ -801,6 +1019,7 @@ fn scratch_pool_reuse_and_caller_scratch() {
         mask: Tensor::NONE,
         sinks: Tensor::NONE,
         dst: Tensor::contiguous(dout.ptr, dtype::F32, [d_ as i64, 4, 1, 1]),
+        exact_k: Tensor::NONE,
         scale: 0.1,
         max_bias: 0.0,
         logit_softcap: 0.0,

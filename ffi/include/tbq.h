@@ -48,7 +48,8 @@ extern "C" {
 #endif
 
 /* Bumped on any change of a signature, a struct, an enum value or the format. */
-#define TBQ_ABI_VERSION 4u /* 3: tbq_mad_rotated; 4: the _64 types, tbq_rotate_f32's block width */
+#define TBQ_ABI_VERSION 5u /* 3: tbq_mad_rotated; 4: the _64 types, tbq_rotate_f32's block width;
+                              5: tbq_fattn_args.exact_k */
 
 /* The diagonal D of the rotation: bit i of the 128-bit value HI:LO set means coordinate i is
  * negated (LO holds coordinates 0..63). A constant of the format. */
@@ -266,10 +267,15 @@ typedef struct tbq_cuda_tensor {
  *   mask  f16 [>= n_kv, >= n_q, ne2, ne3] broadcast over heads (h % ne2) and sequences, or absent
  *   sinks f32 [n_head] or absent
  *   dst   f32 [D, n_head, n_q, n_seq] contiguous (ggml's permuted output)
- * D = 128 or 256; n_head a multiple of n_head_kv (GQA); n_q <= 8 (decode; prefill goes to
- * dequantize + upstream attention). */
+ *   exact_k f16 [D, n_exact, n_head_kv, n_seq_kv] (any strides, rows contiguous) or absent: exact
+ *         copies of the first keys (ggml_flash_attn_ext_set_exact_keys), tbq keys only. Key row
+ *         t < min(n_exact, n_kv) of head h, sequence s is read as exact_k[:, t, h, s] instead of
+ *         K's quantized row t (same plain domain; scale, softcap, mask and ALiBi apply as usual).
+ * D = 64 (the _64 types), 128, 256 or 512 with tbq keys, 128 or 256 with f16 / q8_0 keys; n_head a
+ * multiple of n_head_kv (GQA); n_q <= 8 (decode; prefill goes to dequantize + upstream attention). */
 typedef struct tbq_fattn_args {
     tbq_cuda_tensor q, k, v, mask, sinks, dst;
+    tbq_cuda_tensor exact_k;
     float   scale;
     float   max_bias;      /* ALiBi; 0: off */
     float   logit_softcap; /* 0: off */

@@ -364,6 +364,7 @@ fn main() {
                                 dtype::F32,
                                 [d as i64, n_head as i64, 1, 1],
                             ),
+                            exact_k: Tensor::NONE,
                             scale: 1.0 / (d as f32).sqrt(),
                             max_bias: 0.0,
                             logit_softcap: 0.0,

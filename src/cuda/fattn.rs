@@ -16,6 +16,12 @@
 //! blocks of longer splits). Splits are never shorter than 256 tokens (128 for the tensor-core
 //! kernel) and are multiples of the kernel's token step. With one split the kernel writes the output directly; otherwise each split writes
 //! (max, sum, rotated accumulator) per row to scratch and `k_tbq_fattn_combine` merges them.
+//!
+//! Exact keys (`exact_k`, tbq keys only: f16 copies of the first `n_exact` keys): the tensor-core
+//! kernel's tiles start after those tokens, it writes records even with one split, and
+//! `k_tbq_fattn_combine_exact_*` adds them (scores from the f16 keys) while it merges. Nothing
+//! changes in the tiles: a replacement of the first tile's scores cost the register-bound D 128
+//! kernels spills in every tile (kernels/NOTES.md); the price is one more launch with one split.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -71,10 +77,12 @@ struct Params {
     sinks: u64,
     dst: u64,
     partial: u64,
+    exact_k: u64,
     nbq: [i64; 3],
     nbk: [i64; 3],
     nbv: [i64; 3],
     nbm: [i64; 3],
+    nbe: [i64; 3],
     n_q: i32,
     n_head: i32,
     n_seq: i32,
@@ -87,6 +95,7 @@ struct Params {
     split_len: i32,
     n_row_groups: i32,
     n_head_log2: i32,
+    n_exact: i32,
     scale: f32,
     max_bias: f32,
     softcap: f32,
@@ -95,7 +104,8 @@ struct Params {
     sparse_v: f32,
 }
 
-const _: () = assert!(std::mem::size_of::<Params>() == 7 * 8 + 12 * 8 + 18 * 4);
+// 19 four-byte fields and the 4 bytes of padding that round the struct to 8 (the C struct's too).
+const _: () = assert!(std::mem::size_of::<Params>() == 8 * 8 + 15 * 8 + 19 * 4 + 4);
 
 /// Head sizes the tensor-core kernel serves: 64 with the `_64` types (one 64-wide block a head),
 /// 128, 256 and 512 with the 128-wide ones. The per-token kernel: 128 and 256.
@@ -324,6 +334,35 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
     if a.sinks.present() && (a.sinks.type_ != dtype::F32 || a.sinks.ne[0] < q.ne[2]) {
         return unsupported("sinks must be f32 with one value per query head");
     }
+    if a.exact_k.present() {
+        exact_keys_supported(&a.exact_k, k, mma)?;
+    }
+    Ok(())
+}
+
+/// Why the exact keys `e` (f16 `[D, n_exact, n_head_kv, n_seq_kv]`) cannot stand in for the first
+/// rows of `k`, or `Ok`.
+fn exact_keys_supported(e: &Tensor, k: &Tensor, mma: bool) -> Result<(), CudaError> {
+    if !mma {
+        return unsupported(
+            "exact keys with f16 / q8_0 keys (only the tensor-core kernel of tbq keys reads them)",
+        );
+    }
+    if e.type_ != dtype::F16 || e.nb[0] != 2 {
+        return unsupported("exact keys must be f16 with contiguous rows");
+    }
+    if e.ne[0] != k.ne[0] || e.ne[1] <= 0 || e.ne[2] != k.ne[2] || e.ne[3] != k.ne[3] {
+        return unsupported(format!(
+            "exact keys shape {:?}, expected [{}, n_exact >= 1, {}, {}] (K's head size, heads and \
+             sequences)",
+            e.ne, k.ne[0], k.ne[2], k.ne[3]
+        ));
+    }
+    if [e.nb[1], e.nb[2], e.nb[3]].iter().any(|s| s % 2 != 0)
+        || !(e.data as usize).is_multiple_of(2)
+    {
+        return unsupported("exact keys strides and address must be 2-byte aligned");
+    }
     Ok(())
 }
 
@@ -335,6 +374,9 @@ struct Plan {
     /// The decode kernel and its dynamic shared memory.
     kernel: &'static str,
     smem: u32,
+    /// The kernel that merges the splits' records (and adds the exact keys' tokens), when the
+    /// decode kernel writes records instead of the output.
+    combine: Option<&'static str>,
 }
 
 fn sm_count() -> Result<i64, CudaError> {
@@ -449,6 +491,23 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Result<Plan, Cud
     }
     let split_len = cdiv(cdiv(n_kv, want), step) * step;
     let splits = cdiv(n_kv, split_len);
+    let combine = if a.exact_k.present() {
+        let name = vtype_name(a.v.type_, d, mma).unwrap();
+        Some(kernel_name(&[
+            "k_tbq_fattn_combine_exact",
+            name,
+            &format!("d{d}"),
+        ]))
+    } else if splits > 1 {
+        Some(match d {
+            64 => "k_tbq_fattn_combine_d64",
+            128 => "k_tbq_fattn_combine_d128",
+            256 => "k_tbq_fattn_combine_d256",
+            _ => "k_tbq_fattn_combine_d512",
+        })
+    } else {
+        None
+    };
     Ok(Plan {
         d,
         row_groups,
@@ -456,11 +515,12 @@ fn plan(a: &FattnArgs, n_sm: i64, force_splits: Option<u32>) -> Result<Plan, Cud
         split_len,
         kernel,
         smem,
+        combine,
     })
 }
 
 fn scratch_for(a: &FattnArgs, p: &Plan) -> usize {
-    if p.splits <= 1 {
+    if p.combine.is_none() {
         return 0;
     }
     (a.q.ne[3] * a.q.ne[1] * a.q.ne[2] * p.splits * (p.d + 2)) as usize * 4
@@ -533,6 +593,13 @@ pub unsafe fn flash_attn_ext_with(
         (0, 1, 1, [0; 3])
     };
     let nb3 = |t: &Tensor| [t.nb[1] as i64, t.nb[2] as i64, t.nb[3] as i64];
+    // rows past the cache are never read: n_exact ≤ n_kv
+    let (exact_k, nbe, n_exact) = if a.exact_k.present() {
+        let e = &a.exact_k;
+        (e.ptr(), nb3(e), e.ne[1].min(a.k.ne[1]) as i32)
+    } else {
+        (0, [0; 3], 0)
+    };
     let p = Params {
         q: a.q.ptr(),
         k: a.k.ptr(),
@@ -541,10 +608,12 @@ pub unsafe fn flash_attn_ext_with(
         sinks: if a.sinks.present() { a.sinks.ptr() } else { 0 },
         dst: a.dst.ptr(),
         partial,
+        exact_k,
         nbq: nb3(&a.q),
         nbk: nb3(&a.k),
         nbv: nb3(&a.v),
         nbm,
+        nbe,
         n_q: a.q.ne[1] as i32,
         n_head: a.q.ne[2] as i32,
         n_seq: a.q.ne[3] as i32,
@@ -557,6 +626,7 @@ pub unsafe fn flash_attn_ext_with(
         split_len: pl.split_len as i32,
         n_row_groups: pl.row_groups as i32,
         n_head_log2: n_head_log2 as i32,
+        n_exact,
         scale,
         max_bias: a.max_bias,
         softcap: a.logit_softcap,
@@ -566,7 +636,6 @@ pub unsafe fn flash_attn_ext_with(
             .sparse_v
             .unwrap_or_else(|| f32::from_bits(SPARSE_V.load(Ordering::Relaxed))),
     };
-    let d = pl.d;
     let (name, smem) = (pl.kernel, pl.smem);
     let f = function(name)?;
     if smem > 48 * 1024 {
@@ -578,15 +647,9 @@ pub unsafe fn flash_attn_ext_with(
         (a.q.ne[3] * pl.row_groups) as u32,
     );
     launch(f, grid, (WARPS * 32) as u32, smem, stream, &p)?;
-    if pl.splits > 1 {
-        let c = function(match d {
-            64 => "k_tbq_fattn_combine_d64",
-            128 => "k_tbq_fattn_combine_d128",
-            256 => "k_tbq_fattn_combine_d256",
-            _ => "k_tbq_fattn_combine_d512",
-        })?;
+    if let Some(combine) = pl.combine {
         launch(
-            c,
+            function(combine)?,
             (a.q.ne[2] as u32, a.q.ne[1] as u32, a.q.ne[3] as u32),
             COMBINE_THREADS,
             0,

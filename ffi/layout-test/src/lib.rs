@@ -224,6 +224,7 @@ mod tests {
         field!(mask);
         field!(sinks);
         field!(dst);
+        field!(exact_k);
         field!(scale);
         field!(max_bias);
         field!(logit_softcap);
