@@ -39,6 +39,7 @@ fn cache_type(name: &str) -> Option<CacheType> {
 pub fn planned_kv_mib(shape: &ModelShape, c: &KvConfig, ctx: u32) -> Option<f64> {
     let cfg = CacheConfig {
         n_batch: ctx,
+        exact_keys: if c.exact_keys { plan::EXACT_KEYS } else { 0 },
         ..CacheConfig::single(ctx)
     };
     let size = plan::kv_bytes_layers(shape, &c.layer_types()?, &cfg).ok()?;
@@ -184,6 +185,7 @@ fn measure(
             n_batch: m.n_batch,
             n_ubatch: m.n_ubatch,
             kv_unified: m.kv_unified,
+            exact_keys: if c.exact_keys { plan::EXACT_KEYS } else { 0 },
             ..CacheConfig::single(ctx)
         };
         let (k, v) = (cache_type(&c.k).unwrap(), cache_type(&c.v).unwrap());

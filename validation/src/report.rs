@@ -41,7 +41,7 @@ pub fn ppl_markdown(settings: &Settings, threads: usize, results: &[RunResult]) 
         "WikiText-2 perplexity and KL divergence, {} — `llama-perplexity -c {} -b {} --chunks {} -fa on -ctk K -ctv V` over `{}`, {} threads; \
          KL divergence against the {} run of the same build (`--kl-divergence-base`), ΔPPL = PPL(Q)/PPL(base) − 1 over the same tokens. \
          attn_rot = llama.cpp's own Hadamard rotation of quantized caches (`LLAMA_ATTN_ROT_DISABLE=1` turns it off; tbq types rotate inside the format). \
-         tbq keys are centred (the key offset of the first long ubatch is subtracted before they are stored; attention is unchanged by it): `(no centring)` rows ran with `LLAMA_TBQ_KEY_CENTRE_DISABLE=1`.\n",
+         tbq keys are centred (the key offset of the first long ubatch is subtracted before they are stored; attention is unchanged by it): `(no centring)` rows ran with `LLAMA_TBQ_KEY_CENTRE_DISABLE=1`. tbq K caches keep the first cell's key as f16 beside the codes, read by attention instead of its quantized row (exact sink keys; its bytes are in the bits per element): `(no exact keys)` rows ran with `LLAMA_TBQ_EXACT_KEYS=0`.\n",
         settings.model.name(),
         settings.ctx,
         settings.ctx,
