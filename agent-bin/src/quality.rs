@@ -285,11 +285,7 @@ mod tests {
             .iter()
             .find(|a| a.0 == t("tbq4_1") && a.1 == t("tbq4_0"))
             .expect("the tbq4_1/tbq4_0 allocation");
-        assert!(
-            a.2.starts_with("k1=tbq5_0,k3=tbq5_0,k10=tbq5_0"),
-            "{}",
-            a.2
-        );
+        assert!(a.2.starts_with("k1=tbq5_0,k3=tbq5_0,k10=tbq5_0"), "{}", a.2);
         assert!((a.3 - 0.026555 / 0.046271).abs() < 1e-9, "{}", a.3);
         // the uniform pair keeps its own score (its ':noexact' control row does not replace it)
         let u = ranking

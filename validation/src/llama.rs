@@ -219,10 +219,17 @@ impl KvConfig {
         };
         match (shape, self.layer_types()) {
             (Some(shape), Some(types)) => {
-                let (k, all) = shape.layers.iter().enumerate().fold((0, 0), |(k, all), (il, l)| {
-                    let tbq_k = matches!(types.k_at(il as u32), tbq::plan::CacheType::Tbq(_));
-                    (k + if tbq_k { l.k_elems() } else { 0 }, all + l.k_elems() + l.v_elems())
-                });
+                let (k, all) = shape
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .fold((0, 0), |(k, all), (il, l)| {
+                        let tbq_k = matches!(types.k_at(il as u32), tbq::plan::CacheType::Tbq(_));
+                        (
+                            k + if tbq_k { l.k_elems() } else { 0 },
+                            all + l.k_elems() + l.v_elems(),
+                        )
+                    });
                 types.mean_bits(shape) + 16.0 * exact_rows * k as f64 / all.max(1) as f64
             }
             _ => {
@@ -600,7 +607,10 @@ mod tests {
         let many: KvConfig = "f16/f16@k0=q8_0;k2=q8_0;v5=q4_0".parse().unwrap();
         assert_eq!(many.label(None), "f16/f16 +3 layer types");
         // without a model the mean is K/V's; an override equal to the default is none
-        assert_eq!(c.bits_per_element(None, u32::MAX), 3.625 + 8.0 / u32::MAX as f64);
+        assert_eq!(
+            c.bits_per_element(None, u32::MAX),
+            3.625 + 8.0 / u32::MAX as f64
+        );
         let same: KvConfig = "tbq4_0/tbq3_0@k3=tbq4_0".parse().unwrap();
         assert_eq!(same, "tbq4_0/tbq3_0".parse::<KvConfig>().unwrap());
         assert!("tbq4_0/tbq3_0@k0=q9_9".parse::<KvConfig>().is_err());
