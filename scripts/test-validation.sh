@@ -111,7 +111,10 @@ step "ppl: 3 chunks × 512, KLD orderings and KV MiB = planner" ppl_short
 # allocations keep their budgets, their measured KLD is what the model of additive losses predicts
 # (measured over 4 × 512 tokens: 0.0630 predicted, 0.0575 measured at 3.5 bits; 0.0228 / 0.0253 at
 # 4.25; asserted within 2x), and the 4.25-bit one beats the uniform tbq4_1/tbq4_1 of the same bits
-# on the same tokens.
+# on the same tokens. Same bits as stored: the allocation spends 0.031 of its 4.25 on the exact sink
+# key's f16 row at this 256-cell context, so the uniform pair runs without exact keys (4.25 bits;
+# with them it stores 4.281). Measured 2026-12-07: allocation 0.0347, tbq4_1/tbq4_1:noexact 0.0438
+# (tbq4_1/tbq4_1 with exact keys, 0.031 bits more: 0.0330).
 calibrate_short() {
     local o=$OUT/calibrate
     "$TV" calibrate --chunks 1 --ctx 256 --fresh -o "$o" --budgets 3.5,4.25 \
@@ -127,13 +130,14 @@ for a in d["allocations"]:
 EOF2
     [ $? -eq 0 ] || return 1
     # the uniform pair of the same bits, on the same tokens (a run of the same matrix)
-    "$TV" ppl -o "$o" --wikitext "$o/calibration-text.txt" --ctx 256 --chunks 1 -p tbq4_1/tbq4_1 || return 1
+    "$TV" ppl -o "$o" --wikitext "$o/calibration-text.txt" --ctx 256 --chunks 1 -p tbq4_1/tbq4_1:noexact || return 1
     python3 - "$o/calibration.json" "$o/results.json" <<'EOF2'
 import json, sys
 a425 = json.load(open(sys.argv[1]))["allocations"][1]["measured_kld"]
 uni = next(x["kld"]["kld_mean"] for x in json.load(open(sys.argv[2]))["results"]
-           if x["config"]["k"] == x["config"]["v"] == "tbq4_1" and not x["config"].get("layers"))
-print(("ok   " if a425 < uni else "FAIL ") + f"4.25-bit allocation {a425:.4g} < tbq4_1/tbq4_1 {uni:.4g}")
+           if x["config"]["k"] == x["config"]["v"] == "tbq4_1" and not x["config"].get("layers")
+           and not x["config"].get("exact_keys"))
+print(("ok   " if a425 < uni else "FAIL ") + f"4.25-bit allocation {a425:.4g} < tbq4_1/tbq4_1:noexact {uni:.4g}")
 sys.exit(0 if a425 < uni else 1)
 EOF2
 }
