@@ -734,9 +734,9 @@ fn per_cell(
     (kb, vb, n)
 }
 
-/// Bytes of one f16 exact key row (every KV head) over the layers `pick` selects that have a tbq K
-/// type: llama.cpp keeps that many per exact cell and stream.
-fn exact_key_bytes(
+/// Elements of one K row over the layers `pick` selects that have a tbq K type: llama.cpp keeps
+/// an f16 exact (sink) key of that many elements per exact cell and stream.
+pub fn tbq_key_elems(
     shape: &ModelShape,
     types: &LayerTypes,
     pick: impl Fn(&LayerShape) -> bool,
@@ -746,7 +746,7 @@ fn exact_key_bytes(
         .iter()
         .enumerate()
         .filter(|(il, l)| pick(l) && matches!(types.k_at(*il as u32), CacheType::Tbq(_)))
-        .map(|(_, l)| 2 * l.k_elems())
+        .map(|(_, l)| l.k_elems())
         .sum()
 }
 
@@ -801,7 +801,7 @@ pub fn kv_bytes_layers(
     let sized = |cells: u32, pick: &dyn Fn(&LayerShape) -> bool| {
         let (kb, vb, layers) = per_cell(shape, types, pick);
         let n = cells as u64 * streams as u64;
-        let exact = exact_key_bytes(shape, types, pick) * cfg.exact_keys.min(cells) as u64;
+        let exact = 2 * tbq_key_elems(shape, types, pick) * cfg.exact_keys.min(cells) as u64;
         CacheSize {
             cells,
             streams,

@@ -219,17 +219,8 @@ impl KvConfig {
         };
         match (shape, self.layer_types()) {
             (Some(shape), Some(types)) => {
-                let (k, all) = shape
-                    .layers
-                    .iter()
-                    .enumerate()
-                    .fold((0, 0), |(k, all), (il, l)| {
-                        let tbq_k = matches!(types.k_at(il as u32), tbq::plan::CacheType::Tbq(_));
-                        (
-                            k + if tbq_k { l.k_elems() } else { 0 },
-                            all + l.k_elems() + l.v_elems(),
-                        )
-                    });
+                let k = tbq::plan::tbq_key_elems(shape, &types, |_| true);
+                let all: u64 = shape.layers.iter().map(|l| l.k_elems() + l.v_elems()).sum();
                 types.mean_bits(shape) + 16.0 * exact_rows * k as f64 / all.max(1) as f64
             }
             _ => {
