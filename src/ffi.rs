@@ -113,6 +113,9 @@ pub extern "C" fn tbq_type_name(t: i32) -> *const c_char {
         Some(TbqType::Tbq3_1_64) => c"tbq3_1_64".as_ptr(),
         Some(TbqType::Tbq4_1_64) => c"tbq4_1_64".as_ptr(),
         Some(TbqType::Tbq5_1_64) => c"tbq5_1_64".as_ptr(),
+        Some(TbqType::Tbq3_1_64c) => c"tbq3_1_64c".as_ptr(),
+        Some(TbqType::Tbq4_1_64c) => c"tbq4_1_64c".as_ptr(),
+        Some(TbqType::Tbq5_1_64c) => c"tbq5_1_64c".as_ptr(),
         None => std::ptr::null(),
     }
 }

@@ -5,7 +5,10 @@
 //! group gains, then 128 codes of `bits` bits each. Every width also exists for 64-element blocks
 //! (`tbq4_0_64`, …: a 64-point rotation, two slots per lane, two gain groups in the low byte of
 //! the gains word) for models whose heads are 64 wide; llama.cpp picks them for the user
-//! ([`TbqType::for_head_dim`]). Everything a type needs — its codebook, its
+//! ([`TbqType::for_head_dim`]). The sub-scaled 64-wide types also exist with a compact header
+//! (`tbq4_1_64c`, …): one byte of log scale and one byte of the two gains instead of a half `d`
+//! and a gains word, so they store `tbqN_1`'s 0.25 bits per element over the codes at both widths;
+//! they are what a head_dim-64 model gets for `-ctk tbq4_1` ([`scale8_value`]). Everything a type needs — its codebook, its
 //! bit planes, whether it has gains, its size — is an entry of [`TbqType::spec`]; the quantizer,
 //! packer and kernels are written once for all of them.
 //!
@@ -50,6 +53,32 @@ pub const GROUP_ELEMS: usize = 32;
 /// The largest finite IEEE half; `d` saturates there instead of becoming infinite.
 pub const D_MAX: f32 = 65504.0;
 
+/// `2^(f/8)`, f = 0..7, as f32: the mantissas of the compact header's scale ([`scale8_value`]).
+pub const SCALE8_MANTISSAS: [f32; 8] = [
+    1.0,
+    1.0905077,
+    1.1892071,
+    1.2968396,
+    std::f32::consts::SQRT_2,
+    1.5422108,
+    1.6817929,
+    1.8340081,
+];
+
+/// The scale a compact header's byte `k` stands for: 0 for `k = 0` (an all-zero block), else
+/// `2^((k − 128)/8)` = `SCALE8_MANTISSAS[f] · 2^e` with `k − 128 = 8e + f` — exact in f32 (a
+/// power of two times a table entry), so every implementation gets the same bits. The range,
+/// `2^−15.9 … 2^15.9`, is an IEEE half's normal range; the step `2^(1/8)` is absorbed by the
+/// gains, which the encoder fits after the scale is chosen ([`crate::reference`]).
+#[inline]
+pub fn scale8_value(k: u8) -> f32 {
+    if k == 0 {
+        return 0.0;
+    }
+    let q = k as i32 - 128;
+    SCALE8_MANTISSAS[(q & 7) as usize] * f32::from_bits(((127 + (q >> 3)) as u32) << 23)
+}
+
 /// The tbq cache types. The discriminants are the C ABI's `tbq_type` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
@@ -82,6 +111,12 @@ pub enum TbqType {
     Tbq4_1_64 = 12,
     /// tbq5_1 for 64-wide heads: 44 bytes per 64 elements (5.5 bits per element).
     Tbq5_1_64 = 13,
+    /// tbq3_1 for 64-wide heads with the compact header: 26 bytes per 64 elements (3.25 bits).
+    Tbq3_1_64c = 14,
+    /// tbq4_1 for 64-wide heads with the compact header: 34 bytes per 64 elements (4.25 bits).
+    Tbq4_1_64c = 15,
+    /// tbq5_1 for 64-wide heads with the compact header: 42 bytes per 64 elements (5.25 bits).
+    Tbq5_1_64c = 16,
 }
 
 /// Everything that distinguishes one width of the family from another.
@@ -104,14 +139,22 @@ pub struct TypeSpec {
     /// keep every lane's field nibble-aligned, so a GPU lane reads its 4 codes of a plane with
     /// one aligned load of 4·p bits.
     pub planes: &'static [u32],
-    /// Whether the block carries four per-32 gains ([`codebook::GAINS`] indices) after `d`.
+    /// Whether the block carries per-32 gains ([`codebook::GAINS`] indices) after `d`.
     pub sub_scales: bool,
+    /// Whether the header is compact (64-wide sub-scaled types only): byte 0 the scale's code
+    /// ([`scale8_value`]), byte 1 the two gains (group `s` in bits `4s..4s+4`), instead of a half
+    /// `d` and a gains word.
+    pub compact: bool,
 }
 
 impl TypeSpec {
     /// Bytes before the codes: `d`, and the gains word of a sub-scaled type.
     pub const fn header_bytes(&self) -> usize {
-        D_BYTES + if self.sub_scales { GAINS_BYTES } else { 0 }
+        if self.compact {
+            2
+        } else {
+            D_BYTES + if self.sub_scales { GAINS_BYTES } else { 0 }
+        }
     }
 
     /// Bytes per block.
@@ -164,6 +207,9 @@ impl TypeSpec {
 /// bits first: 3 = 2+1, 5 = 4+1, 6 = 4+2).
 macro_rules! spec {
     ($name:literal, $block:expr, $bits:literal, $half:ident, $levels:ident, $bounds:ident, $planes:expr, $sub:literal) => {
+        spec!($name, $block, $bits, $half, $levels, $bounds, $planes, $sub, false)
+    };
+    ($name:literal, $block:expr, $bits:literal, $half:ident, $levels:ident, $bounds:ident, $planes:expr, $sub:literal, $compact:literal) => {
         TypeSpec {
             name: $name,
             block: $block,
@@ -173,6 +219,7 @@ macro_rules! spec {
             bounds_half: &codebook::$bounds,
             planes: &$planes,
             sub_scales: $sub,
+            compact: $compact,
         }
     };
 }
@@ -206,10 +253,16 @@ const TBQ3_1_64: TypeSpec = spec!("tbq3_1_64", 64, 3, NORMAL_8, NORMAL_8_LEVELS,
 const TBQ4_1_64: TypeSpec = spec!("tbq4_1_64", 64, 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], true);
 #[rustfmt::skip]
 const TBQ5_1_64: TypeSpec = spec!("tbq5_1_64", 64, 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], true);
+#[rustfmt::skip]
+const TBQ3_1_64C: TypeSpec = spec!("tbq3_1_64c", 64, 3, NORMAL_8, NORMAL_8_LEVELS, NORMAL_8_BOUNDS, [2, 1], true, true);
+#[rustfmt::skip]
+const TBQ4_1_64C: TypeSpec = spec!("tbq4_1_64c", 64, 4, NORMAL_16, NORMAL_16_LEVELS, NORMAL_16_BOUNDS, [4], true, true);
+#[rustfmt::skip]
+const TBQ5_1_64C: TypeSpec = spec!("tbq5_1_64c", 64, 5, NORMAL_32, NORMAL_32_LEVELS, NORMAL_32_BOUNDS, [4, 1], true, true);
 
 impl TbqType {
     /// Every type, in C ABI order.
-    pub const ALL: [TbqType; 14] = [
+    pub const ALL: [TbqType; 17] = [
         TbqType::Tbq4_0,
         TbqType::Tbq3_0,
         TbqType::Tbq5_0,
@@ -224,6 +277,9 @@ impl TbqType {
         TbqType::Tbq3_1_64,
         TbqType::Tbq4_1_64,
         TbqType::Tbq5_1_64,
+        TbqType::Tbq3_1_64c,
+        TbqType::Tbq4_1_64c,
+        TbqType::Tbq5_1_64c,
     ];
 
     /// The 128-wide types: the names a user writes (`-ctk tbq4_0`).
@@ -254,6 +310,9 @@ impl TbqType {
             TbqType::Tbq4_1_64 => &TBQ4_1_64,
             TbqType::Tbq5_1 => &TBQ5_1,
             TbqType::Tbq5_1_64 => &TBQ5_1_64,
+            TbqType::Tbq3_1_64c => &TBQ3_1_64C,
+            TbqType::Tbq4_1_64c => &TBQ4_1_64C,
+            TbqType::Tbq5_1_64c => &TBQ5_1_64C,
         }
     }
 
@@ -286,6 +345,9 @@ impl TbqType {
             TbqType::Tbq4_1_64 => f(&TBQ4_1_64),
             TbqType::Tbq5_1 => f(&TBQ5_1),
             TbqType::Tbq5_1_64 => f(&TBQ5_1_64),
+            TbqType::Tbq3_1_64c => f(&TBQ3_1_64C),
+            TbqType::Tbq4_1_64c => f(&TBQ4_1_64C),
+            TbqType::Tbq5_1_64c => f(&TBQ5_1_64C),
         }
     }
 
@@ -306,12 +368,33 @@ impl TbqType {
 
     /// The 128-wide type of the same width (itself for a 128-wide type): the name a user writes.
     pub fn wide(self) -> TbqType {
-        TbqType::ALL[self as usize % TbqType::WIDE.len()]
+        use TbqType::*;
+        match self {
+            Tbq4_0 | Tbq4_0_64 => Tbq4_0,
+            Tbq3_0 | Tbq3_0_64 => Tbq3_0,
+            Tbq5_0 | Tbq5_0_64 => Tbq5_0,
+            Tbq6_0 | Tbq6_0_64 => Tbq6_0,
+            Tbq3_1 | Tbq3_1_64 | Tbq3_1_64c => Tbq3_1,
+            Tbq4_1 | Tbq4_1_64 | Tbq4_1_64c => Tbq4_1,
+            Tbq5_1 | Tbq5_1_64 | Tbq5_1_64c => Tbq5_1,
+        }
     }
 
-    /// The 64-wide variant of the same width (itself for a `_64` type).
+    /// The 64-wide variant a 64-wide head gets for this name (itself for a 64-wide type): the
+    /// compact-header type of a sub-scaled width, which stores what the 128-wide one does per
+    /// element (the first `_64` sub-scaled types, 0.25 bits more, stay for caches that use them).
     pub fn narrow(self) -> TbqType {
-        TbqType::ALL[self as usize % TbqType::WIDE.len() + TbqType::WIDE.len()]
+        use TbqType::*;
+        match self {
+            Tbq4_0 => Tbq4_0_64,
+            Tbq3_0 => Tbq3_0_64,
+            Tbq5_0 => Tbq5_0_64,
+            Tbq6_0 => Tbq6_0_64,
+            Tbq3_1 => Tbq3_1_64c,
+            Tbq4_1 => Tbq4_1_64c,
+            Tbq5_1 => Tbq5_1_64c,
+            narrow => narrow,
+        }
     }
 
     /// The variant that stores heads of `head_dim` elements: the 128-wide type when 128 divides
@@ -375,6 +458,18 @@ pub struct BlockTbqSub<const N: usize> {
     pub qs: [u8; N],
 }
 
+/// A block of a compact-header type (`tbq3_1_64c`: N = 24, `tbq4_1_64c`: 32, `tbq5_1_64c`: 40).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockTbqCompact<const N: usize> {
+    /// The scale's code ([`scale8_value`]).
+    pub scale: u8,
+    /// Gain index of group 0 in bits 0..4, of group 1 in bits 4..8.
+    pub g: u8,
+    /// 64 codes, planes as in the `_64` type of the same width.
+    pub qs: [u8; N],
+}
+
 const _: () = assert!(std::mem::size_of::<BlockTbq4_0>() == 66);
 const _: () = assert!(TBQ5_0.block_bytes() == std::mem::size_of::<BlockTbqWide<80>>());
 const _: () = assert!(TBQ6_0.block_bytes() == std::mem::size_of::<BlockTbqWide<96>>());
@@ -384,5 +479,7 @@ const _: () = assert!(TBQ5_1.block_bytes() == std::mem::size_of::<BlockTbqSub<80
 const _: () = assert!(std::mem::size_of::<BlockTbq3_0>() == 50);
 const _: () = assert!(TBQ4_0_64.block_bytes() == 34 && TBQ3_0_64.block_bytes() == 26);
 const _: () = assert!(TBQ5_1_64.block_bytes() == 44 && TBQ3_1_64.block_bytes() == 28);
+const _: () = assert!(TBQ3_1_64C.block_bytes() == 26 && TBQ4_1_64C.block_bytes() == 34);
+const _: () = assert!(TBQ5_1_64C.block_bytes() == std::mem::size_of::<BlockTbqCompact<40>>());
 const _: () = assert!(TBQ4_0.block_bytes() == std::mem::size_of::<BlockTbq4_0>());
 const _: () = assert!(TBQ3_0.block_bytes() == std::mem::size_of::<BlockTbq3_0>());

@@ -31,7 +31,7 @@ pub use error::Error;
 pub use format::{TbqType, TypeSpec, BLOCK_ELEMS, NARROW_BLOCK_ELEMS};
 
 /// The C ABI version `tbq_abi_version()` reports (`TBQ_ABI_VERSION` in `tbq.h`).
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -20,12 +20,21 @@
 //! `r_i = g_k · C[c_i]` and the group error
 //! `Σ (y_i - r_i)²` (summed as a warp's butterfly sums, [`warp_sum_canonical`]); the first `k`
 //! with the least error wins. Step 4 then normalises the gained reconstruction `r`.
+//!
+//! Compact-header types (`tbqN_1_64c`) choose the scale first and fit the gains to it: step 3
+//! becomes `k = scale8_code(s)` (the scale grid point nearest the coordinates' RMS `√s/64`),
+//! `t = w · (1/(8·scale8_value(k)))` and the group search above on `t`; there is no step 4 (the
+//! gains, steps of 2^(1/12), absorb the grid's 2^(1/8)). A block with `s` 0 or not finite is all
+//! zero, as above.
 
 use half::f16;
 
 use crate::codebook::GAINS;
 use crate::error::Error;
-use crate::format::{TbqType, TypeSpec, BLOCK_ELEMS, D_BYTES, D_MAX, GROUP_ELEMS, LANES, SLOTS};
+use crate::format::{
+    scale8_value, TbqType, TypeSpec, BLOCK_ELEMS, D_BYTES, D_MAX, GROUP_ELEMS, LANES,
+    SCALE8_MANTISSAS, SLOTS,
+};
 use crate::packing::{for_each_code, pack};
 use crate::rotation::{
     fwht, rotate_block, sign, sqrt_n, sum_squares_canonical, unrotate_block, warp_sum_canonical,
@@ -58,6 +67,21 @@ pub fn quantize_block(ty: TbqType, x: &[f32], out: &mut [u8]) {
     ty.with_spec(
         #[inline(always)]
         |spec| {
+            if spec.compact {
+                let code = scale8_code(s);
+                let inv = scale8_inverse8(code);
+                let mut t = [0.0f32; BLOCK_ELEMS];
+                for (ti, wi) in t.iter_mut().zip(w.iter()) {
+                    *ti = wi * inv;
+                }
+                let mut codes = [0u8; BLOCK_ELEMS];
+                let mut r = [0.0f32; BLOCK_ELEMS];
+                let gains = encode_groups(spec, &t, &mut codes, &mut r);
+                header[0] = code;
+                header[1] = gains as u8;
+                pack(spec, &codes[..n], qs);
+                return;
+            }
             let mut y = [0.0f32; BLOCK_ELEMS];
             for (yi, wi) in y.iter_mut().zip(w.iter()) {
                 *yi = wi * k;
@@ -114,7 +138,43 @@ fn encode_groups(spec: &TypeSpec, y: &Block, codes: &mut [u8; BLOCK_ELEMS], r: &
     word
 }
 
-/// The corrected norm `d` of a block.
+/// The compact header's scale code of a 64-wide block whose butterfly `w = H·D·x` has
+/// `Σ w² = s` (finite, > 0): the grid point of [`scale8_value`] nearest (in the log domain, ties
+/// up) to the coordinates' RMS `ρ = √s/64`, clamped to 1..=255. Exact integer work on the bits
+/// of `s` (`8·log2 ρ = 4·(log2 s − 12)`), so a GPU gets the same code.
+#[inline]
+pub fn scale8_code(s: f32) -> u8 {
+    let bits = s.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32;
+    if e == 0 {
+        return 1; // subnormal: below the grid
+    }
+    let m = f32::from_bits((bits & 0x007f_ffff) | (127 << 23));
+    let j = [1, 3, 5, 7]
+        .into_iter()
+        .filter(|&i| m >= SCALE8_MANTISSAS[i])
+        .count() as i32;
+    (4 * (e - 127) + j + 80).clamp(1, 255) as u8
+}
+
+/// `1/(8·scale8_value(k))` for `k` ≥ 1, exact: `scale8_value(256 − k) = 2^((128 − k)/8)`, over 8.
+/// The encoder's `t = w · this` is `u/d` for `u = w/8`, the block's rotated coordinates.
+#[inline]
+pub fn scale8_inverse8(k: u8) -> f32 {
+    scale8_value((256 - k as u16) as u8) * 0.125
+}
+
+/// The scale `d` of a block: the corrected norm (an IEEE half) or a compact header's scale.
+#[inline]
+pub fn block_d_of(spec: &TypeSpec, block: &[u8]) -> f32 {
+    if spec.compact {
+        scale8_value(block[0])
+    } else {
+        block_d(block)
+    }
+}
+
+/// The corrected norm `d` of a block with a half `d` (every type but the compact ones).
 #[inline]
 pub fn block_d(block: &[u8]) -> f32 {
     f16::from_le_bytes([block[0], block[1]]).to_f32()
@@ -124,11 +184,15 @@ pub fn block_d(block: &[u8]) -> f32 {
 /// (`(d · g_s) · C[c_i]` is how every implementation reconstructs a coordinate).
 #[inline]
 pub fn group_scales(spec: &TypeSpec, block: &[u8]) -> [f32; SLOTS] {
-    let d = block_d(block);
+    let d = block_d_of(spec, block);
     if !spec.sub_scales {
         return [d; SLOTS];
     }
-    let word = u16::from_le_bytes([block[D_BYTES], block[D_BYTES + 1]]);
+    let word = if spec.compact {
+        block[1] as u16
+    } else {
+        u16::from_le_bytes([block[D_BYTES], block[D_BYTES + 1]])
+    };
     // A 64-wide block's groups 2 and 3 do not exist (their bits are zero): any value serves.
     std::array::from_fn(|s| d * GAINS[(word >> (4 * s)) as usize & 15])
 }
@@ -346,7 +410,11 @@ pub fn validate(ty: TbqType, src: &[u8]) -> Result<(), Error> {
             have: src.len(),
         });
     }
-    match src.chunks_exact(bb).position(|b| !block_d(b).is_finite()) {
+    let spec = ty.spec();
+    match src
+        .chunks_exact(bb)
+        .position(|b| !block_d_of(spec, b).is_finite())
+    {
         Some(block) => Err(Error::NonFinite { block }),
         None => Ok(()),
     }

@@ -97,7 +97,8 @@ fn type_table() {
     assert_eq!(TbqType::from_name("tbq3_0"), Some(TbqType::Tbq3_0));
     assert_eq!(TbqType::from_abi(1), Some(TbqType::Tbq3_0));
     assert_eq!(TbqType::from_abi(7), Some(TbqType::Tbq4_0_64));
-    assert_eq!(TbqType::from_abi(14), None);
+    assert_eq!(TbqType::from_abi(15), Some(TbqType::Tbq4_1_64c));
+    assert_eq!(TbqType::from_abi(17), None);
     assert_eq!(TbqType::Tbq4_0.row_bytes(256), 132);
     // name, bytes per block, bits per element of every type
     let table: Vec<(&str, usize, f64)> = TbqType::ALL
@@ -121,6 +122,9 @@ fn type_table() {
             ("tbq3_1_64", 28, 3.5),
             ("tbq4_1_64", 36, 4.5),
             ("tbq5_1_64", 44, 5.5),
+            ("tbq3_1_64c", 26, 3.25),
+            ("tbq4_1_64c", 34, 4.25),
+            ("tbq5_1_64c", 42, 5.25),
         ]
     );
     for t in TbqType::ALL {
@@ -132,8 +136,52 @@ fn type_table() {
         assert_eq!(w.spec().levels, n.spec().levels);
         assert_eq!(w.spec().planes, n.spec().planes);
         assert_eq!(w.spec().sub_scales, n.spec().sub_scales);
-        assert_eq!(format!("{n}"), format!("{w}_64"));
+        assert!(format!("{n}").starts_with(&format!("{w}_64")), "{n} of {w}");
+        // what a 64-wide head gets stores what the 128-wide type does per element
+        if t == w {
+            assert_eq!(
+                n.spec().bits_per_element(),
+                w.spec().bits_per_element() + if w.spec().sub_scales { 0.0 } else { 0.125 },
+                "{n}"
+            );
+        }
     }
+}
+
+/// The compact header's scale grid: exact powers 2^((k − 128)/8), and the encoder's code is the
+/// grid point nearest the block's coordinate RMS in the log domain.
+#[test]
+fn compact_scale_grid() {
+    use tbq::format::{scale8_value, SCALE8_MANTISSAS};
+    use tbq::reference::{scale8_code, scale8_inverse8};
+    for (f, m) in SCALE8_MANTISSAS.iter().enumerate() {
+        assert_eq!(*m, 2f64.powf(f as f64 / 8.0) as f32, "mantissa {f}");
+    }
+    assert_eq!(scale8_value(0), 0.0);
+    assert_eq!(scale8_value(128), 1.0);
+    for k in 1..=255u8 {
+        let want = 2f64.powf((k as f64 - 128.0) / 8.0);
+        assert!((scale8_value(k) as f64 / want - 1.0).abs() < 1e-7, "k {k}");
+        assert!((scale8_value(k) as f64 * 8.0 * scale8_inverse8(k) as f64 - 1.0).abs() < 2e-7);
+    }
+    // s = Σ w² of a 64-point butterfly; ρ = √s/64
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..20_000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let s = 2f32.powf((rng % 100_000) as f32 / 100_000.0 * 60.0 - 10.0);
+        let rho = (s as f64).sqrt() / 64.0;
+        let k = scale8_code(s);
+        let exact = (8.0 * rho.log2() + 128.0).clamp(1.0, 255.0);
+        assert!(
+            (k as f64 - exact).abs() <= 0.5 + 1e-5,
+            "s {s}: code {k}, exact {exact}"
+        );
+    }
+    assert_eq!(scale8_code(f32::MAX), 255);
+    assert_eq!(scale8_code(f32::from_bits(1)), 1);
+    assert_eq!(scale8_code(4096.0), 128);
 }
 
 #[test]
@@ -141,9 +189,16 @@ fn the_variant_for_a_head_size() {
     let t = TbqType::Tbq4_1;
     assert_eq!(t.for_head_dim(128), Some(TbqType::Tbq4_1));
     assert_eq!(t.for_head_dim(256), Some(TbqType::Tbq4_1));
-    assert_eq!(t.for_head_dim(64), Some(TbqType::Tbq4_1_64));
-    assert_eq!(t.for_head_dim(192), Some(TbqType::Tbq4_1_64));
+    assert_eq!(t.for_head_dim(64), Some(TbqType::Tbq4_1_64c));
+    assert_eq!(t.for_head_dim(192), Some(TbqType::Tbq4_1_64c));
+    assert_eq!(TbqType::Tbq4_0.for_head_dim(64), Some(TbqType::Tbq4_0_64));
     assert_eq!(TbqType::Tbq4_1_64.for_head_dim(128), Some(TbqType::Tbq4_1));
+    assert_eq!(TbqType::Tbq4_1_64c.for_head_dim(128), Some(TbqType::Tbq4_1));
+    // a named 64-wide type is kept (the first, 4.5-bit tbq4_1_64 too)
+    assert_eq!(
+        TbqType::Tbq4_1_64.for_head_dim(64),
+        Some(TbqType::Tbq4_1_64)
+    );
     for bad in [0, 32, 80, 96, 100] {
         assert_eq!(t.for_head_dim(bad), None, "head {bad}");
     }

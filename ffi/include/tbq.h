@@ -48,8 +48,8 @@ extern "C" {
 #endif
 
 /* Bumped on any change of a signature, a struct, an enum value or the format. */
-#define TBQ_ABI_VERSION 5u /* 3: tbq_mad_rotated; 4: the _64 types, tbq_rotate_f32's block width;
-                              5: tbq_fattn_args.exact_k */
+#define TBQ_ABI_VERSION 6u /* 3: tbq_mad_rotated; 4: the _64 types, tbq_rotate_f32's block width;
+                              5: tbq_fattn_args.exact_k; 6: the compact-header _64c types */
 
 /* The diagonal D of the rotation: bit i of the 128-bit value HI:LO set means coordinate i is
  * negated (LO holds coordinates 0..63). A constant of the format. */
@@ -79,6 +79,13 @@ extern "C" {
 #define TBQ3_1_64_BLOCK_BYTES 28
 #define TBQ4_1_64_BLOCK_BYTES 36
 #define TBQ5_1_64_BLOCK_BYTES 44
+#define TBQ3_1_64C_BLOCK_BYTES 26
+#define TBQ4_1_64C_BLOCK_BYTES 34
+#define TBQ5_1_64C_BLOCK_BYTES 42
+
+/* The compact header's scale (format::scale8_value): byte k = 0 is an all-zero block, else
+ * d = 2^((k - 128)/8) = TBQ_SCALE8_MANTISSAS[(k - 128) & 7] * 2^((k - 128) >> 3), exact in f32. */
+#define TBQ_SCALE8_MANTISSAS { 1.0f, 1.0905077f, 1.1892071f, 1.2968396f, 1.4142135f, 1.5422108f, 1.6817929f, 1.8340081f }
 
 typedef enum tbq_type {
     TBQ_TYPE_TBQ4_0 = 0, /* 4-bit codes, 16 levels: 4.125 bits per element */
@@ -96,6 +103,11 @@ typedef enum tbq_type {
     TBQ_TYPE_TBQ3_1_64 = 11, /* 3.5 */
     TBQ_TYPE_TBQ4_1_64 = 12, /* 4.5 */
     TBQ_TYPE_TBQ5_1_64 = 13, /* 5.5 */
+    /* The sub-scaled 64-wide widths with a compact header (an 8-bit log scale and the two gains in
+     * 2 bytes): what -ctk tbq3_1/tbq4_1/tbq5_1 give a head of 64. */
+    TBQ_TYPE_TBQ3_1_64C = 14, /* 3.25 */
+    TBQ_TYPE_TBQ4_1_64C = 15, /* 4.25 */
+    TBQ_TYPE_TBQ5_1_64C = 16, /* 5.25 */
 } tbq_type;
 
 typedef enum tbq_status {
@@ -160,6 +172,11 @@ typedef struct tbq6_0_64_block { tbq_half d; uint8_t qs[48]; } tbq6_0_64_block;
 typedef struct tbq3_1_64_block { tbq_half d; uint16_t g; uint8_t qs[24]; } tbq3_1_64_block;
 typedef struct tbq4_1_64_block { tbq_half d; uint16_t g; uint8_t qs[32]; } tbq4_1_64_block;
 typedef struct tbq5_1_64_block { tbq_half d; uint16_t g; uint8_t qs[40]; } tbq5_1_64_block;
+/* The compact-header 64-wide blocks: the scale's code (TBQ_SCALE8_MANTISSAS), then the gain index
+ * of group 0 in bits 0..3 and of group 1 in bits 4..7, then the codes as in the _64 block. */
+typedef struct tbq3_1_64c_block { uint8_t scale; uint8_t g; uint8_t qs[24]; } tbq3_1_64c_block;
+typedef struct tbq4_1_64c_block { uint8_t scale; uint8_t g; uint8_t qs[32]; } tbq4_1_64c_block;
+typedef struct tbq5_1_64c_block { uint8_t scale; uint8_t g; uint8_t qs[40]; } tbq5_1_64c_block;
 
 /* The library's TBQ_ABI_VERSION. A user compiled against another version must refuse to run. */
 uint32_t tbq_abi_version(void);

@@ -133,11 +133,17 @@ static void check_errors(void) {
     CHECK(tbq_type_size(TBQ_TYPE_TBQ4_1_64) == sizeof(tbq4_1_64_block) && sizeof(tbq4_1_64_block) == TBQ4_1_64_BLOCK_BYTES, "tbq4_1_64 size");
     CHECK(tbq_type_size(TBQ_TYPE_TBQ5_1_64) == sizeof(tbq5_1_64_block) && sizeof(tbq5_1_64_block) == TBQ5_1_64_BLOCK_BYTES, "tbq5_1_64 size");
     CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ3_1_64), "tbq3_1_64") == 0, "name tbq3_1_64");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ3_1_64C) == sizeof(tbq3_1_64c_block) && sizeof(tbq3_1_64c_block) == TBQ3_1_64C_BLOCK_BYTES, "tbq3_1_64c size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ4_1_64C) == sizeof(tbq4_1_64c_block) && sizeof(tbq4_1_64c_block) == TBQ4_1_64C_BLOCK_BYTES, "tbq4_1_64c size");
+    CHECK(tbq_type_size(TBQ_TYPE_TBQ5_1_64C) == sizeof(tbq5_1_64c_block) && sizeof(tbq5_1_64c_block) == TBQ5_1_64C_BLOCK_BYTES, "tbq5_1_64c size");
+    CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ4_1_64C), "tbq4_1_64c") == 0, "name tbq4_1_64c");
     CHECK(tbq_type_block_elems(TBQ_TYPE_TBQ4_1) == 128 && tbq_type_block_elems(TBQ_TYPE_TBQ4_1_64) == 64 &&
-          tbq_type_block_elems(14) == 0, "block elems");
-    CHECK(tbq_type_size(14) == 0 && tbq_type_name(14) == NULL, "unknown type has no size or name");
+          tbq_type_block_elems(TBQ_TYPE_TBQ5_1_64C) == 64 && tbq_type_block_elems(17) == 0, "block elems");
+    CHECK(tbq_type_size(17) == 0 && tbq_type_name(17) == NULL, "unknown type has no size or name");
     static const float gains[16] = TBQ_GAINS;
     for (int k = 0; k < 16; k++) CHECK(gains[k] == (float) exp2((2 * k - 15) / 24.0), "TBQ_GAINS[%d]", k);
+    static const float mantissas[8] = TBQ_SCALE8_MANTISSAS;
+    for (int f = 0; f < 8; f++) CHECK(mantissas[f] == (float) exp2(f / 8.0), "TBQ_SCALE8_MANTISSAS[%d]", f);
     CHECK(strcmp(tbq_type_name(TBQ_TYPE_TBQ3_0), "tbq3_0") == 0, "name");
     CHECK(strcmp(tbq_status_str(TBQ_ERR_BUFFER), "buffer too short for the row") == 0, "status string");
     CHECK(strcmp(tbq_status_str(12345), "unknown status") == 0, "unknown status string");
@@ -170,7 +176,7 @@ static void check_errors(void) {
     CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, sizeof q, 1.0f, NULL, 256) == TBQ_ERR_NULL, "mad NULL acc");
     CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, 131, 1.0f, y, 256) == TBQ_ERR_BUFFER, "mad short x");
     CHECK(tbq_mad_rotated(TBQ_TYPE_TBQ4_0, q, sizeof q, 1.0f, y, 200) == TBQ_ERR_LENGTH, "mad n=200");
-    CHECK(tbq_mad_rotated(14, q, sizeof q, 1.0f, y, 256) == TBQ_ERR_TYPE, "mad bad type");
+    CHECK(tbq_mad_rotated(17, q, sizeof q, 1.0f, y, 256) == TBQ_ERR_TYPE, "mad bad type");
     CHECK(memcmp(y, x, sizeof y) == 0, "mad writes nothing on error");
     CHECK(tbq_rotate_f32(x, y, 127, 128) == TBQ_ERR_LENGTH, "rotate 127");
     CHECK(tbq_rotate_f32(x, y, 192, 128) == TBQ_ERR_LENGTH, "rotate 192 in blocks of 128");

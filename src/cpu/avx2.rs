@@ -26,7 +26,7 @@ use crate::format::{
     TbqType, TypeSpec, BLOCK_ELEMS, D_BYTES, D_MAX, LANES, NARROW_BLOCK_ELEMS, SLOTS,
 };
 use crate::packing::pack;
-use crate::reference::group_scales;
+use crate::reference::{group_scales, scale8_code, scale8_inverse8};
 use crate::rotation::{inv_sqrt_n, sqrt_n, SIGNS};
 
 /// Vectors of 8 floats in the largest block.
@@ -572,6 +572,9 @@ macro_rules! by_type {
             TbqType::Tbq3_1_64 => $f::<11, NARROW_BLOCK_ELEMS>($($a),*),
             TbqType::Tbq4_1_64 => $f::<12, NARROW_BLOCK_ELEMS>($($a),*),
             TbqType::Tbq5_1_64 => $f::<13, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq3_1_64c => $f::<14, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq4_1_64c => $f::<15, NARROW_BLOCK_ELEMS>($($a),*),
+            TbqType::Tbq5_1_64c => $f::<16, NARROW_BLOCK_ELEMS>($($a),*),
         }
     };
 }
@@ -709,15 +712,30 @@ macro_rules! lookups {
                     return;
                 }
 
+                // `r` holds |r_i|: only its squares are used (the norm below)
+                let mut codes = [_mm256_setzero_si256(); VECS];
+                let mut r = [_mm256_setzero_ps(); VECS];
+                if spec.compact {
+                    // the scale first, then the gains fitted to it (reference::quantize_block)
+                    let code = scale8_code(s);
+                    let inv = _mm256_set1_ps(scale8_inverse8(code));
+                    let mut t = w;
+                    for ti in t.iter_mut().take(vecs) {
+                        *ti = _mm256_mul_ps(*ti, inv);
+                    }
+                    let gains = encode_groups::<T>(enc, &t, &mut codes, &mut r);
+                    header[0] = code;
+                    header[1] = gains as u8;
+                    store_codes::<N>(spec, &codes, qs);
+                    return;
+                }
+
                 let norm_w = s.sqrt();
                 let k = _mm256_set1_ps(sqrt_n(N) / norm_w);
                 let mut y = w;
                 for yi in y.iter_mut().take(vecs) {
                     *yi = _mm256_mul_ps(*yi, k);
                 }
-                // `r` holds |r_i|: only its squares are used (the norm below)
-                let mut codes = [_mm256_setzero_si256(); VECS];
-                let mut r = [_mm256_setzero_ps(); VECS];
                 let gains = if spec.sub_scales {
                     encode_groups::<T>(enc, &y, &mut codes, &mut r)
                 } else {
@@ -731,9 +749,19 @@ macro_rules! lookups {
                 if spec.sub_scales {
                     header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
                 }
+                store_codes::<N>(spec, &codes, qs);
+            }
 
+            /// Packs a block's codes (8 to a vector) into `qs`.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn store_codes<const N: usize>(
+                spec: &TypeSpec,
+                codes: &[__m256i; VECS],
+                qs: &mut [u8],
+            ) {
                 let mut wide = [0i32; BLOCK_ELEMS];
-                for (k, c) in codes.iter().enumerate().take(vecs) {
+                for (k, c) in codes.iter().enumerate().take(N / 8) {
                     let dst = &mut wide[8 * k..8 * k + 8];
                     // SAFETY: `dst` holds 8 i32.
                     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *c) };

@@ -163,6 +163,37 @@ def log8(d: np.ndarray) -> np.ndarray:
     return np.where(d > 0, np.exp2((k - 128) / 16), 0).astype(F32)
 
 
+def log8_grid(rho: np.ndarray, step: int = 8) -> np.ndarray:
+    """rho rounded to 2^((k − 128)/step), k = 1..255 (k = 0 is reserved for an all-zero block); step 8
+    spans 2^−15.9 … 2^15.9 (f16's normal range), step 16 2^−7.9 … 2^7.9. Rounding is to the nearest
+    grid point in the log domain."""
+    k = np.clip(np.round(step * np.log2(np.maximum(rho, 1e-30))) + 128, 1, 255)
+    return np.where(rho > 0, np.exp2((k - 128) / step), 0).astype(F32)
+
+
+def tbq_rotated_fit(w: np.ndarray, levels: np.ndarray, gains: np.ndarray, step: int = 8, group: int = 32) -> np.ndarray:
+    """A compact-header sub-scaled block: an 8-bit log scale d (log8_grid of the coordinates' RMS
+    ||u||/√B) and per-group gains fitted to u/d (each group picks the gain of least squared error):
+    no norm correction, the gains absorb d's rounding (their ladder steps 2^(1/12), finer than d's)."""
+    N, B = w.shape
+    sq = SQRT_128 if B == 128 else F32(math.sqrt(B))
+    u = (w / sq).astype(F32)
+    rho = np.sqrt(sumsq(u) / B).astype(F32)
+    ok = (rho > 0) & np.isfinite(rho)
+    d = log8_grid(np.where(ok, rho, 0), step)
+    t = (u / np.where(d > 0, d, 1)[:, None]).astype(F32)
+    G = t.reshape(N, B // group, group)
+    best_err = np.full(G.shape[:2], np.inf, F32)
+    r = np.zeros_like(G)
+    for kk, g in enumerate(gains):
+        rk = g * levels[encode(G * gains[len(gains) - 1 - kk], levels)]
+        err = ((G - rk) ** 2).sum(-1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        r = np.where(better[..., None], rk, r)
+    return (d[:, None] * r.reshape(N, B)).astype(F32)
+
+
 def tbq_rotated(w: np.ndarray, levels: np.ndarray, gains: np.ndarray | None = None,
                 scale: str = "norm", group: int = 32, dbits: int = 16) -> np.ndarray:
     """Quantize blocks w[N, B] = H·D·x (the unnormalised butterfly, B = 128 or 64), returning d·r,
@@ -433,6 +464,17 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
             out.append(Codec(f"tbq{b}_1 d=mse d8{t}", b + (8 + 4 * B // 32) / B + (mu_bits if off else 0),
                              in_rotation(hd, lambda u, L=L: tbq_rotated(u, L, GAINS, "mse", dbits=8)),
                              None, "8-bit norm", "tbq_1 (MSE d) with an 8-bit log norm" + (" of x − μ" if off else ""), offset=off))
+    # the compact header of a 64-wide sub-scaled block: one byte of log scale + one of two gains
+    # (16/B bits per element of header: 0.25 at B = 64), its gains fitted after the scale
+    for b in (3, 4, 5):
+        L = mirror(NORMAL_HALF[b])
+        for st in (8, 16):
+            for off in (False, True) if side == "K" else (False,):
+                t = " −μ" if off else ""
+                out.append(Codec(f"tbq{b}_1 s8/{st}{t}", b + (8 + 4 * B // 32) / B + (mu_bits if off else 0),
+                                 in_rotation(hd, lambda u, L=L, st=st: tbq_rotated_fit(u, L, GAINS, st)),
+                                 None, "8-bit scale", f"tbq_1 with an 8-bit log scale (step 2^(1/{st})), gains fitted after it"
+                                 + (" of x − μ" if off else ""), offset=off))
     L = mirror(NORMAL_HALF[4]) * TCQ_LEVEL_SCALE
     out.append(Codec("tcq3 8-state −μ", 3 + hdr0 + mu_bits, in_rotation(hd, lambda u, L=L: tcq_rotated(u, L, 8, "mse")),
                      None, "offset", "8-state TCQ of x − μ", offset=True))
@@ -445,10 +487,12 @@ def tbq_codecs(hd: int, fitted: dict | None = None, side: str = "K") -> list[Cod
     # token of the context, (16 − bpe)/n_ctx bits per element, counted at n_ctx = 512
     base = {cd.name: cd for cd in out}
     for nm in (["tbq4_0", "tbq3_1 d=mse −μ", "tbq4_1 d=mse −μ", "tbq5_0 −μ", "tbq4_0 d8 −μ",
-                "tbq3_1 d=mse d8 −μ", "tbq4_1 d=mse d8 −μ", "tbq5_1 d=mse d8 −μ", "tbq5_1 d=mse −μ", "tcq3 8-state −μ"]
+                "tbq3_1 d=mse d8 −μ", "tbq4_1 d=mse d8 −μ", "tbq5_1 d=mse d8 −μ", "tbq5_1 d=mse −μ", "tcq3 8-state −μ",
+                "tbq3_1 s8/8 −μ", "tbq4_1 s8/8 −μ", "tbq5_1 s8/8 −μ"]
                if side == "K" else
                ["tbq3_0", "tbq3_1 d=mse", "tbq4_0", "tbq3_0 −μ", "tbq3_0 d8", "tbq4_0 d8",
-                "tbq3_1 d=mse d8", "tbq4_1 d=mse d8", "tcq3 8-state", "tcq2 8-state", "tbq2_1 d=mse d8"]):
+                "tbq3_1 d=mse d8", "tbq4_1 d=mse d8", "tcq3 8-state", "tcq2 8-state", "tbq2_1 d=mse d8",
+                "tbq3_1 s8/8", "tbq4_1 s8/8", "tbq5_1 s8/8"]):
         cd = base[nm]
         out.append(Codec(nm + " +sink", cd.bpe + (16 - cd.bpe) / 512, cd.fn, None, "sink f16",
                          cd.note + "; token 0 in f16", offset=cd.offset, sink=True))

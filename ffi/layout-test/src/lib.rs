@@ -15,7 +15,7 @@ pub mod c {
 mod tests {
     use super::c;
     use std::mem::{align_of, offset_of, size_of};
-    use tbq::format::{BlockTbq3_0, BlockTbq4_0, BlockTbqSub, BlockTbqWide};
+    use tbq::format::{BlockTbq3_0, BlockTbq4_0, BlockTbqCompact, BlockTbqSub, BlockTbqWide};
     use tbq::{Error, TbqType};
 
     #[test]
@@ -122,6 +122,24 @@ mod tests {
             TBQ5_1_64_BLOCK_BYTES,
             TbqType::Tbq5_1_64
         );
+        same!(
+            tbq3_1_64c_block,
+            BlockTbqCompact<24>,
+            TBQ3_1_64C_BLOCK_BYTES,
+            TbqType::Tbq3_1_64c
+        );
+        same!(
+            tbq4_1_64c_block,
+            BlockTbqCompact<32>,
+            TBQ4_1_64C_BLOCK_BYTES,
+            TbqType::Tbq4_1_64c
+        );
+        same!(
+            tbq5_1_64c_block,
+            BlockTbqCompact<40>,
+            TBQ5_1_64C_BLOCK_BYTES,
+            TbqType::Tbq5_1_64c
+        );
         assert_eq!(c::TBQ_BLOCK_ELEMS as usize, tbq::BLOCK_ELEMS);
         assert_eq!(c::TBQ_NARROW_BLOCK_ELEMS as usize, tbq::NARROW_BLOCK_ELEMS);
     }
@@ -167,6 +185,13 @@ mod tests {
             c::tbq_type_TBQ_TYPE_TBQ5_1_64 as i32,
             TbqType::Tbq5_1_64 as i32
         );
+        for (c_value, t) in [
+            (c::tbq_type_TBQ_TYPE_TBQ3_1_64C, TbqType::Tbq3_1_64c),
+            (c::tbq_type_TBQ_TYPE_TBQ4_1_64C, TbqType::Tbq4_1_64c),
+            (c::tbq_type_TBQ_TYPE_TBQ5_1_64C, TbqType::Tbq5_1_64c),
+        ] {
+            assert_eq!(c_value as i32, t as i32);
+        }
         assert_eq!(c::tbq_status_TBQ_OK, 0);
         assert_eq!(c::tbq_status_TBQ_ERR_NULL, Error::Null.status());
         assert_eq!(
