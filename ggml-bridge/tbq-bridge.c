@@ -29,6 +29,8 @@ static_assert(sizeof(tbq4_0_block) == TBQ4_0_BLOCK_BYTES && sizeof(tbq3_0_block)
 static_assert(TBQ4_0_64_BLOCK_BYTES == 34 && TBQ3_0_64_BLOCK_BYTES == 26 && TBQ5_0_64_BLOCK_BYTES == 42 &&
               TBQ6_0_64_BLOCK_BYTES == 50 && TBQ3_1_64_BLOCK_BYTES == 28 && TBQ4_1_64_BLOCK_BYTES == 36 &&
               TBQ5_1_64_BLOCK_BYTES == 44, "tbq-bridge: ggml type sizes of the _64 types are 34/26/42/50/28/36/44 bytes");
+static_assert(TBQ3_1_64C_BLOCK_BYTES == 26 && TBQ4_1_64C_BLOCK_BYTES == 34 && TBQ5_1_64C_BLOCK_BYTES == 42,
+              "tbq-bridge: ggml type sizes of the _64c types are 26/34/42 bytes");
 
 #define TBQ_CHECK(call)                                                                         \
     do {                                                                                        \

@@ -19,6 +19,9 @@
  *       vec_dot_type of every 128-wide tbq type, so the CPU flash-attention path rotates each query
  *       row once and each key costs only code look-ups and multiply-adds (tbq_vec_dot_rotated).
  *   GGML_TYPE_TBQ_ROT_64 (58) the same for the 64-wide types: 64 f32 rotated by the 64-point T.
+ *   GGML_TYPE_TBQ3_1_64C, GGML_TYPE_TBQ4_1_64C, GGML_TYPE_TBQ5_1_64C (59..61): the sub-scaled 64-wide
+ *       widths with a compact 2-byte header (an 8-bit log scale and the two gains: 26, 34, 42 bytes);
+ *       what a 64-wide head gets for tbq3_1/tbq4_1/tbq5_1 (patches/0013)
  *
  * Functions the CPU backend calls are GGML_API so that they are exported from ggml-base when
  * BUILD_SHARED_LIBS=ON.
@@ -56,7 +59,10 @@ GGML_API void ggml_tbq_check_abi(void);
     X(tbq6_0_64, TBQ_TYPE_TBQ6_0_64, GGML_TYPE_TBQ6_0_64) \
     X(tbq3_1_64, TBQ_TYPE_TBQ3_1_64, GGML_TYPE_TBQ3_1_64) \
     X(tbq4_1_64, TBQ_TYPE_TBQ4_1_64, GGML_TYPE_TBQ4_1_64) \
-    X(tbq5_1_64, TBQ_TYPE_TBQ5_1_64, GGML_TYPE_TBQ5_1_64)
+    X(tbq5_1_64, TBQ_TYPE_TBQ5_1_64, GGML_TYPE_TBQ5_1_64) \
+    X(tbq3_1_64c, TBQ_TYPE_TBQ3_1_64C, GGML_TYPE_TBQ3_1_64C) \
+    X(tbq4_1_64c, TBQ_TYPE_TBQ4_1_64C, GGML_TYPE_TBQ4_1_64C) \
+    X(tbq5_1_64c, TBQ_TYPE_TBQ5_1_64C, GGML_TYPE_TBQ5_1_64C)
 
 /* Per type NAME:
  *   quantize_row_NAME_ref  reference quantization of one row of k floats (k a multiple of the block): ggml_from_float_t

@@ -58,17 +58,19 @@ WIDE = ("tbq4_0", "tbq3_0", "tbq5_0", "tbq6_0", "tbq3_1", "tbq4_1", "tbq5_1")
 
 
 def test_types_and_sizes():
-    assert tbq.TYPES == WIDE + tuple(t + "_64" for t in WIDE)
+    assert tbq.TYPES == WIDE + tuple(t + "_64" for t in WIDE) + ("tbq3_1_64c", "tbq4_1_64c", "tbq5_1_64c")
     assert tbq.BLOCK == 128
     table = {t: (tbq.bits(t), tbq.block_bytes(t), tbq.bits_per_element(t)) for t in tbq.TYPES}
     # 128-wide: N-bit codes + a 2-byte norm (+ a 2-byte gains word for _1); the _64 variants the
-    # same on 64 values: the norm (and gains word) cost twice the bits per element
+    # same on 64 values: the norm (and gains word) cost twice the bits per element; the _64c types
+    # hold the norm and the two gains in 2 bytes (an 8-bit log scale), as many bits as 128-wide _1
     assert table == {"tbq4_0": (4, 66, 4.125), "tbq3_0": (3, 50, 3.125), "tbq5_0": (5, 82, 5.125),
                      "tbq6_0": (6, 98, 6.125), "tbq3_1": (3, 52, 3.25), "tbq4_1": (4, 68, 4.25),
                      "tbq5_1": (5, 84, 5.25),
                      "tbq4_0_64": (4, 34, 4.25), "tbq3_0_64": (3, 26, 3.25), "tbq5_0_64": (5, 42, 5.25),
                      "tbq6_0_64": (6, 50, 6.25), "tbq3_1_64": (3, 28, 3.5), "tbq4_1_64": (4, 36, 4.5),
-                     "tbq5_1_64": (5, 44, 5.5)}
+                     "tbq5_1_64": (5, 44, 5.5), "tbq3_1_64c": (3, 26, 3.25), "tbq4_1_64c": (4, 34, 4.25),
+                     "tbq5_1_64c": (5, 42, 5.25)}
     assert tbq.quantize(gaussian(3, 384), "tbq4_0").shape == (3, 3 * 66)
     assert tbq.quantize(gaussian(1, 256)[0], "tbq3_0").shape == (100,)
     assert tbq.quantize(gaussian(3, 192), "tbq4_0_64").shape == (3, 3 * 34)
