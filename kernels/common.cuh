@@ -290,8 +290,53 @@ static __device__ __forceinline__ void tbq_store_codes(uint8_t * qs, int lane, c
     }
 }
 
+// ---- compact headers (the tbqN_1_64c types: format::scale8_value) --------------------------------
+// Byte 0 the scale's code k, byte 1 the two gains (group s in bits 4s..4s+3), instead of a half d
+// and a u16 gains word. The generated traits have no flag of their own: a compact type is the one
+// sub-scaled type whose header is 2 bytes.
+template <int T> struct tbq_compact {
+    static constexpr bool value = tbq_traits<T>::sub_scales && tbq_traits<T>::header_bytes == 2;
+};
+
+// 2^(f/8), f = 0..7, as f32 (format::SCALE8_MANTISSAS, TBQ_SCALE8_MANTISSAS in tbq.h).
+#define TBQ_SCALE8_MANTISSAS_INIT { 1.0f, 1.0905077f, 1.1892071f, 1.2968396f, 1.4142135f, 1.5422108f, 1.6817929f, 1.8340081f }
+static __constant__ float tbq_scale8_mantissas[8] = TBQ_SCALE8_MANTISSAS_INIT;
+
+// 2^((k-128) >> 3) as f32 bits for a code k in 1..255 (a normal power of two, 2^-16 .. 2^15):
+// (127 + ((k-128) >> 3)) << 23 = (111 + (k >> 3)) << 23.
+static __device__ __forceinline__ float tbq_scale8_pow2(uint32_t k) {
+    return __int_as_float((int) ((111u + (k >> 3)) << 23));
+}
+
+// format::scale8_value: 0 for k = 0, else SCALE8_MANTISSAS[k & 7] · 2^((k-128) >> 3), exact
+// ((k - 128) & 7 = k & 7). `mant` is the mantissa table (constant or shared memory).
+static __device__ __forceinline__ float tbq_scale8_value(uint32_t k, const float * mant) {
+    const float d = __fmul_rn(mant[k & 7], tbq_scale8_pow2(k));
+    return k == 0 ? 0.0f : d;
+}
+
+// reference::scale8_code of a finite s > 0 (the sum of squares of a 64-wide block's butterfly):
+// integer work on its bits, so every implementation gets the same code.
+static __device__ __forceinline__ uint32_t tbq_scale8_code(float s) {
+    const uint32_t bits = __float_as_uint(s);
+    const int e = (int) ((bits >> 23) & 0xFFu);
+    if (e == 0) {
+        return 1; // subnormal: below the grid
+    }
+    const float m = __uint_as_float((bits & 0x007FFFFFu) | (127u << 23));
+    const int j = (m >= tbq_scale8_mantissas[1]) + (m >= tbq_scale8_mantissas[3]) + (m >= tbq_scale8_mantissas[5]) +
+                  (m >= tbq_scale8_mantissas[7]);
+    return (uint32_t) min(max(4 * (e - 127) + j + 80, 1), 255);
+}
+
+// The scale d of a block: its half d, or a compact header's scale.
+template <int T>
 static __device__ __forceinline__ float tbq_block_d(const uint8_t * blk) {
-    return __half2float(*(const __half *) blk);
+    if constexpr (tbq_compact<T>::value) {
+        return tbq_scale8_value(blk[0], tbq_scale8_mantissas);
+    } else {
+        return __half2float(*(const __half *) blk);
+    }
 }
 
 // One step of a reduce-scatter over the canonical butterfly (tbq_warp_sum_canonical) of N = 2·HALF
@@ -326,16 +371,30 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
     }
     tbq_fwht_warp<S>(w, lane);
     const float ss = tbq_sum_squares_warp<S>(w);
+    constexpr bool COMPACT = tbq_compact<T>::value;
     uint32_t c[4] = {0, 0, 0, 0};
     uint32_t gains = 0;
+    uint32_t code = 0; // COMPACT: the scale's code (0: an all-zero block)
     float d = 0.0f;
     if (ss != 0.0f && isfinite(ss)) { // warp-uniform: every lane holds the same sum
-        const float norm_w = __fsqrt_rn(ss);
-        const float k = __fdiv_rn(tbq_traits<T>::sqrt_n, norm_w);
         float y[4] = {0.0f, 0.0f, 0.0f, 0.0f}, r[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        float norm_w = 0.0f;
+        if constexpr (COMPACT) {
+            // The scale first (the grid point nearest the RMS), then the gains fitted to it on
+            // t = w · 1/(8·d) (reference::quantize_block, compact branch): no norm step.
+            code = tbq_scale8_code(ss);
+            const float inv = __fmul_rn(tbq_scale8_value(256u - code, tbq_scale8_mantissas), 0.125f);
 #pragma unroll
-        for (int s = 0; s < S; ++s) {
-            y[s] = __fmul_rn(w[s], k);
+            for (int s = 0; s < S; ++s) {
+                y[s] = __fmul_rn(w[s], inv);
+            }
+        } else {
+            norm_w = __fsqrt_rn(ss);
+            const float k = __fdiv_rn(tbq_traits<T>::sqrt_n, norm_w);
+#pragma unroll
+            for (int s = 0; s < S; ++s) {
+                y[s] = __fmul_rn(w[s], k);
+            }
         }
         if constexpr (tbq_traits<T>::sub_scales) {
             // Group s = slot s of every lane. Each (group, gain) error is summed in the canonical
@@ -396,22 +455,34 @@ static __device__ __forceinline__ void tbq_quantize_block_warp(const float x[4],
                 r[s] = lut[c[s]];
             }
         }
-        const float sr = tbq_sum_squares_warp<S>(r);
-        d = __fdiv_rn(norm_w, __fmul_rn(tbq_traits<T>::sqrt_n, __fsqrt_rn(sr)));
-        d = fminf(d, TBQ_D_MAX);
+        if constexpr (!COMPACT) {
+            const float sr = tbq_sum_squares_warp<S>(r);
+            d = __fdiv_rn(norm_w, __fmul_rn(tbq_traits<T>::sqrt_n, __fsqrt_rn(sr)));
+            d = fminf(d, TBQ_D_MAX);
+        }
     }
     if (lane == 0) {
-        *(__half *) blk = __float2half_rn(d);
-        if constexpr (tbq_traits<T>::sub_scales) {
-            *(uint16_t *) (blk + TBQ_D_BYTES) = (uint16_t) gains;
+        if constexpr (COMPACT) {
+            *(uint16_t *) blk = (uint16_t) (code | (gains & 0xFFu) << 8); // blocks are 2-byte aligned
+        } else {
+            *(__half *) blk = __float2half_rn(d);
+            if constexpr (tbq_traits<T>::sub_scales) {
+                *(uint16_t *) (blk + TBQ_D_BYTES) = (uint16_t) gains;
+            }
         }
     }
     tbq_store_codes<T>(blk + tbq_traits<T>::header_bytes, lane, c);
 }
 
-// The gains word of a sub-scaled type's block (gain index of group s in bits 4s..4s+3).
+// The gains word of a sub-scaled type's block (gain index of group s in bits 4s..4s+3): the u16
+// after d, or a compact header's byte 1.
+template <int T>
 static __device__ __forceinline__ uint32_t tbq_block_gains(const uint8_t * blk) {
-    return *(const uint16_t *) (blk + TBQ_D_BYTES);
+    if constexpr (tbq_compact<T>::value) {
+        return blk[1];
+    } else {
+        return *(const uint16_t *) (blk + TBQ_D_BYTES);
+    }
 }
 
 // ---- dequantize one block (reference::dequantize_block) --------------------------------------
@@ -420,11 +491,11 @@ static __device__ __forceinline__ uint32_t tbq_block_gains(const uint8_t * blk) 
 template <int T, typename LEVEL>
 static __device__ __forceinline__ void tbq_decode_rotated_lane(const uint8_t * blk, int lane, LEVEL level, float out[4]) {
     constexpr int S = tbq_traits<T>::slots;
-    const float d = tbq_block_d(blk);
+    const float d = tbq_block_d<T>(blk);
     const uint32_t f = tbq_load_fields<T>(blk + tbq_traits<T>::header_bytes, lane);
     uint32_t gains = 0;
     if constexpr (tbq_traits<T>::sub_scales) {
-        gains = tbq_block_gains(blk);
+        gains = tbq_block_gains<T>(blk);
     }
 #pragma unroll
     for (int s = 0; s < S; ++s) {

@@ -509,6 +509,8 @@ TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ4_0_64, tbq4_0_64, 64)
 TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ3_0_64, tbq3_0_64, 64)
 TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ3_1_64, tbq3_1_64, 64)
 TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ4_1_64, tbq4_1_64, 64)
+TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ3_1_64C, tbq3_1_64c, 64)
+TBQ_FATTN_COMBINE_EXACT(TBQ_TYPE_TBQ4_1_64C, tbq4_1_64c, 64)
 
 // =============================================================================================
 // v2: tensor-core decode for tbq K and tbq V (k_tbq_fattn_mma_*). See NOTES.md (v2).
@@ -819,7 +821,8 @@ struct tbq_mma_v : tbq_mma_v_planes<tbq_traits<T>::plane0, tbq_traits<T>::plane1
 
 // Words of shared memory the tensor-core kernel's tables take (src/cuda/fattn.rs mirrors this):
 // K and V code tables (interleaved: 64 words per entry of the larger table; separate: K replicas,
-// then V's 32), and for a sub-scaled type a 256-entry table of gain pairs.
+// then V's 32), for a sub-scaled type a 256-entry table of gain pairs, and for a compact-header
+// type the 8 scale mantissas (tbq_mma_scale).
 template <int KT, int VT> struct tbq_mma_smem {
     static constexpr bool IL = tbq_mma_k<KT>::IL;
     static constexpr int kv_entries = tbq_mma_k<KT>::entries > tbq_mma_v<VT>::entries ? tbq_mma_k<KT>::entries
@@ -827,8 +830,25 @@ template <int KT, int VT> struct tbq_mma_smem {
     static constexpr int k_words = IL ? 64 * kv_entries : tbq_mma_k<KT>::rep * tbq_mma_k<KT>::entries;
     static constexpr int v_words = IL ? 0 : 32 * tbq_mma_v<VT>::entries;
     static constexpr int g_words = tbq_traits<KT>::sub_scales || tbq_traits<VT>::sub_scales ? 256 : 0;
-    static constexpr int words = k_words + v_words + g_words;
+    static constexpr int m_words = tbq_compact<KT>::value || tbq_compact<VT>::value ? 8 : 0; // keeps 16-byte alignment
+    static constexpr int words = k_words + v_words + g_words + m_words;
 };
+
+// The scale of a block from its first header word `h` (a u16): the half d, or (compact header) the
+// scale of the code k in the low byte (format::scale8_value), 0 for k = 0. `mant` is the shared
+// table of the 8 mantissas times 2^-16 (f32 bits, exponent 111): entry k & 7 with (k >> 3) added to
+// its exponent field is SCALE8_MANTISSAS[k & 7] · 2^((k >> 3) - 16) = 2^((k - 128)/8), exact (a
+// power-of-two step of a normal float): the LDS, an add and ~4 logic ops with the zero test, no
+// FMUL and no 2^e to build. The gains of a compact block are h's high byte.
+template <int T>
+static __device__ __forceinline__ float tbq_mma_scale(uint32_t h, const uint32_t * mant) {
+    if constexpr (tbq_compact<T>::value) {
+        const uint32_t bits = mant[h & 7u] + ((h & 0xF8u) << 20);
+        return (h & 0xFFu) == 0 ? 0.0f : __uint_as_float(bits);
+    } else {
+        return __half2float(__ushort_as_half((unsigned short) h));
+    }
+}
 
 // ---- K/V through shared memory (the staged pairs) ---------------------------------------------
 // A warp copies its tile's bytes into its own staging area with cp.async: a token's head span (NB
@@ -903,8 +923,9 @@ static __device__ __forceinline__ void tbq_stage_tile(uint32_t stage, const uint
 template <int KT, int VT, int NBH> struct tbq_mma_raw {
     typename tbq_mma_k<KT>::kraw k[NBH][2]; // tokens g, g+8
     typename tbq_mma_v<VT>::vraw v[NBH][4]; // tokens 2c, 2c+1, 2c+8, 2c+9
-    unsigned short kd[NBH][2], vd[NBH][2];  // d of K and V, tokens g, g+8
-    unsigned short kg[NBH][2], vg[NBH][4];  // gains words of sub-scaled K (tokens g, g+8) and V (as v)
+    unsigned short kd[NBH][2], vd[NBH][2];  // d of K and V (compact: the header word), tokens g, g+8
+    unsigned short kg[NBH][2], vg[NBH][4];  // gains words of sub-scaled K (tokens g, g+8; compact: in kd) and V (as v;
+                                            // compact: the header word, gains in the high byte)
     unsigned short mk[2][2];                // mask bits [row 2c+r][token g, g+8]
 };
 
@@ -926,8 +947,8 @@ static __device__ __forceinline__ void tbq_mma_read_k(tbq_mma_raw<KT, VT, NBH> &
         const auto row = krow(g + 8 * i) + b0 * KB;
 #pragma unroll
         for (int b = 0; b < NBH; ++b) {
-            r.kd[b][i] = tbq_ld16(row + b * KB);
-            if constexpr (tbq_traits<KT>::sub_scales) {
+            r.kd[b][i] = tbq_ld16(row + b * KB); // compact: scale code and gains, one load
+            if constexpr (tbq_traits<KT>::sub_scales && !tbq_compact<KT>::value) {
                 r.kg[b][i] = tbq_ld16(row + b * KB + TBQ_D_BYTES);
             }
             r.k[b][i].load(row + b * KB + tbq_traits<KT>::header_bytes, c);
@@ -966,7 +987,8 @@ static __device__ __forceinline__ void tbq_mma_read_v(tbq_mma_raw<KT, VT, NBH> &
 #pragma unroll
         for (int b = 0; b < NBH; ++b) {
             if constexpr (tbq_traits<VT>::sub_scales) {
-                r.vg[b][i] = tbq_ld16(row + b * VB + TBQ_D_BYTES);
+                // compact: the header word (gains in its high byte)
+                r.vg[b][i] = tbq_ld16(row + b * VB + (tbq_compact<VT>::value ? 0 : TBQ_D_BYTES));
             }
             r.v[b][i].load(row + b * VB + tbq_traits<VT>::header_bytes, g);
         }
@@ -996,6 +1018,8 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     using SM = tbq_mma_smem<KT, VT>;
     using ST = tbq_mma_stage<KT, VT, D>;
     constexpr bool KS = tbq_traits<KT>::sub_scales, VS = tbq_traits<VT>::sub_scales;
+    // Compact headers: the gains are bits 8.. of the header word (group s at 8 + 4s).
+    constexpr int KGS = tbq_compact<KT>::value ? 8 : 0, VGS = tbq_compact<VT>::value ? 8 : 0;
     // Where the fragments come from (tbq_mma_staged). Staged: this warp's areas (K, then V, after
     // the tables), two copy groups in flight: K of tile n+1 (issued once tile n's K fragments are
     // in registers) and V of tile n (issued after tile n-1's V fragments were read). Direct: with
@@ -1015,6 +1039,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     float * smem = (float *) smem_u;
     const char * tab = (const char *) smem_u;              // K and V tables: byte offsets (tbq_mma_k)
     uint32_t * lut_g = smem_u + SM::k_words + SM::v_words; // gain pairs (G[e & 15], G[e >> 4])
+    const uint32_t * mant = lut_g + SM::g_words; // compact scale mantissas · 2^-16 (SM::m_words, tbq_mma_scale)
     uint4 * qfs = (uint4 *) (smem_u + SM::words + NW * ST::words);
 
     const int lane = threadIdx.x % TBQ_WARP_SIZE;
@@ -1115,6 +1140,9 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
             const __half2 h = __floats2half2_rn(tbq_gains[e & 15], tbq_gains[e >> 4]);
             lut_g[e] = *(const uint32_t *) &h;
         }
+        if (threadIdx.x < SM::m_words) { // 2^-16 · mantissa: exponent field 127 - 16
+            lut_g[SM::g_words + threadIdx.x] = __float_as_uint(tbq_scale8_mantissas[threadIdx.x]) - (16u << 23);
+        }
     }
     __syncthreads();
 
@@ -1200,7 +1228,11 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                 // gains of registers h = 0, 1 of tokens g, g+8: kgain[i][h], as half2 like the
                 // codes (S = 2: both registers hold slots 0 and 1)
                 uint32_t kgain[2][2];
-                if constexpr (KS) {
+                if constexpr (KS && KGS != 0) { // compact (S = 2): the header word's high byte
+                    static_assert(S == 2, "compact headers are 64-wide blocks' only");
+#pragma unroll
+                    for (int i = 0; i < 2; ++i) kgain[i][0] = kgain[i][1] = lut_g[cur.kd[bh][i] >> 8];
+                } else if constexpr (KS) {
 #pragma unroll
                     for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -1242,7 +1274,7 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                     float x = ch[0][k] + ch[1][k];
 #pragma unroll
                     for (int q = 2; q < QC; ++q) x += ch[q][k];
-                    xs[k] = fmaf(__half2float(__ushort_as_half(cur.kd[bh][k >> 1])), x, xs[k]);
+                    xs[k] = fmaf(tbq_mma_scale<KT>(cur.kd[bh][k >> 1], mant), x, xs[k]);
                 }
             }
             if constexpr (WIDE) {
@@ -1310,8 +1342,8 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                 // relative per weight, independent across tokens) averages out in the sum,
                 // unlike the query's, which biases every score of a row alike (hence q hi + lo).
                 uint32_t ph[2];
-                const float dv0 = __half2float(__ushort_as_half(cur.vd[bh][0]));
-                const float dv1 = __half2float(__ushort_as_half(cur.vd[bh][1]));
+                const float dv0 = tbq_mma_scale<VT>(cur.vd[bh][0], mant);
+                const float dv1 = tbq_mma_scale<VT>(cur.vd[bh][1], mant);
 #pragma unroll
                 for (int rr = 0; rr < 2; ++rr) {
                     const __half2 h = __floats2half2_rn(pw[rr] * dv0, pw[rr + 2] * dv1);
@@ -1333,8 +1365,8 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
                     for (int q = 0; q < 2; ++q)
 #pragma unroll
                         for (int s = 0; s < S; ++s) {
-                            const uint32_t g0 = (cur.vg[bh][2 * q] >> (4 * s)) & 15u;
-                            const uint32_t g1 = (cur.vg[bh][2 * q + 1] >> (4 * s)) & 15u;
+                            const uint32_t g0 = (cur.vg[bh][2 * q] >> (VGS + 4 * s)) & 15u;
+                            const uint32_t g1 = (cur.vg[bh][2 * q + 1] >> (VGS + 4 * s)) & 15u;
                             vgain[q][s] = lut_g[g0 | g1 << 4];
                         }
                 }
@@ -1450,7 +1482,9 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
 
 // Every tbq key type with the value types tbq4_0, tbq3_0, tbq3_1 and tbq4_1 (the value types of
 // one 4-bit plane or of planes 2 + 1, with or without gains: tbq_mma_v_planes), at D = 128, 256
-// and 512; their 64-wide variants at D = 64.
+// and 512; their 64-wide variants at D = 64, the sub-scaled ones with either header (every
+// 64-wide key type with every 64-wide value type: the compact pairs a user gets from
+// TbqType::narrow, the first _64 types' pairs, and the mixed ones, 60 kernels).
 #define TBQ_FATTN_MMA_K(KT, KN)                                                                      \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ4_0, tbq4_0)                                                 \
     TBQ_FATTN_MMA_D(KT, KN, TBQ_TYPE_TBQ3_0, tbq3_0)                                                 \
@@ -1460,7 +1494,9 @@ static __device__ __forceinline__ void k_tbq_fattn_mma(const tbq_fattn_params & 
     TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ4_0_64, tbq4_0_64, 64)                                         \
     TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ3_0_64, tbq3_0_64, 64)                                         \
     TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ3_1_64, tbq3_1_64, 64)                                         \
-    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ4_1_64, tbq4_1_64, 64)
+    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ4_1_64, tbq4_1_64, 64)                                         \
+    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ3_1_64C, tbq3_1_64c, 64)                                       \
+    TBQ_FATTN_MMA(KT, KN, TBQ_TYPE_TBQ4_1_64C, tbq4_1_64c, 64)
 
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ4_0, tbq4_0)
 TBQ_FATTN_MMA_K(TBQ_TYPE_TBQ3_0, tbq3_0)
@@ -1476,3 +1512,6 @@ TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ6_0_64, tbq6_0_64)
 TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ3_1_64, tbq3_1_64)
 TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ4_1_64, tbq4_1_64)
 TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ5_1_64, tbq5_1_64)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ3_1_64C, tbq3_1_64c)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ4_1_64C, tbq4_1_64c)
+TBQ_FATTN_MMA_K64(TBQ_TYPE_TBQ5_1_64C, tbq5_1_64c)

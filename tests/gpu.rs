@@ -200,6 +200,16 @@ fn fattn_refuses_what_it_does_not_handle() {
         (64, TbqType::Tbq4_0_64, TbqType::Tbq3_0_64, true),
         (64, TbqType::Tbq5_1_64, TbqType::Tbq4_1_64, true),
         (64, TbqType::Tbq4_1_64, TbqType::Tbq5_1_64, false),
+        // the compact-header types: with every 64-wide type of the served widths, either header
+        (64, TbqType::Tbq4_1_64c, TbqType::Tbq4_1_64c, true),
+        (64, TbqType::Tbq4_1_64c, TbqType::Tbq3_1_64c, true),
+        (64, TbqType::Tbq5_1_64c, TbqType::Tbq3_0_64, true),
+        (64, TbqType::Tbq6_0_64, TbqType::Tbq4_1_64c, true),
+        (64, TbqType::Tbq3_1_64, TbqType::Tbq3_1_64c, true),
+        (64, TbqType::Tbq3_1_64c, TbqType::Tbq4_1_64, true),
+        (64, TbqType::Tbq4_1_64c, TbqType::Tbq5_1_64c, false),
+        (128, TbqType::Tbq4_1_64c, TbqType::Tbq4_1_64c, false),
+        (128, TbqType::Tbq4_1, TbqType::Tbq3_1_64c, false),
         (512, TbqType::Tbq4_0, TbqType::Tbq3_0, true),
         (512, TbqType::Tbq6_0, TbqType::Tbq4_1, true),
         (64, TbqType::Tbq4_0, TbqType::Tbq3_0, false),
@@ -784,17 +794,32 @@ fn reference_attention<'a>(
 }
 
 /// Every K/V pair the kernels serve at head size `d`: each tbq key type with tbq4_0, tbq3_0,
-/// tbq3_1 and tbq4_1 values (tensor-core kernel; at D 64 their `_64` variants), f16 and q8_0 keys
-/// with tbq4_0 and tbq3_0 values (per-token kernel, D 128 and 256).
+/// tbq3_1 and tbq4_1 values (tensor-core kernel), f16 and q8_0 keys with tbq4_0 and tbq3_0 values
+/// (per-token kernel, D 128 and 256). At D 64 the same pairs of 64-wide types: those a user gets
+/// (`narrow`: the compact-header types for the sub-scaled widths), those of the first `_64`
+/// sub-scaled types, and two mixing both headers (the kernels serve every such mix).
 fn pairs(d: usize) -> Vec<(i32, i32)> {
     if d == 64 {
-        return pairs(128)
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let (k, v) = (TbqType::from_abi(k)?, TbqType::from_abi(v)?);
-                Some((k.narrow() as i32, v.narrow() as i32))
-            })
-            .collect();
+        let first_64 = |t: TbqType| match t {
+            TbqType::Tbq3_1 => TbqType::Tbq3_1_64,
+            TbqType::Tbq4_1 => TbqType::Tbq4_1_64,
+            TbqType::Tbq5_1 => TbqType::Tbq5_1_64,
+            t => t.narrow(),
+        };
+        let mut p: Vec<(i32, i32)> = Vec::new();
+        for f in [TbqType::narrow, first_64] {
+            for (k, v) in pairs(128) {
+                if let (Some(k), Some(v)) = (TbqType::from_abi(k), TbqType::from_abi(v)) {
+                    let kv = (f(k) as i32, f(v) as i32);
+                    if !p.contains(&kv) {
+                        p.push(kv);
+                    }
+                }
+            }
+        }
+        p.push((TbqType::Tbq4_1_64 as i32, TbqType::Tbq4_1_64c as i32));
+        p.push((TbqType::Tbq5_1_64c as i32, TbqType::Tbq3_1_64 as i32));
+        return p;
     }
     let mut p = Vec::new();
     for k in TbqType::WIDE {

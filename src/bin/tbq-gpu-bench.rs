@@ -122,11 +122,15 @@ impl Timer {
     }
 }
 
-/// Fixes every block's d of a random tbq buffer to a finite half (0.0625).
-fn fix_d(bb: usize) -> impl Fn(&mut [u8]) {
+/// Fixes every block's d of a random buffer of type `ty` (blocks of `bb` bytes) to 0.0625: a half
+/// d, or a compact header's scale code 96 (2^((96 - 128)/8)), whose gains byte stays random.
+fn fix_d(ty: i32, bb: usize) -> impl Fn(&mut [u8]) {
+    let compact = TbqType::from_abi(ty).is_some_and(|t| t.spec().compact);
     move |v: &mut [u8]| {
         for b in v.chunks_mut(bb) {
-            if b.len() >= 2 {
+            if compact {
+                b[0] = 96;
+            } else if b.len() >= 2 {
                 b[0] = 0x00;
                 b[1] = 0x2c;
             }
@@ -262,12 +266,13 @@ fn main() {
         "K/V", "D", "GQA", "n_kv", "splits", "us", "GB/s", "%copy"
     );
     // (K, V, name, every GQA or GQA 4 only)
-    let (t51, t50, t60, t31, t41) = (
+    let (t51, t50, t60, t31, t41, t41_64) = (
         TbqType::Tbq5_1 as i32,
         TbqType::Tbq5_0 as i32,
         TbqType::Tbq6_0 as i32,
         TbqType::Tbq3_1 as i32,
         TbqType::Tbq4_1 as i32,
+        TbqType::Tbq4_1_64 as i32,
     );
     let pairs: &[(i32, i32, &str, bool)] = if quick || shape.is_some() {
         &[(0, 1, "tbq4/tbq3", true)]
@@ -281,6 +286,9 @@ fn main() {
             (t60, 0, "tbq6/tbq4", false),
             (t41, t41, "tbq4_1/tbq4_1", false),
             (t51, t41, "tbq5_1/tbq4_1", false),
+            (t41, t31, "tbq4_1/tbq3_1", false),
+            // D 64 only: the first _64 sub-scaled types beside the compact ones narrow() gives
+            (t41_64, t41_64, "tbq4_1_64/tbq4_1_64", false),
         ]
     };
     let kvs: &[usize] = if quick && shape.is_none() {
@@ -289,11 +297,16 @@ fn main() {
         &[1024, 4096, 16384, 65536, 131072]
     };
     let n_head_kv = 8usize;
-    // D 64 (the _64 variants of the pair) and 512: tbq keys, GQA 4, two lengths (issue 14's head
-    // sizes; the bar's sweep is D 128 and 256)
+    // D 64 (the 64-wide variants a user gets for the pair, TbqType::narrow: tbq4_1 -> tbq4_1_64c)
+    // and 512: tbq keys, GQA 4, two lengths (issue 14's head sizes; the bar's sweep is D 128 and
+    // 256). A pair of 64-wide types runs at D 64 only.
     let narrow = |t: i32| TbqType::from_abi(t).map(|t| t.narrow() as i32);
+    let is_narrow = |t: i32| TbqType::from_abi(t).is_some_and(|t| t.block_elems() == 64);
     for &(kt0, vt0, pn, every_gqa) in pairs {
         for d in [64usize, 128, 256, 512] {
+            if d != 64 && is_narrow(kt0) {
+                continue;
+            }
             let (kt, vt) = match d {
                 64 => match (narrow(kt0), narrow(vt0)) {
                     (Some(k), Some(v)) => (k, v),
@@ -325,9 +338,9 @@ fn main() {
                     let mut bufs = Vec::new();
                     for i in 0..sets {
                         let k = Dev::new(kbytes);
-                        k.fill_random(kbytes, 10 + i as u64, fix_d(ku));
+                        k.fill_random(kbytes, 10 + i as u64, fix_d(kt, ku));
                         let v = Dev::new(vbytes);
-                        v.fill_random(vbytes, 100 + i as u64, fix_d(vu));
+                        v.fill_random(vbytes, 100 + i as u64, fix_d(vt, vu));
                         bufs.push((k, v));
                     }
                     let n_head = n_head_kv * gqa;

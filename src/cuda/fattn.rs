@@ -7,7 +7,7 @@
 //!
 //! tbq K with tbq V uses the tensor-core kernel `k_tbq_fattn_mma_*` (16-token tiles per warp,
 //! mma.sync QK^T and PV, always 8 rows per block; splits of at least 128 tokens, multiples of
-//! 64) at head sizes 128, 256 and 512 (128-wide types) and 64 (the `_64` types); f16 / q8_0
+//! 64) at head sizes 128, 256 and 512 (128-wide types) and 64 (the 64-wide types: `_64`, `_64c`); f16 / q8_0
 //! keys use the one-warp-per-token kernel below (head sizes 128 and 256).
 //!
 //! Split-K policy: one full wave — as many thread blocks as the GPU holds at once (SMs × the
@@ -144,7 +144,8 @@ const MMA_V_TYPES: [TbqType; 4] = [
 const TOKEN_V_TYPES: [TbqType; 2] = [TbqType::Tbq4_0, TbqType::Tbq3_0];
 
 /// Values of type `t` at head size `d` with tensor-core (`mma`) or per-token keys: the types
-/// above, or at `d` = 64 their `_64` variants.
+/// above, or at `d` = 64 their 64-wide variants (the sub-scaled ones with either header: tbq3_1_64
+/// and tbq3_1_64c, …; every 64-wide key type has a kernel with each).
 fn vtype_name(t: i32, d: i64, mma: bool) -> Option<&'static str> {
     let allowed: &[TbqType] = if mma { &MMA_V_TYPES } else { &TOKEN_V_TYPES };
     tbq_for(t, d)
@@ -161,7 +162,8 @@ fn is_mma(t: i32) -> bool {
 /// K tables of ≤ 256 entries (tbq3, tbq4 keys) are interleaved with the V table: 64 words per
 /// entry of the larger of the two (32 K replicas, 32 V replicas). Larger K tables (tbq5: 1024
 /// entries, tbq6: 4096) are replicated so that they stay at 32 KB, then the V table follows with
-/// 32 replicas. A sub-scaled K or V adds 256 gain pairs.
+/// 32 replicas. A sub-scaled K or V adds 256 gain pairs, a compact-header one the 8 scale
+/// mantissas.
 fn mma_table_words(k: TbqType, v: TbqType) -> i64 {
     let entries = |t: TbqType| 1i64 << (2 * t.spec().bits);
     let tables = if entries(k) <= 256 {
@@ -174,7 +176,12 @@ fn mma_table_words(k: TbqType, v: TbqType) -> i64 {
     } else {
         0
     };
-    tables + gains
+    let mantissas = if k.spec().compact || v.spec().compact {
+        8
+    } else {
+        0
+    };
+    tables + gains + mantissas
 }
 
 /// Whether the tensor-core kernel stages this pair's tiles through shared memory
@@ -251,9 +258,11 @@ pub fn fattn_supported(a: &FattnArgs) -> Result<(), CudaError> {
         } else {
             ("f16 / q8_0", &TOKEN_V_TYPES)
         };
-        let names: Vec<&str> = served
+        // at D 64 every 64-wide variant of those widths (tbq3_1_64 and tbq3_1_64c, …)
+        let names: Vec<&str> = TbqType::ALL
             .iter()
-            .map(|t| if d == 64 { t.narrow() } else { *t })
+            .filter(|t| t.block_elems() == 64 || d != 64)
+            .filter(|t| served.contains(&t.wide()) && (d == 64 || served.contains(t)))
             .map(|t| t.spec().name)
             .collect();
         return unsupported(format!(
