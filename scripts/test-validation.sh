@@ -43,6 +43,7 @@ need_wikitext
     step "build patched llama.cpp (CPU; incremental)" "$REPO/scripts/build-llama.sh" "$BUILD_DIR"
 [ -x "$BIN/llama-perplexity" ] && [ -x "$BIN/llama-server" ] || finish
 gemma=$("$REPO/scripts/fetch-model.sh" gemma3-270m) || finish
+smol=$("$REPO/scripts/fetch-model.sh" smollm2-135m) || finish
 export TBQ_BIN_DIR=$BIN TBQ_MODEL=$gemma TBQ_WIKITEXT=$WIKI TBQ_THREADS=$THREADS
 
 # json FILE PYTHON-EXPRESSION: evaluates an assertion over the JSON document `d`, prints it.
@@ -106,6 +107,21 @@ ppl_short() {
         'all(abs(x["kv_mib"] - x["planned_kv_mib"]) <= 0.01 * x["planned_kv_mib"] for x in d["results"])'
 }
 step "ppl: 3 chunks × 512, KLD orderings and KV MiB = planner" ppl_short
+
+# The compact-header 64-wide types (patches/0013): on SmolLM2-135M (heads of 64) -ctk tbq4_1 stores
+# tbq4_1_64c, as many bits as tbq4_0_64 (4.25, + the exact key row), and its per-32 gains cut the KLD.
+# Measured over 20 chunks (2026-12-07): tbq4_1/tbq4_1 0.0224, tbq4_0/tbq4_0 0.0281, q4_0/q4_0 0.0463;
+# over these 3: 0.0232, 0.0321 (0.72x), 0.0474 (0.49x). Asserted: < 0.9x and < 0.6x.
+smol_compact() {
+    local o=$OUT/ppl-smollm2
+    "$TV" ppl -m "$smol" --chunks 3 --fresh -o "$o" -p q4_0/q4_0,tbq4_0/tbq4_0,tbq4_1/tbq4_1 || return 1
+    cat "$o/results.md"
+    json_assert "$o/results.json" \
+        'r["tbq4_1/tbq4_1"]["bits_per_element"] == r["tbq4_0/tbq4_0"]["bits_per_element"]' \
+        'r["tbq4_1/tbq4_1"]["kld"]["kld_mean"] < 0.9 * r["tbq4_0/tbq4_0"]["kld"]["kld_mean"]' \
+        'r["tbq4_1/tbq4_1"]["kld"]["kld_mean"] < 0.6 * r["q4_0/q4_0"]["kld"]["kld_mean"]'
+}
+step "ppl: SmolLM2-135M, tbq4_1 stored as tbq4_1_64c at tbq4_0's bits, lower KLD" smol_compact
 
 # Calibration, small (1 chunk of 256 tokens per run, three types per side): the knapsack's
 # allocations keep their budgets, their measured KLD is what the model of additive losses predicts
