@@ -28,8 +28,9 @@ use crate::error::{fail, Exit};
 
 /// The protocol major version of the pinned llama.cpp's ggml-rpc (`RPC_PROTO_MAJOR_VERSION`).
 pub const PROTO_MAJOR: u8 = 7;
-/// `GGML_RPC_TBQ_FORMAT` of this repository's patch series (2: with the 64-wide types).
-pub const TBQ_FORMAT: u8 = 2;
+/// `GGML_RPC_TBQ_FORMAT` of this repository's patch series (2: with the 64-wide types; 3: with
+/// the compact-header 64-wide types, patches/0013).
+pub const TBQ_FORMAT: u8 = 3;
 
 const CMD_GET_DEVICE_MEMORY: u8 = 11;
 const CMD_HELLO: u8 = 14;
@@ -58,7 +59,7 @@ pub struct DeviceMemory {
 }
 
 impl Worker {
-    /// One line for people: `127.0.0.1:50052: protocol 7.0.0, tbq format 2, 1 device (7.6 of 8.0 GiB free)`.
+    /// One line for people: `127.0.0.1:50052: protocol 7.0.0, tbq format 3, 1 device (7.6 of 8.0 GiB free)`.
     pub fn describe(&self) -> String {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let devs: Vec<String> = self

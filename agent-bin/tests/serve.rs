@@ -268,7 +268,7 @@ fn rpc_workers_are_checked_before_every_start() {
 
     let w = wait_event(&rx, "worker", Duration::from_secs(30));
     assert_eq!(w["worker"]["endpoint"], ep.as_str(), "{w}");
-    assert_eq!(w["worker"]["tbq_format"], 2, "{w}");
+    assert_eq!(w["worker"]["tbq_format"], 3, "{w}"); // GGML_RPC_TBQ_FORMAT (patches/0013)
     assert!(
         w["worker"]["version"].as_str().unwrap().starts_with("7."),
         "{w}"
