@@ -62,26 +62,18 @@ pub fn quantize_block(ty: TbqType, x: &[f32], out: &mut [u8]) {
         return;
     }
 
-    let norm_w = s.sqrt();
-    let k = sqrt_n(n) / norm_w;
     ty.with_spec(
         #[inline(always)]
         |spec| {
-            if spec.compact {
-                let code = scale8_code(s);
-                let inv = scale8_inverse8(code);
-                let mut t = [0.0f32; BLOCK_ELEMS];
-                for (ti, wi) in t.iter_mut().zip(w.iter()) {
-                    *ti = wi * inv;
-                }
-                let mut codes = [0u8; BLOCK_ELEMS];
-                let mut r = [0.0f32; BLOCK_ELEMS];
-                let gains = encode_groups(spec, &t, &mut codes, &mut r);
-                header[0] = code;
-                header[1] = gains as u8;
-                pack(spec, &codes[..n], qs);
-                return;
-            }
+            // The coordinates the codes are chosen for: y = w·√n/||w|| (unit variance), or for a
+            // compact header y = w/(8·d) with the scale d chosen first.
+            let norm_w = s.sqrt();
+            let code = if spec.compact { scale8_code(s) } else { 0 };
+            let k = if spec.compact {
+                scale8_inverse8(code)
+            } else {
+                sqrt_n(n) / norm_w
+            };
             let mut y = [0.0f32; BLOCK_ELEMS];
             for (yi, wi) in y.iter_mut().zip(w.iter()) {
                 *yi = wi * k;
@@ -97,10 +89,15 @@ pub fn quantize_block(ty: TbqType, x: &[f32], out: &mut [u8]) {
                 }
                 0
             };
-            let d = norm_w / (sqrt_n(n) * sum_squares_canonical(&r[..n]).sqrt());
-            header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
-            if spec.sub_scales {
-                header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
+            if spec.compact {
+                header[0] = code;
+                header[1] = gains as u8;
+            } else {
+                let d = norm_w / (sqrt_n(n) * sum_squares_canonical(&r[..n]).sqrt());
+                header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
+                if spec.sub_scales {
+                    header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
+                }
             }
             pack(spec, &codes[..n], qs);
         },
@@ -166,25 +163,19 @@ pub fn scale8_inverse8(k: u8) -> f32 {
 
 /// The scale `d` of a block: the corrected norm (an IEEE half) or a compact header's scale.
 #[inline]
-pub fn block_d_of(spec: &TypeSpec, block: &[u8]) -> f32 {
+pub fn block_d(spec: &TypeSpec, block: &[u8]) -> f32 {
     if spec.compact {
         scale8_value(block[0])
     } else {
-        block_d(block)
+        f16::from_le_bytes([block[0], block[1]]).to_f32()
     }
-}
-
-/// The corrected norm `d` of a block with a half `d` (every type but the compact ones).
-#[inline]
-pub fn block_d(block: &[u8]) -> f32 {
-    f16::from_le_bytes([block[0], block[1]]).to_f32()
 }
 
 /// The scale of each group of a block: `d`, times the group's gain for a sub-scaled type
 /// (`(d · g_s) · C[c_i]` is how every implementation reconstructs a coordinate).
 #[inline]
 pub fn group_scales(spec: &TypeSpec, block: &[u8]) -> [f32; SLOTS] {
-    let d = block_d_of(spec, block);
+    let d = block_d(spec, block);
     if !spec.sub_scales {
         return [d; SLOTS];
     }
@@ -413,7 +404,7 @@ pub fn validate(ty: TbqType, src: &[u8]) -> Result<(), Error> {
     let spec = ty.spec();
     match src
         .chunks_exact(bb)
-        .position(|b| !block_d_of(spec, b).is_finite())
+        .position(|b| !block_d(spec, b).is_finite())
     {
         Some(block) => Err(Error::NonFinite { block }),
         None => Ok(()),

@@ -67,7 +67,7 @@ fn overflowing_rows_are_zero_blocks_and_huge_norms_saturate() {
         );
         let huge: Vec<f32> = gaussian(22, BLOCK_ELEMS).iter().map(|v| v * 1e7).collect();
         let q = quantize(ty, &huge);
-        let d = tbq::reference::block_d_of(ty.spec(), &q);
+        let d = tbq::reference::block_d(ty.spec(), &q);
         let top = if ty.spec().compact {
             tbq::format::scale8_value(255)
         } else {

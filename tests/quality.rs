@@ -18,6 +18,18 @@ fn round_trip(ty: TbqType, x: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Mean squared error per coordinate of `ty` on unit-variance Gaussian rows drawn from `seed`.
+fn mse_per_coordinate(ty: TbqType, seed: u64) -> f64 {
+    let x = gaussian(seed, ROWS * BLOCK_ELEMS);
+    let y = round_trip(ty, &x);
+    let err: f64 = x
+        .iter()
+        .zip(&y)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    err / x.len() as f64
+}
+
 /// Mean squared error per coordinate of unit-variance rows, against the Lloyd-Max figure the
 /// codebook was designed for (issue: within 5%).
 #[test]
@@ -28,14 +40,7 @@ fn distortion_matches_lloyd_max() {
         (TbqType::Tbq5_0, 0.0025047),
         (TbqType::Tbq6_0, 0.00064424),
     ] {
-        let x = gaussian(1, ROWS * BLOCK_ELEMS);
-        let y = round_trip(ty, &x);
-        let err: f64 = x
-            .iter()
-            .zip(&y)
-            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-            .sum();
-        let mse = err / x.len() as f64;
+        let mse = mse_per_coordinate(ty, 1);
         println!("{ty}: mse per coordinate {mse:.6} (Lloyd-Max {theory})");
         assert_relative_eq!(mse, theory, max_relative = 0.05);
     }
@@ -46,16 +51,7 @@ fn distortion_matches_lloyd_max() {
 /// encoder's search shows here.
 #[test]
 fn sub_scales_cut_the_distortion() {
-    let mse = |ty: TbqType| {
-        let x = gaussian(9, ROWS * BLOCK_ELEMS);
-        let y = round_trip(ty, &x);
-        let e: f64 = x
-            .iter()
-            .zip(&y)
-            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-            .sum();
-        e / x.len() as f64
-    };
+    let mse = |ty: TbqType| mse_per_coordinate(ty, 9);
     for (plain, sub, at_most) in [
         (TbqType::Tbq3_0, TbqType::Tbq3_1, 0.80),
         (TbqType::Tbq4_0, TbqType::Tbq4_1, 0.68),
@@ -99,16 +95,7 @@ fn norms_preserved_to_f16_rounding() {
 /// of the same width, which spends 0.25 bits per element more on a half `d` and a gains word.
 #[test]
 fn compact_header_keeps_the_distortion() {
-    let mse = |ty: TbqType| {
-        let x = gaussian(12, ROWS * BLOCK_ELEMS);
-        let y = round_trip(ty, &x);
-        let e: f64 = x
-            .iter()
-            .zip(&y)
-            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-            .sum();
-        e / x.len() as f64
-    };
+    let mse = |ty: TbqType| mse_per_coordinate(ty, 12);
     for (full, compact) in [
         (TbqType::Tbq3_1_64, TbqType::Tbq3_1_64c),
         (TbqType::Tbq4_1_64, TbqType::Tbq4_1_64c),

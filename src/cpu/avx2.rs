@@ -712,30 +712,22 @@ macro_rules! lookups {
                     return;
                 }
 
-                // `r` holds |r_i|: only its squares are used (the norm below)
-                let mut codes = [_mm256_setzero_si256(); VECS];
-                let mut r = [_mm256_setzero_ps(); VECS];
-                if spec.compact {
-                    // the scale first, then the gains fitted to it (reference::quantize_block)
-                    let code = scale8_code(s);
-                    let inv = _mm256_set1_ps(scale8_inverse8(code));
-                    let mut t = w;
-                    for ti in t.iter_mut().take(vecs) {
-                        *ti = _mm256_mul_ps(*ti, inv);
-                    }
-                    let gains = encode_groups::<T>(enc, &t, &mut codes, &mut r);
-                    header[0] = code;
-                    header[1] = gains as u8;
-                    store_codes::<N>(spec, &codes, qs);
-                    return;
-                }
-
+                // y = w·√N/||w||, or for a compact header w/(8·d) with the scale d chosen first
+                // (reference::quantize_block)
                 let norm_w = s.sqrt();
-                let k = _mm256_set1_ps(sqrt_n(N) / norm_w);
+                let code = if spec.compact { scale8_code(s) } else { 0 };
+                let k = _mm256_set1_ps(if spec.compact {
+                    scale8_inverse8(code)
+                } else {
+                    sqrt_n(N) / norm_w
+                });
                 let mut y = w;
                 for yi in y.iter_mut().take(vecs) {
                     *yi = _mm256_mul_ps(*yi, k);
                 }
+                // `r` holds |r_i|: only its squares are used (the norm below)
+                let mut codes = [_mm256_setzero_si256(); VECS];
+                let mut r = [_mm256_setzero_ps(); VECS];
                 let gains = if spec.sub_scales {
                     encode_groups::<T>(enc, &y, &mut codes, &mut r)
                 } else {
@@ -744,24 +736,19 @@ macro_rules! lookups {
                     }
                     0
                 };
-                let d = norm_w / (sqrt_n(N) * sum_squares::<N>(&r).sqrt());
-                header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
-                if spec.sub_scales {
-                    header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
+                if spec.compact {
+                    header[0] = code;
+                    header[1] = gains as u8;
+                } else {
+                    let d = norm_w / (sqrt_n(N) * sum_squares::<N>(&r).sqrt());
+                    header[..D_BYTES].copy_from_slice(&f16::from_f32(d.min(D_MAX)).to_le_bytes());
+                    if spec.sub_scales {
+                        header[D_BYTES..].copy_from_slice(&gains.to_le_bytes());
+                    }
                 }
-                store_codes::<N>(spec, &codes, qs);
-            }
 
-            /// Packs a block's codes (8 to a vector) into `qs`.
-            #[target_feature(enable = $feat)]
-            #[inline]
-            fn store_codes<const N: usize>(
-                spec: &TypeSpec,
-                codes: &[__m256i; VECS],
-                qs: &mut [u8],
-            ) {
                 let mut wide = [0i32; BLOCK_ELEMS];
-                for (k, c) in codes.iter().enumerate().take(N / 8) {
+                for (k, c) in codes.iter().enumerate().take(vecs) {
                     let dst = &mut wide[8 * k..8 * k + 8];
                     // SAFETY: `dst` holds 8 i32.
                     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *c) };

@@ -171,6 +171,22 @@ def log8_grid(rho: np.ndarray, step: int = 8) -> np.ndarray:
     return np.where(rho > 0, np.exp2((k - 128) / step), 0).astype(F32)
 
 
+def fit_gains(y: np.ndarray, levels: np.ndarray, gains: np.ndarray, group: int = 32) -> np.ndarray:
+    """The gained code vector r[N, B] of y[N, B]: every group of `group` coordinates picks the gain
+    of `gains` with the least squared error (first best wins), coding y/g level by level."""
+    N, B = y.shape
+    G = y.reshape(N, B // group, group)
+    best_err = np.full(G.shape[:2], np.inf, F32)
+    r = np.zeros_like(G)
+    for kk, g in enumerate(gains):
+        rk = g * levels[encode(G * gains[len(gains) - 1 - kk], levels)]
+        err = ((G - rk) ** 2).sum(-1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        r = np.where(better[..., None], rk, r)
+    return r.reshape(N, B)
+
+
 def tbq_rotated_fit(w: np.ndarray, levels: np.ndarray, gains: np.ndarray, step: int = 8, group: int = 32) -> np.ndarray:
     """A compact-header sub-scaled block: an 8-bit log scale d (log8_grid of the coordinates' RMS
     ||u||/√B) and per-group gains fitted to u/d (each group picks the gain of least squared error):
@@ -182,16 +198,7 @@ def tbq_rotated_fit(w: np.ndarray, levels: np.ndarray, gains: np.ndarray, step: 
     ok = (rho > 0) & np.isfinite(rho)
     d = log8_grid(np.where(ok, rho, 0), step)
     t = (u / np.where(d > 0, d, 1)[:, None]).astype(F32)
-    G = t.reshape(N, B // group, group)
-    best_err = np.full(G.shape[:2], np.inf, F32)
-    r = np.zeros_like(G)
-    for kk, g in enumerate(gains):
-        rk = g * levels[encode(G * gains[len(gains) - 1 - kk], levels)]
-        err = ((G - rk) ** 2).sum(-1)
-        better = err < best_err
-        best_err = np.where(better, err, best_err)
-        r = np.where(better[..., None], rk, r)
-    return (d[:, None] * r.reshape(N, B)).astype(F32)
+    return (d[:, None] * fit_gains(t, levels, gains, group)).astype(F32)
 
 
 def tbq_rotated(w: np.ndarray, levels: np.ndarray, gains: np.ndarray | None = None,
@@ -213,20 +220,7 @@ def tbq_rotated(w: np.ndarray, levels: np.ndarray, gains: np.ndarray | None = No
     ok = (s > 0) & np.isfinite(s)
     nw = np.sqrt(np.where(ok, s, 1)).astype(F32)
     y = w * (sq / nw)[:, None]
-    if gains is None:
-        r = levels[encode(y, levels)]
-    else:
-        G = y.reshape(N, B // group, group)
-        best_err = np.full(G.shape[:2], np.inf, F32)
-        r = np.zeros_like(G)
-        for kk, g in enumerate(gains):
-            rk = g * levels[encode(G * gains[len(gains) - 1 - kk], levels)]
-            err = ((G - rk) ** 2).sum(-1)
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            r = np.where(better[..., None], rk, r)
-        r = r.reshape(N, B)
-    r = r.astype(F32)
+    r = (levels[encode(y, levels)] if gains is None else fit_gains(y, levels, gains, group)).astype(F32)
     if scale == "norm":
         d = nw / (sq * np.sqrt(sumsq(r)))
     else:
