@@ -21,12 +21,12 @@ use crate::proc::{display_command, run_logged, write_atomic};
 use crate::{plot, report};
 
 /// The matrix: the base, stock caches with and without attn_rot, the v1 tbq pairs, the K-heavy
-/// pairs of the wider and sub-scaled types, the 3.25-bit pairs, and the two recommended pairs
-/// without key centring (what centring is worth).
+/// pairs of the wider and sub-scaled types, the 3.25-bit pairs, the sub-scaled pairs with 4-bit
+/// values, and the recommended pairs without key centring or exact keys (what each is worth).
 pub const DEFAULT_PAIRS: &str = "q8_0/q8_0,q4_0/q4_0,q4_0/q4_0:norot,tbq4_0/tbq4_0,tbq4_0/tbq3_0,\
 tbq3_0/tbq3_0,q8_0/tbq4_0,q8_0/tbq3_0,tbq5_1/tbq3_1,tbq5_0/tbq3_0,tbq6_0/tbq3_0,tbq4_1/tbq3_1,\
-tbq5_1/tbq3_0,tbq6_0/tbq4_0,tbq5_0/tbq4_0,tbq4_1/tbq4_0,tbq3_1/tbq3_1,tbq4_0/tbq3_0:nocentre,\
-tbq5_1/tbq3_1:nocentre,tbq4_0/tbq3_0:noexact,tbq4_1/tbq4_0:noexact";
+tbq5_1/tbq3_0,tbq6_0/tbq4_0,tbq5_0/tbq4_0,tbq4_1/tbq4_0,tbq3_1/tbq3_1,tbq4_1/tbq4_1,tbq5_1/tbq4_1,\
+tbq4_0/tbq3_0:nocentre,tbq5_1/tbq3_1:nocentre,tbq4_0/tbq3_0:noexact,tbq4_1/tbq4_0:noexact";
 
 pub fn default_wikitext() -> String {
     std::env::var("TBQ_WIKITEXT").unwrap_or_else(|_| {
