@@ -54,8 +54,8 @@ d = json.load(open(sys.argv[1]))
 for expr in sys.argv[2:]:
     def name(x):  # the K/V label tbq-validate parses: :norot, :nocentre, :noexact (tbq keys)
         c = x["config"]
-        if c.get("layers"):  # a per-layer allocation: A + its bits per element without the point (A35, A425)
-            return "A" + ("%g" % x["bits_per_element"]).replace(".", "")
+        if c.get("layers"):  # a per-layer allocation: A + its budget, bits per element to the nearest
+            return "A" + ("%g" % (round(x["bits_per_element"] * 4) / 4)).replace(".", "")  # quarter (A35, A425)
         tbq = c["k"].startswith("tbq")
         return (c["k"] + "/" + c["v"] + ("" if c["attn_rot"] else ":norot")
                 + (":nocentre" if tbq and not c.get("key_centre", False) else "")
@@ -78,14 +78,13 @@ EOF
 # 0.1479 not (0.56x), q4_0/q4_0 attn_rot 0.1080 (the default pair at 0.77x of q4_0, at 3.625 bits);
 # tbq5_1/tbq3_1 0.0332 (0.31x q4_0); tbq4_0/tbq4_0 0.0585 and tbq3_0/tbq3_0 0.208 over 20 chunks.
 # Per-layer types (patches/0008): the allocations `tbq-validate calibrate` chose for Gemma 3 270M
-# (validation/results/gemma-3-270m/calibrate), at 3.5 and 4.25 bits per element, are the README's
-# bar pairs: below q4_0/q4_0 with attn_rot, and below half of it (20 chunks: GEMMA_A35, GEMMA_A425
-# measured in validation/results/gemma-3-270m/ppl). They were calibrated and measured before exact sink
-# keys (patches/0012), whose f16 row adds 0.016 bits per element at -c 512: they run without them
-# (:noexact), at exactly their budgets. Exact keys on the default pair, over these 3 chunks
-# (2026-12-07): tbq4_0/tbq3_0 0.0761, without them 0.0850 (0.90x; q4_0/q4_0 attn_rot 0.1087).
-GEMMA_A35='tbq4_1/tbq3_0:noexact@k3=tbq3_0;k6-7=tbq3_0;k9=tbq3_1;k11=tbq5_1;k12-14=tbq3_0;k16=tbq3_0;v0-5=tbq3_1;v7-8=tbq3_1;v11=tbq3_1'
-GEMMA_A425='tbq4_1/tbq4_0:noexact@k0=tbq5_0;k1=tbq6_0;k2=tbq5_1;k4=tbq5_1;k5=tbq6_0;k8=tbq5_1;k10=tbq5_1;k11=tbq6_0;k13=tbq4_0;k14=tbq3_0;k15=tbq5_1;k16=tbq3_0;v10=tbq3_1;v12-17=tbq3_0'
+# with exact sink keys (validation/results/gemma-3-270m/calibrate-exact: their f16 row counted, 3.498
+# and 4.241 bits per element at -c 512) are the README's bar pairs: below q4_0/q4_0 with attn_rot, and
+# below half of it (20 chunks: GEMMA_A35, GEMMA_A425 measured in validation/results/gemma-3-270m/ppl-exact).
+# Exact keys on the default pair, over these 3 chunks (2026-12-07): tbq4_0/tbq3_0 0.0761, without them
+# 0.0850 (0.90x; q4_0/q4_0 attn_rot 0.1087).
+GEMMA_A35='tbq3_1/tbq3_1@k0=tbq4_0;k1-2=tbq4_1;k4-5=tbq4_1;k8=tbq4_1;k10=tbq4_1;k11=tbq5_1;k13-14=tbq3_0;k16=tbq3_0;v1=tbq4_0;v9-10=tbq3_0;v12-17=tbq3_0'
+GEMMA_A425='tbq4_1/tbq4_1@k0-2=tbq5_1;k4-5=tbq5_1;k8=tbq5_1;k10=tbq5_1;k11=tbq6_0;k13=tbq3_1;k14=tbq3_0;k16=tbq3_1;v12=tbq3_1;v13-17=tbq3_0'
 ppl_short() {
     local o=$OUT/ppl
     "$TV" ppl --chunks 3 --fresh -o "$o" \
