@@ -80,7 +80,8 @@ EOF
 # Per-layer types (patches/0008): the allocations `tbq-validate calibrate` chose for Gemma 3 270M
 # with exact sink keys (validation/results/gemma-3-270m/calibrate-exact: their f16 row counted, 3.498
 # and 4.241 bits per element at -c 512) are the README's bar pairs: below q4_0/q4_0 with attn_rot, and
-# below half of it (20 chunks: GEMMA_A35, GEMMA_A425 measured in validation/results/gemma-3-270m/ppl-exact).
+# below half of it (20 chunks: 0.56x and 0.27x in validation/results/gemma-3-270m/ppl-exact; these 3
+# chunks: 0.0606 and 0.0323 against q4_0/q4_0's 0.109, 0.56x and 0.30x).
 # Exact keys on the default pair, over these 3 chunks (2026-12-07): tbq4_0/tbq3_0 0.0761, without them
 # 0.0850 (0.90x; q4_0/q4_0 attn_rot 0.1087).
 GEMMA_A35='tbq3_1/tbq3_1@k0=tbq4_0;k1-2=tbq4_1;k4-5=tbq4_1;k8=tbq4_1;k10=tbq4_1;k11=tbq5_1;k13-14=tbq3_0;k16=tbq3_0;v1=tbq4_0;v9-10=tbq3_0;v12-17=tbq3_0'
