@@ -263,6 +263,14 @@ def rot_codec(name, bpe, inner, family, note="", offset=False):
 # ----------------------------------------------------------------------------------------------
 # Gaussian section.
 
+def gauss_row(B, L, k, start, book, e, bpe, lm_block=None, **extra) -> dict:
+    """One Gaussian table row: the MSE against Lloyd-Max at k bits (measured on blocks of lm_block,
+    default B) and against the bound 2^(−2k)."""
+    return {"B": B, "L": L, "k": k, "start": start, "book": book, "mse": e, "bpe": bpe, **extra,
+            "db_vs_lloyd_max": 10 * math.log10(LM_MSE[(lm_block or B, k)] / e),
+            "db_above_DR": 10 * math.log10(e / 2.0 ** (-2 * k))}
+
+
 def job_gaussian(Ls, ks, log, eval_rows=2000, l16=True):
     out = {"rows": {}, "lloyd_max": {}, "tcq8": {}, "exact_tb": {}}
     for B in (64, 128):
@@ -286,10 +294,7 @@ def job_gaussian(Ls, ks, log, eval_rows=2000, l16=True):
                         st, _ = encode(y, lt, L, k, start)
                         assert check_stream(st, L, k, start == "tb")
                         e = float(((y - lt[st]) ** 2).mean())
-                        row = {"B": B, "L": L, "k": k, "start": start, "book": book, "mse": e,
-                               "bpe": k + ((L - k) / B if start == "free" else 0),
-                               "db_vs_lloyd_max": 10 * math.log10(LM_MSE[(B, k)] / e),
-                               "db_above_DR": 10 * math.log10(e / 2.0 ** (-2 * k))}
+                        row = gauss_row(B, L, k, start, book, e, k + ((L - k) / B if start == "free" else 0))
                         if B == 64 and book == "trained":  # the same blocks with the s8 scale (rel MSE)
                             cd = TrellisCodec(lt, L, k, start)
                             yh = cd(y)
@@ -320,6 +325,7 @@ def job_gaussian(Ls, ks, log, eval_rows=2000, l16=True):
         y = np.random.default_rng(163).standard_normal((240, 64)).astype(F32)
         yt = np.random.default_rng(164).standard_normal((100, 64)).astype(F32)
         rnd = np.random.default_rng(5).standard_normal(1 << 16).astype(F32)
+        y256 = np.random.default_rng(256).standard_normal((60, 256)).astype(F32)
         for book, base in (("random N(0,1)", rnd), ("1MAD", lut_1mad(16))):
             best = None
             for a in (0.9, 0.95, 1.0, 1.05):  # chosen on separate training blocks
@@ -332,31 +338,21 @@ def job_gaussian(Ls, ks, log, eval_rows=2000, l16=True):
             st, _ = encode(y, lt, 16, 2, "tb")
             dt = time.time() - t0
             e = float(((y - lt[st]) ** 2).mean())
-            out["rows"][f"64/16/2/tb/{book}×{a}"] = {"B": 64, "L": 16, "k": 2, "start": "tb", "book": f"{book}×{a}",
-                                                      "mse": e, "bpe": 2, "blocks": len(y),
-                                                      "db_vs_lloyd_max": 10 * math.log10(LM_MSE[(64, 2)] / e),
-                                                      "db_above_DR": 10 * math.log10(e / 0.0625)}
+            out["rows"][f"64/16/2/tb/{book}×{a}"] = gauss_row(64, 16, 2, "tb", f"{book}×{a}", e, 2, blocks=len(y))
             log(f"gauss L=16 k=2 tb {book}×{a}: mse {e:.5f} ({dt / len(y) * 1e3:.1f} ms/block for both passes)")
             # QTIP codes sequences of 256 (16 × 16 tiles): the same codebook on blocks of 256
-            y256 = np.random.default_rng(256).standard_normal((60, 256)).astype(F32)
             st, _ = encode(y256, lt, 16, 2, "tb")
             e = float(((y256 - lt[st]) ** 2).mean())
-            out["rows"][f"256/16/2/tb/{book}×{a}"] = {"B": 256, "L": 16, "k": 2, "start": "tb", "book": f"{book}×{a}",
-                                                       "mse": e, "bpe": 2, "blocks": len(y256),
-                                                       "db_vs_lloyd_max": 10 * math.log10(LM_MSE[(64, 2)] / e),
-                                                       "db_above_DR": 10 * math.log10(e / 0.0625)}
+            out["rows"][f"256/16/2/tb/{book}×{a}"] = gauss_row(256, 16, 2, "tb", f"{book}×{a}", e, 2, lm_block=64,
+                                                               blocks=len(y256))
             log(f"gauss L=16 k=2 tb {book}×{a} on 60 blocks of 256: mse {e:.5f}")
         if 12 in Ls:  # the L = 12 trained LUT on the same blocks of 256 (block length vs L)
-            y256 = np.random.default_rng(256).standard_normal((60, 256)).astype(F32)
             for k in ks:
                 lt = cl.f16(train_lut(12, k)[0])
                 st, _ = encode(y256, lt, 12, k, "tb")
                 e = float(((y256 - lt[st]) ** 2).mean())
-                lm = cl.mirror(cl.NORMAL_HALF[k])
-                out["rows"][f"256/12/{k}/tb/trained"] = {"B": 256, "L": 12, "k": k, "start": "tb", "book": "trained",
-                                                         "mse": e, "bpe": k, "blocks": len(y256),
-                                                         "db_vs_lloyd_max": 10 * math.log10(LM_MSE[(64, k)] / e),
-                                                         "db_above_DR": 10 * math.log10(e / 2.0 ** (-2 * k))}
+                out["rows"][f"256/12/{k}/tb/trained"] = gauss_row(256, 12, k, "tb", "trained", e, k, lm_block=64,
+                                                                  blocks=len(y256))
                 log(f"gauss L=12 k={k} tb trained on 60 blocks of 256: mse {e:.5f}")
     return out
 
