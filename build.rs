@@ -2,7 +2,7 @@
 //!
 //! With `cuda` it
 //! 1. writes `tbq-format.cuh` into OUT_DIR from the crate's own format table (`src/format.rs`,
-//!    `src/codebook.rs`, `src/rotation.rs` are compiled into this script): codebook levels,
+//!    `src/codebook.rs`, `src/rotation.rs`, `src/trellis.rs` are compiled into this script): codebook levels,
 //!    thresholds, signs, block sizes and bit planes have one source of truth;
 //! 2. compiles every `kernels/*.cu` with nvcc into a fatbin (cubins for every supported
 //!    architecture plus compute_90 PTX), one nvcc per file, in parallel;
@@ -25,6 +25,10 @@ mod format;
 #[allow(dead_code)]
 #[path = "src/rotation.rs"]
 mod rotation;
+#[cfg(feature = "cuda")]
+#[allow(dead_code)]
+#[path = "src/trellis.rs"]
+mod trellis;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -84,6 +88,21 @@ mod cuda {
             list(&GAINS)
         );
         let _ = writeln!(h, "#define TBQ_N_TYPES {}\n", TbqType::ALL.len());
+        let _ = writeln!(
+            h,
+            "#define TBQ_TRELLIS_MAD_MUL {}u",
+            crate::trellis::MAD_MUL
+        );
+        let _ = writeln!(
+            h,
+            "#define TBQ_TRELLIS_MAD_ADD {}u",
+            crate::trellis::MAD_ADD
+        );
+        let _ = writeln!(
+            h,
+            "#define TBQ_TRELLIS_MAD_MEAN {}\n",
+            crate::trellis::MAD_MEAN
+        );
         h.push_str("template <int T> struct tbq_traits;\n\n");
         for t in TbqType::ALL {
             let s = t.spec();

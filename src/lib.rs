@@ -13,6 +13,7 @@
 //! - [`cpu`]: the same operations with SIMD (AVX2) where the machine has it — what the C ABI
 //!   runs;
 //! - [`ffi`]: the C ABI of `ffi/include/tbq.h`, exported by `libtbq.a`;
+//! - [`trellis`]: bitshift trellis codes (the encoder reference for a candidate format);
 //! - [`gguf`] and [`plan`]: a GGUF metadata reader and the KV-cache planner (bytes per token,
 //!   cache size as llama.cpp allocates it, the largest context for a memory budget).
 
@@ -26,6 +27,7 @@ pub mod packing;
 pub mod plan;
 pub mod reference;
 pub mod rotation;
+pub mod trellis;
 
 pub use error::Error;
 pub use format::{TbqType, TypeSpec, BLOCK_ELEMS, NARROW_BLOCK_ELEMS};

@@ -1105,3 +1105,136 @@ fn ptxas_report_is_embedded() {
     );
     assert!(cuda::module::module_names().contains(&"fattn"));
 }
+
+// ---- trellis codes (kernels/trellis.cu against src/trellis.rs) ------------------------------
+
+/// The GPU's Viterbi is f32 and may leave the reference's path at a near-tie: it must reach the
+/// reference's optimum (free start) or its two-pass heuristic (tail-biting) to within a hair, its
+/// stream must hold its own path, its scale must be that path's least-squares scale, and the
+/// decoder must reproduce `Trellis::dequantize` bit for bit. Random blocks at random scales, a zero
+/// block and a NaN block; outputs poisoned first.
+#[test]
+fn trellis_encoder_and_decoder_match_the_reference() {
+    use tbq::trellis::{Block, Start, Trellis};
+    let Some(_ctx) = gpu() else { return };
+    for &(l, k) in cuda::trellis::SHAPES {
+        let t = Trellis::new(l, k);
+        for (b, start) in [
+            (128, Start::Free),
+            (128, Start::TailBiting),
+            (64, Start::TailBiting),
+            (64, Start::Free),
+        ] {
+            let n = if l >= 12 { 20 } else { 48 };
+            let seed = (l * 100 + k * 10 + b as u32) as u64 + (start == Start::Free) as u64;
+            let mut y = common::gaussian(seed, n * b);
+            let mut rng = StdRng::seed_from_u64(seed);
+            for (i, blk) in y.chunks_mut(b).enumerate() {
+                match i {
+                    1 => blk.iter_mut().for_each(|v| *v = 0.0),
+                    2 => blk[3] = f32::NAN,
+                    _ => {
+                        let s = rng.random_range(0.01f32..10.0);
+                        blk.iter_mut().for_each(|v| *v *= s)
+                    }
+                }
+            }
+            let nw = t.stream_words(b, start);
+            let (dy, dw, dd, dc, dout) = (
+                Dev::upload(&y),
+                Dev::new(n * nw * 4),
+                Dev::new(n * 4),
+                Dev::new(n * 4),
+                Dev::new(n * b * 4),
+            );
+            for d in [&dw, &dd, &dc, &dout] {
+                d.poison(0xff);
+            }
+            unsafe {
+                cuda::trellis::encode(
+                    &t,
+                    start,
+                    b,
+                    n,
+                    dy.ptr,
+                    dw.ptr,
+                    dd.ptr,
+                    dc.ptr,
+                    null_stream(),
+                )
+                .unwrap();
+                cuda::trellis::decode(&t, start, b, n, dw.ptr, dd.ptr, dout.ptr, null_stream())
+                    .unwrap();
+            }
+            let (words, d, cost, out) = (
+                dw.download::<u32>(),
+                dd.download::<f32>(),
+                dc.download::<f32>(),
+                dout.download::<f32>(),
+            );
+            let what = format!("L{l} k{k} b{b} {start:?}");
+            let (mut sum_gpu, mut sum_ref, mut same) = (0f64, 0f64, 0);
+            for (i, blk) in y.chunks(b).enumerate() {
+                let gw = &words[i * nw..(i + 1) * nw];
+                let gpu_block = Block {
+                    d: d[i],
+                    words: gw.to_vec(),
+                };
+                assert_eq!(
+                    &out[i * b..(i + 1) * b],
+                    &t.dequantize(&gpu_block, b, start)[..],
+                    "{what}: decode of block {i}"
+                );
+                let rms = (blk.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / b as f64).sqrt();
+                if !(rms.is_finite() && rms > 0.0) {
+                    assert_eq!(d[i], 0.0, "{what}: block {i} has no scale");
+                    continue;
+                }
+                let yn: Vec<f32> = blk.iter().map(|&v| (v as f64 / rms) as f32).collect();
+                let gpu_path = t.unpack(gw, b, start);
+                let ref_path = t.encode_states(&yn, start);
+                let (cg, cr) = (t.path_cost(&yn, &gpu_path), t.path_cost(&yn, &ref_path));
+                same += (gpu_path == ref_path) as usize;
+                sum_gpu += cg;
+                sum_ref += cr;
+                let slack = if start == Start::Free { 2e-4 } else { 0.05 };
+                assert!(
+                    cg <= cr * (1.0 + slack) + 1e-6,
+                    "{what}: block {i}: GPU path cost {cg}, reference {cr}"
+                );
+                assert!(
+                    ((cost[i] as f64) - cg).abs() <= 1e-4 * cg + 1e-6,
+                    "{what}: block {i}: cost {} vs {cg}",
+                    cost[i]
+                );
+                let (yr, rr) = gpu_path
+                    .iter()
+                    .zip(blk)
+                    .fold((0f64, 0f64), |(a, c), (&s, &v)| {
+                        let r = t.code(s) as f64;
+                        (a + v as f64 * r, c + r * r)
+                    });
+                let d_ls = yr / rr;
+                assert!(
+                    (d[i] as f64 - d_ls).abs() <= 1e-4 * d_ls.abs(),
+                    "{what}: block {i}: d {} vs {d_ls}",
+                    d[i]
+                );
+            }
+            assert!(
+                sum_gpu <= sum_ref * 1.002,
+                "{what}: GPU costs {sum_gpu} vs reference {sum_ref}"
+            );
+            assert!(
+                same * 10 >= (n - 2) * 7,
+                "{what}: only {same} of {} paths agree",
+                n - 2
+            );
+            eprintln!(
+                "{what}: {same}/{} paths identical, cost GPU/reference {:.6}",
+                n - 2,
+                sum_gpu / sum_ref
+            );
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! many repetitions), rotating among input sets so that more than the 50 MB L2 is touched.
 //!
 //! `tbq-gpu-bench [--quick] [--json FILE]`: prints a table, writes JSON (default
-//! tbq-gpu-bench.json).
+//! tbq-gpu-bench.json). `--trellis`: the trellis encoder and decoder (kernels/trellis.cu, the
+//! candidate codec of issue 12) beside tbq3_0's and tbq3_1's set_rows, instead of the tbq types and
+//! flash attention.
 
 use std::fmt::Write as _;
 
@@ -141,6 +143,7 @@ fn fix_d(ty: i32, bb: usize) -> impl Fn(&mut [u8]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let trellis = args.iter().any(|a| a == "--trellis");
     let json_path = args
         .iter()
         .position(|a| a == "--json")
@@ -194,6 +197,11 @@ fn main() {
     // ---- set_rows (quantize) and dequantize: 256K rows of 128 (8 heads × 32K tokens) ----
     let row_types: Vec<(i32, &str)> = if shape.is_some() {
         Vec::new()
+    } else if trellis {
+        [TbqType::Tbq3_0, TbqType::Tbq3_1]
+            .iter()
+            .map(|t| (*t as i32, t.spec().name))
+            .collect()
     } else {
         TbqType::ALL
             .iter()
@@ -255,16 +263,22 @@ fn main() {
         rows.push(format!("{{\"op\":\"dequantize\",\"type\":\"{tn}\",\"rows\":{n_rows},\"ms\":{ms:.6},\"gbs\":{gbs:.1}}}"));
     }
 
+    if trellis {
+        bench_trellis(&timer, s, reps, &mut table, &mut rows);
+    }
+
     // ---- flash-attention decode ----
-    let _ = writeln!(
-        table,
-        "\nFA decode, n_head_kv 8, n_q 1, mask on (K/V bytes; % of copy {copy_gbs:.0} GB/s)"
-    );
-    let _ = writeln!(
-        table,
-        "{:>13} {:>4} {:>4} {:>7} {:>10} {:>10} {:>9} {:>7}",
-        "K/V", "D", "GQA", "n_kv", "splits", "us", "GB/s", "%copy"
-    );
+    if !trellis {
+        let _ = writeln!(
+            table,
+            "\nFA decode, n_head_kv 8, n_q 1, mask on (K/V bytes; % of copy {copy_gbs:.0} GB/s)"
+        );
+        let _ = writeln!(
+            table,
+            "{:>13} {:>4} {:>4} {:>7} {:>10} {:>10} {:>9} {:>7}",
+            "K/V", "D", "GQA", "n_kv", "splits", "us", "GB/s", "%copy"
+        );
+    }
     // (K, V, name, every GQA or GQA 4 only)
     let (t51, t50, t60, t31, t41, t41_64) = (
         TbqType::Tbq5_1 as i32,
@@ -274,7 +288,9 @@ fn main() {
         TbqType::Tbq4_1 as i32,
         TbqType::Tbq4_1_64 as i32,
     );
-    let pairs: &[(i32, i32, &str, bool)] = if quick || shape.is_some() {
+    let pairs: &[(i32, i32, &str, bool)] = if trellis {
+        &[]
+    } else if quick || shape.is_some() {
         &[(0, 1, "tbq4/tbq3", true)]
     } else {
         &[
@@ -420,4 +436,81 @@ fn main() {
     std::fs::write(&json_path, json).unwrap();
     println!("{table}");
     println!("wrote {json_path}");
+}
+
+/// The trellis encoder (a Viterbi set_rows candidate) and decoder, kernels/trellis.cu, for every
+/// instantiated (L, k), blocks of 128 and 64, free start and tail-biting: a decode step's call
+/// (16 blocks: one token, 8 KV heads, K and V) and a prefill ubatch's (8192 blocks: 512 tokens),
+/// and decoding 8192 blocks to f32.
+fn bench_trellis(
+    timer: &Timer,
+    s: sys::CUstream,
+    reps: usize,
+    table: &mut String,
+    rows: &mut Vec<String>,
+) {
+    use tbq::trellis::{Start, Trellis};
+    let _ = writeln!(
+        table,
+        "\ntrellis codes (kernels/trellis.cu): encode = Viterbi (+ RMS scale, least-squares refit, packing)"
+    );
+    let _ = writeln!(
+        table,
+        "{:>3} {:>2} {:>4} {:>5} {:>6} {:>10} {:>11} {:>12} {:>10} {:>11}",
+        "L",
+        "k",
+        "B",
+        "start",
+        "bits",
+        "step us",
+        "step alone",
+        "8192 blk us",
+        "ns/block",
+        "decode us"
+    );
+    const STEP: usize = 16;
+    const BULK: usize = 8192;
+    for &(l, k) in cuda::trellis::SHAPES {
+        let t = Trellis::new(l, k);
+        for b in [128usize, 64] {
+            for start in [Start::Free, Start::TailBiting] {
+                let nw = t.stream_words(b, start);
+                let y = Dev::new(BULK * b * 4);
+                y.fill_random(BULK * b * 4, 7, |v| {
+                    for c in v.chunks_mut(4) {
+                        c[3] = 0x3f & c[3]; // finite floats
+                    }
+                });
+                let (w, d, out) = (
+                    Dev::new(BULK * nw * 4),
+                    Dev::new(BULK * 4),
+                    Dev::new(BULK * b * 4),
+                );
+                let enc = |n: usize| {
+                    unsafe { cuda::trellis::encode(&t, start, b, n, y.0, w.0, d.0, 0, s) }.unwrap()
+                };
+                let step_ms = timer.device(reps, |_| enc(STEP));
+                let step_lat = timer.latency(reps, |_| enc(STEP));
+                let bulk_ms = timer.device(reps.min(20), |_| enc(BULK));
+                let dec_ms = timer.device(reps, |_| {
+                    unsafe { cuda::trellis::decode(&t, start, b, BULK, w.0, d.0, out.0, s) }
+                        .unwrap()
+                });
+                let bits = t.stream_bits(b, start) as f64 / b as f64;
+                let sn = if start == Start::Free { "free" } else { "tb" };
+                let _ = writeln!(
+                    table,
+                    "{l:>3} {k:>2} {b:>4} {sn:>5} {bits:>6.3} {:>10.1} {:>11.1} {:>12.1} {:>10.1} {:>11.1}",
+                    step_ms * 1e3,
+                    step_lat * 1e3,
+                    bulk_ms * 1e3,
+                    bulk_ms * 1e6 / BULK as f64,
+                    dec_ms * 1e3
+                );
+                rows.push(format!(
+                    "{{\"op\":\"trellis\",\"l\":{l},\"k\":{k},\"b\":{b},\"start\":\"{sn}\",\"code_bits\":{bits:.4},\"step_blocks\":{STEP},\"step_ms\":{step_ms:.6},\"step_latency_ms\":{step_lat:.6},\"bulk_blocks\":{BULK},\"bulk_ms\":{bulk_ms:.6},\"decode_ms\":{dec_ms:.6}}}"
+                ));
+            }
+        }
+    }
 }

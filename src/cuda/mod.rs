@@ -16,6 +16,7 @@ pub mod fattn;
 pub mod module;
 pub mod ops;
 pub mod pool;
+pub mod trellis;
 pub mod unified;
 
 use std::cell::RefCell;
