@@ -67,8 +67,8 @@ model's training context). The answer is llama-server's arguments (-ctk K -ctv V
 -ngl N with --gpu-memory).
 
   Quality is measured, not guessed: the mean KL divergence against f16/f16 from `tbq-validate ppl` \
-(validation/results/<model>/ppl/results.json; --results DIR for others), divided by q4_0/q4_0's on the \
-same model and text (\"×q4_0\": 0.42 means 0.42 times q4_0's divergence; f16/f16 is 0). A model that \
+(validation/results/<model>/ppl/results.json and the later ppl-*/ tables of the same text at -c 512, \
+each pair's newest run; --results DIR for others), divided by q4_0/q4_0's on the same model and text (\"×q4_0\": 0.42 means 0.42 times q4_0's divergence; f16/f16 is 0). A model that \
 was measured itself (same file name and size) is ranked by its own ratios. Any other model is ranked \
 by the worst ratio over all measured models (--worst-case forces that): measured models disagree on \
 whether keys or values carry the loss, and the worst case is safe for all of them. Pairs without a \
