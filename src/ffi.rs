@@ -171,11 +171,13 @@ pub unsafe extern "C" fn tbq_quantize_f16(
         non_null(dst)?;
         let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, dst_bytes)?;
-        reference::quantize_row_f16(
-            t,
-            slice::from_raw_parts(src.cast::<f16>(), n),
-            slice::from_raw_parts_mut(dst.cast(), need),
-        )
+        let src = slice::from_raw_parts(src.cast::<f16>(), n);
+        let dst = slice::from_raw_parts_mut(dst.cast(), need);
+        if cpu::sim::active(t).is_some() {
+            let x: Vec<f32> = src.iter().map(|v| v.to_f32()).collect();
+            return cpu::quantize_row(t, &x, dst);
+        }
+        reference::quantize_row_f16(t, src, dst)
     })())
 }
 
@@ -217,11 +219,17 @@ pub unsafe extern "C" fn tbq_dequantize_f16(
         non_null(dst)?;
         let (t, n) = ty_len(t, n)?;
         let need = row_bytes(t, n, src_bytes)?;
-        reference::dequantize_row_f16(
-            t,
-            slice::from_raw_parts(src.cast(), need),
-            slice::from_raw_parts_mut(dst.cast::<f16>(), n),
-        )
+        let src = slice::from_raw_parts(src.cast(), need);
+        let dst = slice::from_raw_parts_mut(dst.cast::<f16>(), n);
+        if cpu::sim::active(t).is_some() {
+            let mut x = vec![0f32; n];
+            cpu::dequantize_row(t, src, &mut x)?;
+            dst.iter_mut()
+                .zip(x)
+                .for_each(|(d, v)| *d = f16::from_f32(v));
+            return Ok(());
+        }
+        reference::dequantize_row_f16(t, src, dst)
     })())
 }
 

@@ -197,17 +197,39 @@ impl Trellis {
 
     /// The states a stream of `b` values decodes to (the windows `W_i`).
     pub fn unpack(&self, words: &[u32], b: usize, start: Start) -> Vec<u32> {
-        let bits = self.stream_bits(b, start);
+        let mut out = vec![0u32; b];
+        self.unpack_into(words, start, &mut out);
+        out
+    }
+
+    /// [`Trellis::unpack`] into `out` (`b = out.len()` values).
+    pub fn unpack_into(&self, words: &[u32], start: Start, out: &mut [u32]) {
+        let bits = self.stream_bits(out.len(), start);
         assert!(words.len() * 32 >= bits, "short trellis stream");
         let (k, l) = (self.k as usize, self.l as usize);
-        (0..b)
-            .map(|i| {
+        let mask = (1u64 << l) - 1;
+        let n_words = bits.div_ceil(32);
+        for (i, o) in out.iter_mut().enumerate() {
+            let p = i * k;
+            *o = if p + l <= bits || bits % 32 == 0 {
+                // the window lies in two consecutive words (a circular stream of whole words
+                // wraps from its last word to its first)
+                let w0 = p / 32;
+                let w1 = if w0 + 1 < n_words {
+                    words[w0 + 1]
+                } else if p + l > bits {
+                    words[0]
+                } else {
+                    0
+                };
+                (((words[w0] as u64 | (w1 as u64) << 32) >> (p % 32)) & mask) as u32
+            } else {
                 (0..l).fold(0u32, |w, t| {
-                    let p = (i * k + t) % bits;
-                    w | ((words[p / 32] >> (p % 32)) & 1) << t
+                    let q = (p + t) % bits;
+                    w | ((words[q / 32] >> (q % 32)) & 1) << t
                 })
-            })
-            .collect()
+            };
+        }
     }
 
     /// Encodes one block: scale from the block's RMS (the codebook has unit variance), the path

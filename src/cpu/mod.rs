@@ -9,6 +9,9 @@
 //! - [`vec_dot_rotated`], [`vec_dot`], [`mad_rotated`]: equal within f32 rounding of a reordered sum (the
 //!   SIMD code sums in 8 lanes and fuses multiply-adds); `tests/simd.rs` states the tolerance.
 //!
+//! Unless the experiment switch `TBQ_SIM_TRELLIS` ([`sim`]) names the type: then these four run
+//! trellis codes in the type's bytes (a measurement aid, off by default).
+//!
 //! The instruction set is chosen at run time ([`Isa::detected`]), so one `libtbq.a` runs on every
 //! x86-64 machine; the `*_on` functions run a given one (tests and benches compare them). No NEON
 //! yet: the aarch64 path is the reference. Both block widths run the same SIMD code: a 64-wide
@@ -17,6 +20,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod sim;
 
 use std::sync::OnceLock;
 
@@ -108,6 +112,10 @@ pub fn quantize_row(ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error>
 pub fn quantize_row_on(isa: Isa, ty: TbqType, x: &[f32], out: &mut [u8]) -> Result<(), Error> {
     check_len(x.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(x.len()), out.len())?;
+    if let Some(t) = sim::active(ty) {
+        sim::quantize_row(t, ty, x, out);
+        return Ok(());
+    }
     dispatch!(isa.supported(), quantize_row, (ty, x, out), {
         reference::quantize_row(ty, x, out)
     })
@@ -122,6 +130,10 @@ pub fn dequantize_row(ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Er
 pub fn dequantize_row_on(isa: Isa, ty: TbqType, src: &[u8], out: &mut [f32]) -> Result<(), Error> {
     check_len(out.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(out.len()), src.len())?;
+    if let Some(t) = sim::active(ty) {
+        sim::dequantize_row(t, ty, src, out);
+        return Ok(());
+    }
     dispatch!(isa.supported(), dequantize_row, (ty, src, out), {
         reference::dequantize_row(ty, src, out)
     })
@@ -173,6 +185,9 @@ pub fn vec_dot_rotated(ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Erro
 pub fn vec_dot_rotated_on(isa: Isa, ty: TbqType, x: &[u8], q_rot: &[f32]) -> Result<f32, Error> {
     check_len(q_rot.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(q_rot.len()), x.len())?;
+    if let Some(t) = sim::active(ty) {
+        return Ok(sim::vec_dot_rotated(t, ty, x, q_rot));
+    }
     dispatch!(isa.supported(), vec_dot_rotated, (ty, x, q_rot), {
         reference::vec_dot_rotated(ty, x, q_rot)
     })
@@ -199,6 +214,10 @@ pub fn mad_rotated_on(
 ) -> Result<(), Error> {
     check_len(acc.len(), ty.block_elems())?;
     check_bytes(ty.row_bytes(acc.len()), x.len())?;
+    if let Some(t) = sim::active(ty) {
+        sim::mad_rotated(t, ty, x, scale, acc);
+        return Ok(());
+    }
     dispatch!(isa.supported(), mad_rotated, (ty, x, scale, acc), {
         reference::mad_rotated(ty, x, scale, acc)
     })
