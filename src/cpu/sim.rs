@@ -69,8 +69,8 @@ fn parse(s: &str) -> Vec<(TbqType, Trellis)> {
         .collect()
 }
 
-/// Encodes one block of `ty` (`x`: its `block_elems` values, not rotated).
-pub fn quantize_block(t: &Trellis, ty: TbqType, x: &[f32], out: &mut [u8]) {
+/// Encodes one block (`x`: its values, not rotated; `out`: the type's block bytes).
+pub fn quantize_block(t: &Trellis, x: &[f32], out: &mut [u8]) {
     let mut y = x.to_vec();
     rotate_block(&mut y);
     let q = t.quantize(&y, START);
@@ -79,7 +79,6 @@ pub fn quantize_block(t: &Trellis, ty: TbqType, x: &[f32], out: &mut [u8]) {
     for (o, w) in out[2..].chunks_exact_mut(4).zip(&q.words) {
         o.copy_from_slice(&w.to_le_bytes());
     }
-    let _ = ty;
 }
 
 /// One block in the rotated domain (`out`: `block_elems` values).
@@ -98,15 +97,17 @@ pub fn decode_rotated(t: &Trellis, ty: TbqType, block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// [`super::quantize_row`] under the switch.
 pub fn quantize_row(t: &Trellis, ty: TbqType, x: &[f32], out: &mut [u8]) {
     for (xb, ob) in x
         .chunks_exact(ty.block_elems())
         .zip(out.chunks_exact_mut(ty.block_bytes()))
     {
-        quantize_block(t, ty, xb, ob);
+        quantize_block(t, xb, ob);
     }
 }
 
+/// [`super::dequantize_row`] under the switch.
 pub fn dequantize_row(t: &Trellis, ty: TbqType, src: &[u8], out: &mut [f32]) {
     for (sb, ob) in src
         .chunks_exact(ty.block_bytes())
@@ -117,6 +118,7 @@ pub fn dequantize_row(t: &Trellis, ty: TbqType, src: &[u8], out: &mut [f32]) {
     }
 }
 
+/// [`super::vec_dot_rotated`] under the switch.
 pub fn vec_dot_rotated(t: &Trellis, ty: TbqType, x: &[u8], q_rot: &[f32]) -> f32 {
     let mut r = [0f32; 128];
     let r = &mut r[..ty.block_elems()];
@@ -129,6 +131,7 @@ pub fn vec_dot_rotated(t: &Trellis, ty: TbqType, x: &[u8], q_rot: &[f32]) -> f32
         .sum()
 }
 
+/// [`super::mad_rotated`] under the switch.
 pub fn mad_rotated(t: &Trellis, ty: TbqType, x: &[u8], scale: f32, acc: &mut [f32]) {
     let mut r = [0f32; 128];
     let r = &mut r[..ty.block_elems()];
