@@ -28,6 +28,8 @@ BRC=0
 if [[ $TRC -eq 0 ]]; then
     timeout 1200 .gpu/tbq-gpu-bench "$@" --json "$OUT/bench.json" >"$OUT/bench.log" 2>&1
     BRC=$?
+    # the trellis encoder and decoder (issue 12's candidate codec), beside tbq3_0/tbq3_1's set_rows
+    timeout 300 .gpu/tbq-gpu-bench --trellis --json "$OUT/trellis-bench.json" >"$OUT/trellis-bench.log" 2>&1 || BRC=1
 else
     echo "gpu.sh: tests failed (rc $TRC): benchmark skipped; see $OUT/gpu-tests.log" >&2
     grep -B2 -A12 "panicked" "$OUT/gpu-tests.log" | head -n 60
@@ -46,5 +48,6 @@ fi
 echo
 echo "==== summary: tests rc=$TRC, bench rc=$BRC ($(head -n 20 "$OUT/nvidia-smi.txt" | grep -oE 'NVIDIA [A-Z0-9 ]+' | head -n1))"
 grep "test result" "$OUT/gpu-tests.log" | tail -n 1
+[[ -f "$OUT/trellis-bench.log" ]] && grep -A40 "^trellis codes" "$OUT/trellis-bench.log"
 [[ -f "$OUT/bench.log" ]] && cat "$OUT/bench.log"
 [[ $TRC -eq 0 && $BRC -eq 0 ]]
