@@ -15,16 +15,20 @@
 
 #include "tbq-format.cuh"
 
-struct tbq_trellis_params {
-    const float * y;     // [n_blocks, b] values (rotated domain)
-    uint32_t * words;    // [n_blocks, n_words] code streams
-    float * d;           // [n_blocks] least-squares scales
-    float * cost;        // [n_blocks] path cost of y / rms (may be null)
+struct tbq_trellis_shape {
     int64_t n_blocks;
     int32_t b;           // values per block (even, 2..256)
     int32_t n_words;     // words per stream (src/trellis.rs: stream_words)
     int32_t tail_biting; // 0: free start, 1: circular stream (two passes)
     float code_mul;      // codebook multiplier a / σ (f32, as the reference computes it)
+};
+
+struct tbq_trellis_params {
+    const float * y;     // [n_blocks, b] values (rotated domain)
+    uint32_t * words;    // [n_blocks, n_words] code streams
+    float * d;           // [n_blocks] least-squares scales
+    float * cost;        // [n_blocks] path cost of y / rms (may be null)
+    tbq_trellis_shape shape;
 };
 
 static __device__ __forceinline__ float tr_code(uint32_t s, float mul) {
@@ -146,22 +150,23 @@ template <int L, int K>
 static __device__ void tr_encode(const tbq_trellis_params & p) {
     constexpr int H = 1 << K, G = 1 << (L - K), S = 1 << L;
     extern __shared__ __align__(16) uint8_t tr_shared[];
-    const int b = p.b, t = threadIdx.x;
+    const tbq_trellis_shape & sh = p.shape;
+    const int b = sh.b, t = threadIdx.x;
     tr_smem sm;
     sm.cost0 = (float *) tr_shared;
     sm.cost1 = sm.cost0 + S;
     sm.ys = sm.cost1 + S;
     sm.red = (uint64_t *) (sm.ys + ((b + 1) & ~1));
     sm.words = (uint32_t *) (sm.red + 32);
-    sm.path = (uint16_t *) (sm.words + ((p.n_words + 1) & ~1));
+    sm.path = (uint16_t *) (sm.words + ((sh.n_words + 1) & ~1));
     sm.back = (uint8_t *) (sm.path + ((b + 3) & ~3));
 
     float cv[H];
 #pragma unroll
-    for (int c = 0; c < H; ++c) cv[c] = tr_code((uint32_t) (t + G * c), p.code_mul);
-    const int bits = b * K + (p.tail_biting ? 0 : L - K);
+    for (int c = 0; c < H; ++c) cv[c] = tr_code((uint32_t) (t + G * c), sh.code_mul);
+    const int bits = b * K + (sh.tail_biting ? 0 : L - K);
 
-    for (int64_t blk = blockIdx.x; blk < p.n_blocks; blk += gridDim.x) {
+    for (int64_t blk = blockIdx.x; blk < sh.n_blocks; blk += gridDim.x) {
         const float * y = p.y + blk * b;
         float ss = 0.0f;
         for (int i = t; i < b; i += G) {
@@ -172,11 +177,11 @@ static __device__ void tr_encode(const tbq_trellis_params & p) {
         const float rms = sqrtf(tr_block_sum(ss, (float *) sm.red) / (float) b);
         const bool finite = isfinite(rms) && rms > 0.0f;
         for (int i = t; i < b; i += G) sm.ys[i] = finite ? __fdiv_rn(sm.ys[i], rms) : 0.0f;
-        for (int w = t; w < p.n_words; w += G) sm.words[w] = 0u;
+        for (int w = t; w < sh.n_words; w += G) sm.words[w] = 0u;
         __syncthreads();
 
         int fix = -1;
-        if (p.tail_biting) {
+        if (sh.tail_biting) {
             const int half = b / 2;
             fix = (int) (tr_viterbi<L, K>(sm, b, half, -1, cv, false, half) & (G - 1));
         }
@@ -186,11 +191,11 @@ static __device__ void tr_encode(const tbq_trellis_params & p) {
         float yr = 0.0f, rr = 0.0f, err = 0.0f;
         for (int i = t; i < b; i += G) {
             const uint32_t s = sm.path[i];
-            const float r = tr_code(s, p.code_mul), yn = sm.ys[i];
+            const float r = tr_code(s, sh.code_mul), yn = sm.ys[i];
             yr = fmaf(yn, r, yr);
             rr = fmaf(r, r, rr);
             err = fmaf(yn - r, yn - r, err);
-            const bool whole = i == 0 && !p.tail_biting;
+            const bool whole = i == 0 && !sh.tail_biting;
             const int n = whole ? L : K;
             const uint32_t v = whole ? s : s >> (L - K);
             const int pos = whole ? 0 : i * K + L - K;
@@ -203,8 +208,8 @@ static __device__ void tr_encode(const tbq_trellis_params & p) {
         yr = tr_block_sum(yr, (float *) sm.red);
         rr = tr_block_sum(rr, (float *) sm.red);
         err = tr_block_sum(err, (float *) sm.red);
-        uint32_t * out = p.words + blk * p.n_words;
-        for (int w = t; w < p.n_words; w += G) out[w] = sm.words[w];
+        uint32_t * out = p.words + blk * sh.n_words;
+        for (int w = t; w < sh.n_words; w += G) out[w] = sm.words[w];
         if (t == 0) {
             p.d[blk] = finite && rr > 0.0f ? rms * (yr / rr) : 0.0f;
             if (p.cost) p.cost[blk] = err;
@@ -217,28 +222,25 @@ struct tbq_trellis_decode_params {
     const uint32_t * words; // [n_blocks, n_words]
     const float * d;        // [n_blocks]
     float * out;            // [n_blocks, b]
-    int64_t n_blocks;
-    int32_t b;
-    int32_t n_words;
-    int32_t tail_biting;
-    float code_mul;
+    tbq_trellis_shape shape;
 };
 
 // One thread per value: the L-bit window at bit i·k, a 1MAD hash, the block scale.
 template <int L, int K>
 static __device__ void tr_decode(const tbq_trellis_decode_params & p) {
-    const int64_t n = p.n_blocks * p.b;
-    const int body_words = p.b * K / 32; // a circular stream wraps at a word boundary (b·k % 32 == 0)
+    const tbq_trellis_shape & sh = p.shape;
+    const int64_t n = sh.n_blocks * sh.b;
+    const int body_words = sh.b * K / 32; // a circular stream wraps at a word boundary (b·k % 32 == 0)
     for (int64_t g = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; g < n; g += (int64_t) gridDim.x * blockDim.x) {
-        const int64_t blk = g / p.b;
-        const int i = (int) (g - blk * p.b);
-        const uint32_t * w = p.words + blk * p.n_words;
+        const int64_t blk = g / sh.b;
+        const int i = (int) (g - blk * sh.b);
+        const uint32_t * w = p.words + blk * sh.n_words;
         const int pos = i * K, w0 = pos / 32;
         int w1 = w0 + 1;
-        if (p.tail_biting) w1 -= w1 >= body_words ? body_words : 0;
-        const uint64_t win = (uint64_t) w[w0] | ((w1 < p.n_words ? (uint64_t) w[w1] : 0ull) << 32);
+        if (sh.tail_biting) w1 -= w1 >= body_words ? body_words : 0;
+        const uint64_t win = (uint64_t) w[w0] | ((w1 < sh.n_words ? (uint64_t) w[w1] : 0ull) << 32);
         const uint32_t s = (uint32_t) (win >> (pos % 32)) & ((1u << L) - 1u);
-        p.out[g] = p.d[blk] * tr_code(s, p.code_mul);
+        p.out[g] = p.d[blk] * tr_code(s, sh.code_mul);
     }
 }
 

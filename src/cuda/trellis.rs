@@ -12,6 +12,16 @@ use crate::trellis::{Start, Trellis, MAD_STD};
 /// The (L, k) pairs kernels/trellis.cu instantiates.
 pub const SHAPES: &[(u32, u32)] = &[(8, 3), (9, 3), (10, 3), (12, 3), (10, 4), (12, 4)];
 
+/// `tbq_trellis_shape` (kernels/trellis.cu): what the encoder and decoder both need.
+#[repr(C)]
+struct Shape {
+    n_blocks: i64,
+    b: i32,
+    n_words: i32,
+    tail_biting: i32,
+    code_mul: f32,
+}
+
 /// `tbq_trellis_params` (kernels/trellis.cu).
 #[repr(C)]
 struct EncodeParams {
@@ -19,11 +29,7 @@ struct EncodeParams {
     words: u64,
     d: u64,
     cost: u64,
-    n_blocks: i64,
-    b: i32,
-    n_words: i32,
-    tail_biting: i32,
-    code_mul: f32,
+    shape: Shape,
 }
 
 /// `tbq_trellis_decode_params` (kernels/trellis.cu).
@@ -32,11 +38,19 @@ struct DecodeParams {
     words: u64,
     d: u64,
     out: u64,
-    n_blocks: i64,
-    b: i32,
-    n_words: i32,
-    tail_biting: i32,
-    code_mul: f32,
+    shape: Shape,
+}
+
+/// Checks a launch of `n_blocks` blocks of `b` values; `None` when there is nothing to do.
+fn shape(t: &Trellis, start: Start, b: usize, n_blocks: usize) -> Result<Option<Shape>, CudaError> {
+    check_shape(t, b, start)?;
+    Ok((n_blocks > 0).then(|| Shape {
+        n_blocks: n_blocks as i64,
+        b: b as i32,
+        n_words: t.stream_words(b, start) as i32,
+        tail_biting: (start == Start::TailBiting) as i32,
+        code_mul: t.code_scale / MAD_STD,
+    }))
 }
 
 fn check_shape(t: &Trellis, b: usize, start: Start) -> Result<(), CudaError> {
@@ -69,10 +83,6 @@ pub fn encode_smem_bytes(t: &Trellis, b: usize, start: Start) -> usize {
     8 * s + 4 * ((b + 1) & !1) + 8 * 32 + 4 * ((n_words + 1) & !1) + 2 * ((b + 3) & !3) + b * g
 }
 
-fn code_mul(t: &Trellis) -> f32 {
-    t.code_scale / MAD_STD
-}
-
 /// Encodes `n_blocks` blocks of `b` f32 values at `y` into streams at `words`
 /// ([`Trellis::stream_words`] each), scales at `d` and, unless 0, path costs (of `y / rms`) at
 /// `cost`: [`Trellis::quantize`] on the GPU, up to near-ties of the f32 path costs. One thread
@@ -92,10 +102,9 @@ pub unsafe fn encode(
     cost: u64,
     stream: Stream,
 ) -> Result<(), CudaError> {
-    check_shape(t, b, start)?;
-    if n_blocks == 0 {
+    let Some(shape) = shape(t, start, b, n_blocks)? else {
         return Ok(());
-    }
+    };
     let f = function(name("k_tbq_trellis_encode", t))?;
     let smem = encode_smem_bytes(t, b, start) as i32;
     check(
@@ -111,11 +120,7 @@ pub unsafe fn encode(
         words,
         d,
         cost,
-        n_blocks: n_blocks as i64,
-        b: b as i32,
-        n_words: t.stream_words(b, start) as i32,
-        tail_biting: (start == Start::TailBiting) as i32,
-        code_mul: code_mul(t),
+        shape,
     };
     let grid = (n_blocks.min(1 << 20) as u32, 1, 1);
     launch(f, grid, 1 << (t.l - t.k), smem as u32, stream, &p)
@@ -137,21 +142,21 @@ pub unsafe fn decode(
     out: u64,
     stream: Stream,
 ) -> Result<(), CudaError> {
-    check_shape(t, b, start)?;
-    if n_blocks == 0 {
+    let Some(shape) = shape(t, start, b, n_blocks)? else {
         return Ok(());
-    }
+    };
     let f = function(name("k_tbq_trellis_decode", t))?;
     let p = DecodeParams {
         words,
         d,
         out,
-        n_blocks: n_blocks as i64,
-        b: b as i32,
-        n_words: t.stream_words(b, start) as i32,
-        tail_biting: (start == Start::TailBiting) as i32,
-        code_mul: code_mul(t),
+        shape,
     };
     let grid = ((n_blocks * b).div_ceil(256).min(1 << 20) as u32, 1, 1);
     launch(f, grid, 256, 0, stream, &p)
 }
+
+// The parameter structs match kernels/trellis.cu's: 8-byte pointers, then the shape (24 bytes).
+const _: () = assert!(std::mem::size_of::<Shape>() == 24);
+const _: () = assert!(std::mem::size_of::<EncodeParams>() == 56);
+const _: () = assert!(std::mem::size_of::<DecodeParams>() == 48);
