@@ -238,11 +238,10 @@ impl Trellis {
     pub fn quantize(&self, y: &[f32], start: Start) -> Block {
         let rms = (y.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / y.len() as f64).sqrt();
         if !(rms.is_finite() && rms > 0.0) {
-            let zeros = vec![0f32; y.len()];
-            let states = self.encode_states(&zeros, start);
+            // the all-zero stream is a valid path (every state 0), and d = 0 decodes it to zeros
             return Block {
                 d: 0.0,
-                words: self.pack(&states, start),
+                words: vec![0; self.stream_words(y.len(), start)],
             };
         }
         let yn: Vec<f32> = y.iter().map(|&v| (v as f64 / rms) as f32).collect();
