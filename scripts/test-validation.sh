@@ -123,6 +123,37 @@ smol_compact() {
 }
 step "ppl: SmolLM2-135M, tbq4_1 stored as tbq4_1_64c at tbq4_0's bits, lower KLD" smol_compact
 
+# Key centring over the whole context (patches/0014): the key offset set by a first ubatch that covers
+# a quarter of the context (-ub 256 of -c 1024) serves the later keys as well as one set by a ubatch
+# that covers all of it (-ub 1024: the mean of every key). SmolLM2-135M, tbq4_1/tbq4_1, 2 chunks of
+# 1024, measured 2026-12-08: -ub 256 0.0219, -ub 1024 0.0227, no centring 0.0442. Before patch 0014 mu
+# was the first ubatch's mean, which RoPE turns away from the later keys: at -c 2048 that cost 14%
+# (0.0276 with -ub 512 against 0.0243 with -ub 2048; now 0.0242). Asserted: -ub 256 <= 1.05x -ub 1024.
+centre_span() {
+    local o=$OUT/centre-span k
+    mkdir -p "$o"
+    local args=(-m "$smol" -f "$WIKI" -c 1024 -b 1024 --chunks 2 -fa on -t "$THREADS")
+    "$BIN/llama-perplexity" "${args[@]}" --kl-divergence-base "$o/f16.kld" >"$o/f16.log" 2>&1 || { tail -n 5 "$o/f16.log"; return 1; }
+    for ub in 256 1024; do
+        "$BIN/llama-perplexity" "${args[@]}" -ub $ub -ctk tbq4_1 -ctv tbq4_1 --kl-divergence-base "$o/f16.kld" \
+            --kl-divergence >"$o/ub$ub.log" 2>&1 || { tail -n 5 "$o/ub$ub.log"; return 1; }
+    done
+    rm -f "$o/f16.kld"
+    python3 - "$o/ub256.log" "$o/ub1024.log" <<'EOF2'
+import re, sys
+def kld(path):
+    m = re.search(r"Mean\s+KLD:\s+([0-9.eE+-]+)", open(path).read())
+    if not m:
+        sys.exit(f"FAIL no 'Mean KLD' in {path}")
+    return float(m.group(1))
+a, b = kld(sys.argv[1]), kld(sys.argv[2])
+ok = a <= 1.05 * b
+print(("ok   " if ok else "FAIL ") + f"tbq4_1/tbq4_1 -c 1024: mu from -ub 256 {a:.4g} <= 1.05 x mu from -ub 1024 {b:.4g}")
+sys.exit(0 if ok else 1)
+EOF2
+}
+step "key centring over the context: a short first ubatch centres later keys as well as a full one" centre_span
+
 # Calibration, small (1 chunk of 256 tokens per run, three types per side): the knapsack's
 # allocations keep their budgets, their measured KLD is what the model of additive losses predicts
 # (measured over 4 × 512 tokens: 0.0630 predicted, 0.0575 measured at 3.5 bits; 0.0228 / 0.0253 at
