@@ -87,14 +87,16 @@ if [[ $DO_MODEL -eq 1 && $SECONDS -lt $BUDGET ]]; then
         python3 scripts/gpu-llama-model.py $MD --gguf-py "$LLAMA/gguf-py" --layers 4 >"$OUT/perplexity.log" 2>&1 || say "model: failed (see perplexity.log)"
     fi
     if [[ -f $MD/random-llama.gguf ]]; then
-        # -v prints the scheduler's assignment of every node (GGML_SCHED_DEBUG=2) at debug level
-        GGML_SCHED_DEBUG=2 timeout 150 "$BIN/llama-perplexity" -m $MD/random-llama.gguf -f $MD/text.txt -c 512 --chunks 4 \
+        # -v prints the scheduler's assignment of every node (GGML_SCHED_DEBUG=2) at debug level; a first
+        # ubatch of a quarter of the context sets the key offset over the rest of it (patch 0014: RoPE's
+        # backward op on the GPU, llama3 rope factors)
+        GGML_SCHED_DEBUG=2 timeout 150 "$BIN/llama-perplexity" -m $MD/random-llama.gguf -f $MD/text.txt -c 1024 -b 1024 -ub 256 --chunks 2 \
             -ngl 99 -fa on -ctk tbq4_0 -ctv tbq3_0 -v >>"$OUT/perplexity.log" 2>&1
         PRC=$?
         GS=$(grep -oE "(graph splits = [0-9]+|graph: nodes = [0-9]+, splits = [0-9]+)" "$OUT/perplexity.log" | tail -n1)
         # nodes of the ops the tbq cache reaches, by backend (the field after the node's name: [CUDA0 ...] or [CPU ...])
         # (debug lines carry a time prefix: "0.00.316.735 D node #  0 (  GET_ROWS): embd ... [  CPU ...")
-        grep -E "node # *[0-9]+ \(" "$OUT/perplexity.log" | grep -E "SET_ROWS|FLASH_ATTN|GET_ROWS|CPY|CONT|DUP" \
+        grep -E "node # *[0-9]+ \(" "$OUT/perplexity.log" | grep -E "SET_ROWS|FLASH_ATTN|GET_ROWS|CPY|CONT|DUP|ROPE_BACK" \
             | sed -E 's/^.*node # *[0-9]+ \( *([A-Z_]+)\): *([^ ]+)[^[]*\[ *([A-Za-z0-9]+).*/\1 \3 \2/; s/[0-9]+/#/g' \
             | sort | uniq -c >"$OUT/tbq-node-backends.txt"
         # (the token-embedding GET_ROWS of the input layer runs where the embeddings live: not a tbq op)
