@@ -135,7 +135,7 @@ centre_span() {
     local args=(-m "$smol" -f "$WIKI" -c 1024 -b 1024 --chunks 2 -fa on -t "$THREADS")
     "$BIN/llama-perplexity" "${args[@]}" --kl-divergence-base "$o/f16.kld" >"$o/f16.log" 2>&1 || { tail -n 5 "$o/f16.log"; return 1; }
     for ub in 256 1024; do
-        "$BIN/llama-perplexity" "${args[@]}" -ub $ub -ctk tbq4_1 -ctv tbq4_1 --kl-divergence-base "$o/f16.kld" \
+        LLAMA_TBQ_KEY_CENTRE_SPAN=1 "$BIN/llama-perplexity" "${args[@]}" -ub $ub -ctk tbq4_1 -ctv tbq4_1 --kl-divergence-base "$o/f16.kld" \
             --kl-divergence >"$o/ub$ub.log" 2>&1 || { tail -n 5 "$o/ub$ub.log"; return 1; }
     done
     rm -f "$o/f16.kld"
