@@ -123,7 +123,7 @@ smol_compact() {
 }
 step "ppl: SmolLM2-135M, tbq4_1 stored as tbq4_1_64c at tbq4_0's bits, lower KLD" smol_compact
 
-# Key centring over the whole context (patches/0014): the key offset set by a first ubatch that covers
+# Key centring over the whole context (patches/0014, opt-in: LLAMA_TBQ_KEY_CENTRE_SPAN=1): the offset set by a first ubatch that covers
 # a quarter of the context (-ub 256 of -c 1024) serves the later keys as well as one set by a ubatch
 # that covers all of it (-ub 1024: the mean of every key). SmolLM2-135M, tbq4_1/tbq4_1, 2 chunks of
 # 1024, measured 2026-12-08: -ub 256 0.0219, -ub 1024 0.0227, no centring 0.0442. Before patch 0014 mu
