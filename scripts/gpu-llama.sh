@@ -88,9 +88,9 @@ if [[ $DO_MODEL -eq 1 && $SECONDS -lt $BUDGET ]]; then
     fi
     if [[ -f $MD/random-llama.gguf ]]; then
         # -v prints the scheduler's assignment of every node (GGML_SCHED_DEBUG=2) at debug level; a first
-        # ubatch of a quarter of the context sets the key offset over the rest of it (patch 0014: RoPE's
+        # ubatch of a quarter of the context sets the key offset over the rest of it (patch 0014, opt-in: RoPE's
         # backward op on the GPU, llama3 rope factors)
-        GGML_SCHED_DEBUG=2 timeout 150 "$BIN/llama-perplexity" -m $MD/random-llama.gguf -f $MD/text.txt -c 1024 -b 1024 -ub 256 --chunks 2 \
+        LLAMA_TBQ_KEY_CENTRE_SPAN=1 GGML_SCHED_DEBUG=2 timeout 150 "$BIN/llama-perplexity" -m $MD/random-llama.gguf -f $MD/text.txt -c 1024 -b 1024 -ub 256 --chunks 2 \
             -ngl 99 -fa on -ctk tbq4_0 -ctv tbq3_0 -v >>"$OUT/perplexity.log" 2>&1
         PRC=$?
         GS=$(grep -oE "(graph splits = [0-9]+|graph: nodes = [0-9]+, splits = [0-9]+)" "$OUT/perplexity.log" | tail -n1)
